@@ -1,0 +1,1 @@
+"""RDT deployment runtime (ROS-free core) and its rclpy shell."""

@@ -1,0 +1,1 @@
+"""Episode recording and rosbag conversion for the RDT suite."""

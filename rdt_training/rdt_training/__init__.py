@@ -1,0 +1,1 @@
+"""Fine-tuning RDT on recorded episodes."""
