@@ -1,17 +1,248 @@
-"""SigLIP vision tower with the official deployment preprocessing and a history cache."""
-# CONTRACT (implemented by the encoders helper):
-# class VisionEncoder:
-#     def __init__(self, model: SiglipVisionModel, processor: SiglipImageProcessor, *, device="cpu", dtype=torch.float32)
-#     @classmethod from_pretrained(model_dir, *, device="cpu", dtype=torch.float32)  # local dir only, no downloads
-#     @classmethod tiny(seed=0, image_size=32, patch_size=8, hidden_size=24)          # random tiny tower for tests/demos
-#     hidden_size: int; num_patches: int
-#     def background_image() -> np.ndarray (H,W,3) uint8  # processor mean colour, for a missing camera
-#     def preprocess(images: list[np.ndarray | None]) -> Tensor (N,3,S,S)   # pad to square with mean colour, resize, normalise
-#     def encode(images: list[np.ndarray | None]) -> Tensor (N, num_patches, hidden)   # one batched pass
-# class HistoryImageEncoder:
-#     def __init__(self, encoder: VisionEncoder, history: int = 2, num_cameras: int = 3)
-#     def encode(images: list[np.ndarray | None], keys: list | None = None) -> Tensor (1, history*cams*P, hidden)
-#         # images ordered [ext_{t-1}, right_{t-1}, left_{t-1}, ext_t, right_t, left_t]; keys identify frames
-#         # (e.g. stamps): features of frames already encoded at the previous step are reused, so a new step
-#         # re-encodes only the new frames. Without keys, identity of the arrays is used.
-#     stats: dict (frames encoded, frames reused)
+"""SigLIP vision tower with the official deployment preprocessing and a history cache.
+
+RDT conditions on the last hidden state of SigLIP (every patch token; 729 x 1152 for
+siglip-so400m-patch14-384). Images are prepared exactly as the official deployment script does:
+pad to a square with the processor's mean colour (the picture centred), then the processor's own
+resize and normalisation; a missing camera is a plain image of that mean colour.
+
+``HistoryImageEncoder`` keeps the features of the frames it has seen so that a new control step,
+whose window shares the previous step's newest frames, only runs the tower on the new frames.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Hashable, Sequence
+
+import numpy as np
+import torch
+
+try:  # transformers >= 5: the PIL backend is the one that reproduces the official (PIL bicubic) resize
+    from transformers import SiglipImageProcessorPil as _SiglipProcessorClass
+except ImportError:  # transformers 4.x: SiglipImageProcessor is the PIL/numpy implementation
+    from transformers import SiglipImageProcessor as _SiglipProcessorClass
+from transformers import SiglipVisionConfig, SiglipVisionModel
+
+__all__ = ["VisionEncoder", "HistoryImageEncoder", "pad_to_square", "OFFICIAL_VISION_ENCODER"]
+
+OFFICIAL_VISION_ENCODER = "google/siglip-so400m-patch14-384"
+
+Image = np.ndarray | None
+
+
+def pad_to_square(image: np.ndarray, color: Sequence[int]) -> np.ndarray:
+    """Pad an (H, W, 3) image to a square of side max(H, W), the picture centred (official expand2square)."""
+    h, w = image.shape[:2]
+    if h == w:
+        return image
+    side = max(h, w)
+    out = np.empty((side, side, 3), dtype=np.uint8)
+    out[...] = np.asarray(color, dtype=np.uint8)
+    top, left = (side - h) // 2, (side - w) // 2
+    out[top:top + h, left:left + w] = image
+    return out
+
+
+def _check_image(image: Any, index: int) -> np.ndarray:
+    if not isinstance(image, np.ndarray):
+        raise ValueError(
+            f"image {index}: expected an RGB uint8 numpy array (H, W, 3) or None for a missing camera, "
+            f"got {type(image).__name__}")
+    if image.ndim != 3 or image.shape[2] != 3 or image.shape[0] == 0 or image.shape[1] == 0:
+        raise ValueError(
+            f"image {index}: expected shape (H, W, 3) RGB, got {image.shape}; convert grayscale/RGBA "
+            f"frames to RGB first (e.g. cv2.cvtColor)")
+    if image.dtype != np.uint8:
+        raise ValueError(
+            f"image {index}: expected dtype uint8 (0..255), got {image.dtype}; convert with "
+            f"np.clip(img, 0, 255).astype(np.uint8) (or img * 255 for [0, 1] floats)")
+    return image
+
+
+class VisionEncoder:
+    """SigLIP vision tower + its image processor; ``encode`` = one batched pass over a list of frames."""
+
+    def __init__(self, model: SiglipVisionModel, processor, *, device="cpu", dtype=torch.float32):
+        self.device = torch.device(device)
+        self.dtype = dtype
+        self.model = model.to(device=self.device, dtype=dtype).eval()
+        self.model.requires_grad_(False)
+        self.processor = processor
+        size = processor.size
+        self.image_size = (int(size["height"]), int(size["width"]))
+        cfg = model.config
+        if self.image_size != (cfg.image_size, cfg.image_size):
+            raise ValueError(
+                f"the image processor resizes to {self.image_size} but the SigLIP tower expects "
+                f"{cfg.image_size}x{cfg.image_size}; use the processor saved with the model")
+        self.hidden_size: int = int(cfg.hidden_size)
+        self.num_patches: int = (cfg.image_size // cfg.patch_size) ** 2
+        self.passes = 0          # forward passes of the tower (one per encode call)
+        self.frames_encoded = 0  # frames pushed through the tower
+
+    # ---------------------------------------------------------------- construction
+    @classmethod
+    def from_pretrained(cls, model_dir, *, device="cpu", dtype=torch.float32) -> "VisionEncoder":
+        """Load the tower and processor from a local directory (no downloads), e.g. a copy of
+        google/siglip-so400m-patch14-384 (a full SigLIP checkpoint: only its vision half is loaded)."""
+        path = Path(model_dir).expanduser()
+        if not (path / "config.json").is_file():
+            raise FileNotFoundError(
+                f"no SigLIP model at {path} (config.json missing). Download it once with "
+                f"`huggingface-cli download {OFFICIAL_VISION_ENCODER} --local-dir {path}` and pass that directory.")
+        if not (path / "preprocessor_config.json").is_file():
+            raise FileNotFoundError(
+                f"{path} has no preprocessor_config.json; the image processor must be saved beside the "
+                f"model (the official {OFFICIAL_VISION_ENCODER} repository has one)")
+        model = SiglipVisionModel.from_pretrained(path, local_files_only=True, dtype=dtype)
+        processor = _SiglipProcessorClass.from_pretrained(path, local_files_only=True)
+        return cls(model, processor, device=device, dtype=dtype)
+
+    @classmethod
+    def tiny(cls, seed: int = 0, image_size: int = 32, patch_size: int = 8, hidden_size: int = 24, *,
+             device="cpu", dtype=torch.float32) -> "VisionEncoder":
+        """A random tiny SigLIP tower (built from a config, no downloads) for tests and demos."""
+        if image_size % patch_size:
+            raise ValueError(f"image_size {image_size} must be a multiple of patch_size {patch_size}")
+        config = SiglipVisionConfig(
+            hidden_size=hidden_size, intermediate_size=2 * hidden_size, num_hidden_layers=2,
+            num_attention_heads=2 if hidden_size % 2 == 0 else 1, image_size=image_size, patch_size=patch_size)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = SiglipVisionModel(config)
+        # Same settings as the official so400m processor (mean/std 0.5, bicubic), at the tiny size.
+        processor = _SiglipProcessorClass(
+            size={"height": image_size, "width": image_size}, image_mean=[0.5, 0.5, 0.5],
+            image_std=[0.5, 0.5, 0.5], resample=3, do_resize=True, do_rescale=True, do_normalize=True)
+        return cls(model, processor, device=device, dtype=dtype)
+
+    # ---------------------------------------------------------------- preprocessing
+    @property
+    def background_color(self) -> tuple[int, int, int]:
+        """The processor's mean colour in 0..255 (official: int(mean * 255)); pads and replaces missing cameras."""
+        return tuple(int(x * 255) for x in self.processor.image_mean)
+
+    def background_image(self) -> np.ndarray:
+        """The image that stands in for a missing camera: the mean colour at the processor's size."""
+        h, w = self.image_size
+        out = np.empty((h, w, 3), dtype=np.uint8)
+        out[...] = np.asarray(self.background_color, dtype=np.uint8)
+        return out
+
+    def preprocess(self, images: Sequence[Image]) -> torch.Tensor:
+        """(N,3,S,S) float32 pixel values: pad to square with the mean colour, processor resize + normalise."""
+        if len(images) == 0:
+            raise ValueError("no images to preprocess")
+        color = self.background_color
+        squares = []
+        for i, image in enumerate(images):
+            if image is None:
+                squares.append(self.background_image())
+            else:
+                squares.append(pad_to_square(_check_image(image, i), color))
+        out = self.processor(images=squares, return_tensors="pt")["pixel_values"]
+        return out
+
+    # ---------------------------------------------------------------- encoding
+    @torch.inference_mode()
+    def encode(self, images: Sequence[Image]) -> torch.Tensor:
+        """(N, num_patches, hidden) last hidden state of every frame, in one batched pass."""
+        pixels = self.preprocess(images).to(device=self.device, dtype=self.dtype)
+        features = self.model(pixel_values=pixels).last_hidden_state
+        self.passes += 1
+        self.frames_encoded += len(images)
+        return features
+
+
+@dataclass
+class _Cached:
+    features: torch.Tensor
+    image: np.ndarray | None  # held so that an identity key (id) cannot be reused while cached
+
+
+class HistoryImageEncoder:
+    """Encodes the (history x cameras) image window of a step, re-encoding only frames it has not seen.
+
+    Frames are identified by ``keys`` (e.g. header stamps; they need only be unique per camera) or,
+    without keys, by the identity of the arrays. The features of the previous step's window are kept,
+    so a new step whose ``t-1`` frames were the previous ``t`` frames only encodes the new frames.
+    A missing camera (None) uses the background features, computed once.
+    """
+
+    def __init__(self, encoder: VisionEncoder, history: int = 2, num_cameras: int = 3):
+        if history < 1 or num_cameras < 1:
+            raise ValueError(f"history ({history}) and num_cameras ({num_cameras}) must be >= 1")
+        self.encoder = encoder
+        self.history = int(history)
+        self.num_cameras = int(num_cameras)
+        self.window_size = self.history * self.num_cameras
+        self._cache: dict[Hashable, _Cached] = {}
+        self._background: torch.Tensor | None = None
+        self.stats = {"frames_encoded": 0, "frames_reused": 0, "passes": 0}
+
+    @property
+    def num_tokens(self) -> int:
+        return self.window_size * self.encoder.num_patches
+
+    def reset(self) -> None:
+        """Forget cached frames (e.g. at the start of an episode)."""
+        self._cache.clear()
+
+    def _key(self, position: int, image: np.ndarray, keys) -> Hashable:
+        camera = position % self.num_cameras
+        if keys is None:
+            return (camera, "id", id(image))
+        return (camera, "key", keys[position])
+
+    def encode(self, images: Sequence[Image], keys: Sequence[Hashable] | None = None) -> torch.Tensor:
+        """(1, window_size * num_patches, hidden) features of the window, in window order."""
+        if len(images) != self.window_size:
+            raise ValueError(
+                f"expected {self.window_size} images ({self.history} steps x {self.num_cameras} cameras, ordered "
+                f"[ext, right_wrist, left_wrist] per step, oldest first), got {len(images)}")
+        if keys is not None and len(keys) != len(images):
+            raise ValueError(f"got {len(keys)} image keys for {len(images)} images; give one key per image")
+
+        slots: list[Hashable | None] = []
+        todo: dict[Hashable, np.ndarray | None] = {}
+        need_background = False
+        for pos, image in enumerate(images):
+            if image is None:
+                slots.append(None)
+                need_background = need_background or self._background is None
+                continue
+            key = self._key(pos, image, keys)
+            cached = self._cache.get(key)
+            if cached is not None and (keys is not None or cached.image is image):
+                self.stats["frames_reused"] += 1
+            elif key not in todo:
+                todo[key] = image
+            else:
+                self.stats["frames_reused"] += 1
+            slots.append(key)
+
+        batch_keys = list(todo)
+        batch_images: list[np.ndarray | None] = [todo[k] for k in batch_keys]
+        if need_background:
+            batch_images.append(None)
+        fresh: dict[Hashable, _Cached] = {}
+        if batch_images:
+            feats = self.encoder.encode(batch_images)
+            self.stats["passes"] += 1
+            self.stats["frames_encoded"] += len(batch_images)
+            for i, key in enumerate(batch_keys):
+                fresh[key] = _Cached(feats[i], todo[key])
+            if need_background:
+                self._background = feats[-1]
+
+        window = []
+        new_cache: dict[Hashable, _Cached] = {}
+        for key in slots:
+            if key is None:
+                window.append(self._background)
+                continue
+            entry = fresh.get(key) or self._cache[key]
+            new_cache[key] = entry
+            window.append(entry.features)
+        self._cache = new_cache  # keep only this window's frames: the next step reuses its newest ones
+        return torch.cat(window, dim=0).unsqueeze(0)
