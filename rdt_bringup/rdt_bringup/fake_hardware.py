@@ -1,0 +1,200 @@
+"""ROS-free logic of the fake-robot node: what the real controllers do with the commands we send.
+
+The rclpy shell (``fake_robot_node.py``) only converts messages into these calls. Kept here so the
+behaviour that decides where the fake joints go is tested without ROS:
+
+- ``sample_trajectory`` / ``TrajectoryFollower``: a positions-only ``JointTrajectory`` followed the way
+  ros2_control's joint_trajectory_controller does it (start at ``header.stamp``, or on receipt when the
+  stamp is zero; interpolate linearly from the state at the start to the first point and between
+  points; hold the last point; a new trajectory replaces the old one from its own start time on).
+- ``command_from_joint_state`` / ``command_from_array``: ALOHA / AgileX style commands (JointState with
+  names, Float64MultiArray in a stream's joint order) -> profile joint values.
+- ``stream_positions``: profile joint values -> the positions a ``JointState`` stream publishes (the
+  inverse of ``RobotProfile.map_stream``, gripper ranges included).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+__all__ = [
+    "sample_trajectory", "Trajectory", "TrajectoryFollower", "trajectory_from_arrays",
+    "command_from_joint_state", "command_from_array", "stream_positions", "gripper_goal_done",
+]
+
+
+def sample_trajectory(times_from_start: np.ndarray, positions: np.ndarray, elapsed: float,
+                      start_positions: np.ndarray) -> np.ndarray:
+    """Position commanded ``elapsed`` seconds after a trajectory started.
+
+    times_from_start: (N,) strictly increasing seconds; positions: (N, J); start_positions: (J,) the state
+    when the trajectory started (interpolated towards the first point, as the controller does when the
+    first point is in the future). Before the start: start_positions; after the last point: the last point.
+    """
+    times = np.asarray(times_from_start, dtype=np.float64)
+    points = np.asarray(positions, dtype=np.float64)
+    start = np.asarray(start_positions, dtype=np.float64)
+    if elapsed <= 0.0:
+        return start.copy()
+    if times[0] > 0.0:
+        times = np.concatenate([[0.0], times])
+        points = np.concatenate([start[None, :], points], axis=0)
+    if elapsed >= times[-1]:
+        return points[-1].copy()
+    return np.array([np.interp(elapsed, times, points[:, j]) for j in range(points.shape[1])])
+
+
+@dataclass
+class Trajectory:
+    """A validated trajectory over some of the profile's joints (``joint_indices`` into the profile)."""
+    start_time: float              # seconds on the node clock
+    joint_indices: np.ndarray      # (J,) int
+    times_from_start: np.ndarray   # (N,)
+    positions: np.ndarray          # (N, J)
+
+    @property
+    def end_time(self) -> float:
+        return self.start_time + float(self.times_from_start[-1])
+
+
+def trajectory_from_arrays(profile_joint_names: Sequence[str], joint_names: Sequence[str],
+                           times_from_start: Sequence[float], positions: Sequence[Sequence[float]],
+                           start_time: float, lower: np.ndarray | None = None,
+                           upper: np.ndarray | None = None) -> Trajectory:
+    """Validate a JointTrajectory given as arrays; a ValueError says what is wrong and how to fix it.
+
+    Rejected, as joint_trajectory_controller rejects them: unknown or duplicated joint names, points whose
+    size differs from the joint names, time_from_start not strictly increasing, non-finite values. With
+    ``lower``/``upper`` (the profile's limits, full D), positions outside them are rejected too.
+    """
+    names = list(joint_names)
+    index = {n: i for i, n in enumerate(profile_joint_names)}
+    unknown = [n for n in names if n not in index]
+    if unknown or not names:
+        raise ValueError(f"trajectory names unknown joint(s) {unknown or '(none given)'}; "
+                         f"this robot's joints are {list(profile_joint_names)}")
+    if len(set(names)) != len(names):
+        raise ValueError(f"trajectory names a joint twice: {names}")
+    times = np.asarray(times_from_start, dtype=np.float64).reshape(-1)
+    if times.size == 0:
+        raise ValueError("trajectory has no points")
+    try:
+        points = np.asarray(positions, dtype=np.float64)
+    except ValueError:
+        points = None
+    if points is None or points.shape != (times.size, len(names)):
+        raise ValueError(f"every trajectory point needs {len(names)} positions (one per joint name); got "
+                         f"{[len(p) for p in positions]}")
+    if not (np.isfinite(times).all() and np.isfinite(points).all()):
+        raise ValueError("trajectory contains NaN or inf (time_from_start or positions)")
+    if times[0] < 0.0 or np.any(np.diff(times) <= 0.0):
+        raise ValueError(f"time_from_start must be >= 0 and strictly increasing, got {times.tolist()}")
+    idx = np.array([index[n] for n in names], dtype=np.int64)
+    if lower is not None and upper is not None:
+        lo, hi = np.asarray(lower)[idx], np.asarray(upper)[idx]
+        bad = np.nonzero((points < lo - 1e-9) | (points > hi + 1e-9))
+        if bad[0].size:
+            p, j = int(bad[0][0]), int(bad[1][0])
+            raise ValueError(f"point {p} commands {names[j]}={points[p, j]:.4f} outside its limits "
+                             f"[{lo[j]:.4f}, {hi[j]:.4f}]")
+    return Trajectory(float(start_time), idx, times, points)
+
+
+class TrajectoryFollower:
+    """Keeps the active and the next trajectories and says where every joint is commanded at a time."""
+
+    def __init__(self, initial_command: np.ndarray):
+        self._command = np.array(initial_command, dtype=np.float64)
+        self._active: Trajectory | None = None
+        self._active_start_positions: np.ndarray | None = None
+        self._pending: list[Trajectory] = []
+
+    def submit(self, trajectory: Trajectory) -> None:
+        """Queue a trajectory; it takes over at its start time (the old one runs until then)."""
+        self._pending = [t for t in self._pending if t.start_time < trajectory.start_time]
+        self._pending.append(trajectory)
+
+    @property
+    def active(self) -> Trajectory | None:
+        return self._active
+
+    def command_at(self, now: float) -> np.ndarray:
+        """The full (D,) position command at time ``now`` (monotonic calls)."""
+        while self._pending and self._pending[0].start_time <= now:
+            nxt = self._pending.pop(0)
+            # The new trajectory starts from where the commanded state is at its start time.
+            self._advance(nxt.start_time)
+            self._active = nxt
+            self._active_start_positions = self._command[nxt.joint_indices].copy()
+        self._advance(now)
+        return self._command.copy()
+
+    def _advance(self, t: float) -> None:
+        traj = self._active
+        if traj is None:
+            return
+        self._command[traj.joint_indices] = sample_trajectory(
+            traj.times_from_start, traj.positions, t - traj.start_time, self._active_start_positions)
+
+    def set_joint(self, index: int, value: float) -> None:
+        """Direct command of one joint (e.g. the gripper through its action), outside any trajectory."""
+        self._command[index] = float(value)
+        if self._active is not None and index in self._active.joint_indices:
+            keep = self._active.joint_indices != index
+            self._active_start_positions = self._active_start_positions[keep]
+            self._active = Trajectory(self._active.start_time, self._active.joint_indices[keep],
+                                      self._active.times_from_start, self._active.positions[:, keep])
+
+
+def command_from_joint_state(profile, stream_role: str, names: Sequence[str],
+                             positions: Sequence[float]) -> dict[int, float]:
+    """A JointState command (AgileX ``/master/joint_left`` style) -> {profile joint index: value}.
+
+    Names are read as the state stream ``stream_role`` names them (the commands mirror the state topics);
+    a message without names gives the positions in that stream's order.
+    """
+    stream = profile.stream(stream_role)
+    names = list(names)
+    if not names:
+        if len(positions) != len(stream.msg_joint_names):
+            raise ValueError(f"command for {stream_role!r} has no joint names and {len(positions)} positions; "
+                             f"send {len(stream.msg_joint_names)} in the order {stream.msg_joint_names}")
+        names = list(stream.msg_joint_names)
+    values = profile.map_stream(stream_role, names, list(positions))
+    index = {n: i for i, n in enumerate(profile.joint_names)}
+    return {index[n]: v for n, v in values.items()}
+
+
+def command_from_array(profile, stream_role: str, data: Sequence[float]) -> dict[int, float]:
+    """A Float64MultiArray command (forward position controller) in the stream's joint order."""
+    stream = profile.stream(stream_role)
+    if len(data) != len(stream.joints):
+        raise ValueError(f"Float64MultiArray command for {stream_role!r} has {len(data)} values; the "
+                         f"controller expects {len(stream.joints)} in the order {stream.joints}")
+    index = {n: i for i, n in enumerate(profile.joint_names)}
+    return {index[n]: float(v) for n, v in zip(stream.joints, data)}
+
+
+def stream_positions(profile, stream_role: str, qpos: np.ndarray) -> tuple[list[str], list[float]]:
+    """Profile joint values (D,) -> (message names, positions) for the JointState stream ``stream_role``."""
+    stream = profile.stream(stream_role)
+    specs = {j.name: (i, j) for i, j in enumerate(profile.joints)}
+    out = []
+    for mname, jname in zip(stream.msg_joint_names, stream.joints):
+        i, spec = specs[jname]
+        v = float(qpos[i])
+        rng = stream.gripper_ranges.get(mname)
+        if rng is not None:
+            v = rng[0] + (v - spec.offset) / spec.scale * (rng[1] - rng[0])
+        out.append(v)
+    return list(stream.msg_joint_names), out
+
+
+def gripper_goal_done(position: float, goal: float, previous: float, tolerance: float = 2e-3,
+                      stall_eps: float = 1e-5) -> tuple[bool, bool]:
+    """(reached_goal, stalled) for a gripper action, from the position now and one tick earlier."""
+    reached = abs(position - goal) <= tolerance
+    stalled = not reached and abs(position - previous) <= stall_eps
+    return reached, stalled
