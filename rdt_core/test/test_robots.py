@@ -112,7 +112,7 @@ def _broken(mutate):
     (lambda d: d["joints"][0].update(speed=1.0), r"unknown field\(s\) \['speed'\]"),
     (lambda d: d.pop("control_frequency"), "missing required field 'control_frequency'"),
     (lambda d: d.update(control_frequency=0), "control_frequency must be > 0"),
-    (lambda d: d["cameras"][0].update(slot="overhead"), r"cameras\[0\] \(cam_exterior\)\.slot"),
+    (lambda d: d["cameras"][0].update(slot="overhead"), r"cameras\[0\] \(cam_high\)\.slot"),
     (lambda d: d["state_streams"][0]["joints"].pop(), "msg_joint_names has 8 names but joints has 7"),
     (lambda d: d["joints"][1].update(unified="right_arm_joint_0_pos"), "same index"),
     (lambda d: d.update(command={"topic": "/x"}), "'backend'"),
