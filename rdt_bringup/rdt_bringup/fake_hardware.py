@@ -7,8 +7,9 @@ behaviour that decides where the fake joints go is tested without ROS:
   ros2_control's joint_trajectory_controller does it (start at ``header.stamp``, or on receipt when the
   stamp is zero; interpolate linearly from the state at the start to the first point and between
   points; hold the last point; a new trajectory replaces the old one from its own start time on).
-- ``command_from_joint_state`` / ``command_from_array``: ALOHA / AgileX style commands (JointState with
-  names, Float64MultiArray in a stream's joint order) -> profile joint values.
+- ``command_from_joint_state`` / ``command_from_array`` / ``command_from_interbotix``: ALOHA / AgileX style
+  commands (JointState with names, Float64MultiArray, Interbotix group/single commands), read through the
+  profile's ``command`` section -> profile joint values (state units).
 - ``stream_positions``: profile joint values -> the positions a ``JointState`` stream publishes (the
   inverse of ``RobotProfile.map_stream``, gripper ranges included).
 """
@@ -21,7 +22,8 @@ import numpy as np
 
 __all__ = [
     "sample_trajectory", "Trajectory", "TrajectoryFollower", "trajectory_from_arrays",
-    "command_from_joint_state", "command_from_array", "stream_positions", "gripper_goal_done",
+    "joint_state_command_topics", "command_from_joint_state", "command_from_array", "command_from_interbotix",
+    "stream_positions", "gripper_goal_done",
 ]
 
 
@@ -148,33 +150,76 @@ class TrajectoryFollower:
                                       self._active.times_from_start, self._active.positions[:, keep])
 
 
-def command_from_joint_state(profile, stream_role: str, names: Sequence[str],
-                             positions: Sequence[float]) -> dict[int, float]:
-    """A JointState command (AgileX ``/master/joint_left`` style) -> {profile joint index: value}.
+def joint_state_command_topics(command: dict) -> list[dict]:
+    """The ``{topic, joints, msg_joint_names}`` entries of a profile's JointState command section.
 
-    Names are read as the state stream ``stream_role`` names them (the commands mirror the state topics);
-    a message without names gives the positions in that stream's order.
+    They sit under ``command.topics`` (backend joint_state, AgileX) or ``command.fallback.topics``
+    (ALOHA: used when interbotix_xs_msgs is not installed); an empty list when the profile has none.
     """
-    stream = profile.stream(stream_role)
-    names = list(names)
+    for section in (command, command.get("fallback") or {}):
+        if section.get("topics"):
+            return [dict(t, msg_joint_names=list(t.get("msg_joint_names") or t["joints"])) for t in section["topics"]]
+    return []
+
+
+def _to_state_units(profile, index: int, value: float) -> float:
+    """A command value (action units) -> the joint's state units (they differ for AgileX grippers)."""
+    j = profile.joints[index]
+    return j.offset + j.scale * (float(value) - j.act_offset) / j.act_scale
+
+
+def _joint_index(profile, names) -> list[int]:
+    index = {n: i for i, n in enumerate(profile.joint_names)}
+    missing = [n for n in names if n not in index]
+    if missing:
+        raise ValueError(f"command section names joint(s) {missing} that profile {profile.name!r} lacks")
+    return [index[n] for n in names]
+
+
+def command_from_joint_state(profile, entry: dict, names: Sequence[str],
+                             positions: Sequence[float]) -> dict[int, float]:
+    """A JointState command (AgileX ``/master/joint_left`` style) -> {profile joint index: state value}.
+
+    ``entry`` is one of ``joint_state_command_topics``: message names are its ``msg_joint_names`` (the
+    same names may repeat on the left and right topics); a message without names gives the positions in
+    that order. Values are in action units and converted to the joint's state units.
+    """
+    msg_names = list(entry["msg_joint_names"])
+    names, positions = list(names), list(positions)
     if not names:
-        if len(positions) != len(stream.msg_joint_names):
-            raise ValueError(f"command for {stream_role!r} has no joint names and {len(positions)} positions; "
-                             f"send {len(stream.msg_joint_names)} in the order {stream.msg_joint_names}")
-        names = list(stream.msg_joint_names)
-    values = profile.map_stream(stream_role, names, list(positions))
-    index = {n: i for i, n in enumerate(profile.joint_names)}
-    return {index[n]: v for n, v in values.items()}
+        names = msg_names
+    if len(names) != len(positions):
+        raise ValueError(f"command on {entry['topic']}: {len(names)} names but {len(positions)} positions; "
+                         f"send {len(msg_names)} positions in the order {msg_names}")
+    unknown = [n for n in names if n not in msg_names]
+    if unknown:
+        raise ValueError(f"command on {entry['topic']} names unknown joint(s) {unknown}; expected {msg_names}")
+    where = dict(zip(msg_names, _joint_index(profile, entry["joints"])))
+    return {where[n]: _to_state_units(profile, where[n], v) for n, v in zip(names, positions)}
 
 
-def command_from_array(profile, stream_role: str, data: Sequence[float]) -> dict[int, float]:
-    """A Float64MultiArray command (forward position controller) in the stream's joint order."""
-    stream = profile.stream(stream_role)
-    if len(data) != len(stream.joints):
-        raise ValueError(f"Float64MultiArray command for {stream_role!r} has {len(data)} values; the "
-                         f"controller expects {len(stream.joints)} in the order {stream.joints}")
-    index = {n: i for i, n in enumerate(profile.joint_names)}
-    return {index[n]: float(v) for n, v in zip(stream.joints, data)}
+def command_from_array(profile, joints: Sequence[str], data: Sequence[float], topic: str = "",
+                       kind: str = "Float64MultiArray") -> dict[int, float]:
+    """A Float64MultiArray command (forward position controller): one value per joint of ``joints``."""
+    if len(data) != len(joints):
+        raise ValueError(f"{kind} command on {topic or 'the command topic'} has {len(data)} values; "
+                         f"the controller expects {len(joints)} in the order {list(joints)}")
+    idx = _joint_index(profile, joints)
+    return {i: _to_state_units(profile, i, v) for i, v in zip(idx, data)}
+
+
+def command_from_interbotix(profile, arm: dict, name: str, cmd: Sequence[float]) -> dict[int, float]:
+    """An Interbotix JointGroupCommand (group ``arm['group_name']``) or JointSingleCommand (the gripper
+    ``arm['gripper_name']``) for one arm of a profile's ``command.arms`` -> {profile joint index: value}."""
+    cmd = [float(c) for c in cmd]
+    if name == arm.get("group_name"):
+        return command_from_array(profile, arm["joints"], cmd, arm.get("group_topic", ""), "JointGroupCommand")
+    if name == arm.get("gripper_name") and len(cmd) == 1:
+        (i,) = _joint_index(profile, [arm["gripper_joint"]])
+        return {i: _to_state_units(profile, i, cmd[0])}
+    raise ValueError(f"Interbotix command for {name!r} with {len(cmd)} value(s) is not understood; this arm "
+                     f"takes group {arm.get('group_name')!r} ({len(arm['joints'])} values) or single "
+                     f"{arm.get('gripper_name')!r} (1 value)")
 
 
 def stream_positions(profile, stream_role: str, qpos: np.ndarray) -> tuple[list[str], list[float]]:

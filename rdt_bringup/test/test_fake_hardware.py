@@ -1,12 +1,12 @@
 """The fake robot's ROS-free logic: trajectory following as joint_trajectory_controller does it, and the
-JointState / Float64MultiArray command and state conversions, on a real RobotProfile."""
+JointState / Float64MultiArray / Interbotix command and state conversions, on the shipped profiles."""
 import numpy as np
 import pytest
 
 from rdt_bringup.fake_hardware import (
-    TrajectoryFollower, command_from_array, command_from_joint_state, gripper_goal_done, sample_trajectory,
-    stream_positions, trajectory_from_arrays)
-from rdt_core.robots import RobotProfile
+    TrajectoryFollower, command_from_array, command_from_interbotix, command_from_joint_state, gripper_goal_done,
+    joint_state_command_topics, sample_trajectory, stream_positions, trajectory_from_arrays)
+from rdt_core.robots import RobotProfile, load_profile
 
 NAMES = ["j1", "j2", "j3"]
 
@@ -89,24 +89,50 @@ def test_bad_trajectories_are_rejected_with_the_reason(names, times, points, nee
         trajectory_from_arrays(NAMES, names, times, points, 0.0, lower=-np.ones(3), upper=np.ones(3))
 
 
-def test_joint_state_commands_use_the_state_streams_names_and_gripper_ranges():
-    profile = two_arm_profile()
-    assert command_from_joint_state(profile, "puppet_left", ["joint0", "joint6"], [0.3, 0.04]) == {0: 0.3, 1: 0.04}
-    # The right stream's gripper is published in 0..4 units: 2.0 is half open = 0.04 m.
-    cmd = command_from_joint_state(profile, "puppet_right", ["joint6", "joint0"], [2.0, -0.2])
-    assert cmd[2] == pytest.approx(-0.2) and cmd[3] == pytest.approx(0.04)
-    assert command_from_joint_state(profile, "puppet_left", [], [0.1, 0.02]) == {0: 0.1, 1: 0.02}
-    with pytest.raises(ValueError, match="send 2 in the order"):
-        command_from_joint_state(profile, "puppet_left", [], [0.1])
-    with pytest.raises(ValueError, match="lacks joint"):
-        command_from_joint_state(profile, "puppet_left", ["joint0"], [0.1])
+def test_agilex_joint_state_commands_map_by_topic_and_convert_gripper_action_units():
+    profile = load_profile("agilex")
+    left, right = joint_state_command_topics(profile.command)
+    assert (left["topic"], right["topic"]) == ("/master/joint_left", "/master/joint_right")
+    names = [f"joint{i}" for i in range(7)]
+    cmd = command_from_joint_state(profile, right, names, [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 2.0])
+    index = profile.joint_names.index
+    assert cmd[index("right_joint0")] == pytest.approx(0.1)
+    assert index("left_joint0") not in cmd  # same message names, other topic
+    grip = profile.joints[index("right_joint6")]
+    # master gripper units (action_scale) -> puppet units (scale): same openness.
+    assert (cmd[index("right_joint6")] - grip.offset) / grip.scale == pytest.approx(
+        (2.0 - grip.act_offset) / grip.act_scale)
+    assert command_from_joint_state(profile, left, [], list(range(7)))[index("left_joint3")] == pytest.approx(3.0)
+    with pytest.raises(ValueError, match="in the order"):
+        command_from_joint_state(profile, left, [], [0.1])
+    with pytest.raises(ValueError, match="unknown joint"):
+        command_from_joint_state(profile, left, ["joint9"], [0.1])
 
 
-def test_array_commands_follow_the_streams_joint_order():
+def test_aloha_interbotix_and_fallback_commands():
+    profile = load_profile("aloha")
+    index = profile.joint_names.index
+    arm_left = profile.command["arms"][0]
+    cmd = command_from_interbotix(profile, arm_left, "arm", [0.1, 0.2, 0.3, 0.4, 0.5, 0.6])
+    assert cmd == {index(n): pytest.approx(v) for n, v in zip(arm_left["joints"], [0.1, 0.2, 0.3, 0.4, 0.5, 0.6])}
+    assert command_from_interbotix(profile, arm_left, "gripper", [0.9]) == {index("left_gripper"): pytest.approx(0.9)}
+    with pytest.raises(ValueError, match="JointGroupCommand .* expects 6"):
+        command_from_interbotix(profile, arm_left, "arm", [0.1])
+    with pytest.raises(ValueError, match="not understood"):
+        command_from_interbotix(profile, arm_left, "wrist", [0.1])
+    fallback = joint_state_command_topics(profile.command)
+    assert [t["topic"] for t in fallback] == ["/follower_left/commands/joint_states",
+                                             "/follower_right/commands/joint_states"]
+    assert joint_state_command_topics(load_profile("kinova_gen3").command) == []
+
+
+def test_array_commands_follow_the_given_joint_order():
     profile = two_arm_profile()
-    assert command_from_array(profile, "puppet_right", [0.5, 0.01]) == {2: 0.5, 3: 0.01}
+    assert command_from_array(profile, ["right_waist", "right_gripper"], [0.5, 0.01]) == {2: 0.5, 3: 0.01}
     with pytest.raises(ValueError, match="expects 2"):
-        command_from_array(profile, "puppet_right", [0.5])
+        command_from_array(profile, ["right_waist", "right_gripper"], [0.5])
+    with pytest.raises(ValueError, match="lacks"):
+        command_from_array(profile, ["nope"], [0.5])
 
 
 def test_stream_positions_invert_map_stream():
