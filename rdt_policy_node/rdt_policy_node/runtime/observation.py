@@ -1,0 +1,171 @@
+"""ObservationWindow: the last two aligned control steps of every camera and joint stream.
+
+Alignment follows the official RDT deployment (scripts/agilex_inference.py): a step is taken at the
+oldest of the newest camera stamps; it needs every stream (cameras and joint streams) to have a message
+at or after that time; older messages are dropped and the first message at or after it is used. The
+window starts with an empty step, so the very first observation's t-1 slots are missing (None), as in
+the official code. Optionally each frame taken into the window is JPEG-encoded and decoded, as the
+official deployment does to match the training data.
+"""
+from __future__ import annotations
+
+import math
+import threading
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Mapping, Sequence
+
+import numpy as np
+
+SLOT_ORDER = ("exterior", "right_wrist", "left_wrist")
+
+
+@dataclass
+class Observation:
+    """One model input: ``images`` in window order, ``qpos`` (D,), ``stamp`` = the step's sensor time."""
+
+    images: list  # history * cameras entries, oldest step first: [ext, right, left] per step; None = missing
+    qpos: np.ndarray
+    stamp: float
+    step: int  # running step number (0 = first)
+    camera_stamps: dict = field(default_factory=dict)
+
+    @property
+    def camera_skew(self) -> float:
+        """Seconds between the oldest and newest camera frame of the newest step."""
+        if not self.camera_stamps:
+            return 0.0
+        s = list(self.camera_stamps.values())
+        return float(max(s) - min(s))
+
+
+def jpeg_roundtrip(image: np.ndarray, quality: int = 95) -> np.ndarray:
+    """Encode to JPEG and decode again (RGB in, RGB out), like the official deployment's jpeg_mapping."""
+    import cv2
+
+    bgr = cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2BGR)
+    ok, buf = cv2.imencode(".jpg", bgr, [int(cv2.IMWRITE_JPEG_QUALITY), int(quality)])
+    if not ok:
+        raise ValueError(f"JPEG encoding failed for an image of shape {image.shape}; expected (H, W, 3) uint8 RGB")
+    return cv2.cvtColor(cv2.imdecode(buf, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+
+
+class ObservationWindow:
+    """Thread-safe: sensor callbacks add messages, the control tick takes steps, the worker reads them."""
+
+    def __init__(self, camera_slots: Sequence[str | None], joint_streams: Mapping[str, Sequence[int]], dof: int,
+                 *, history: int = 2, jpeg: bool = False, jpeg_quality: int = 95, queue_len: int = 64):
+        """camera_slots[i]: the camera role that fills model camera slot i (None = the robot has none there).
+        joint_streams: stream role -> the profile joint indices its messages fill (together all D joints)."""
+        self.camera_slots = list(camera_slots)
+        self.cameras = [c for c in self.camera_slots if c is not None]
+        if not self.cameras:
+            raise ValueError("ObservationWindow needs at least one camera; the profile lists none")
+        self.joint_streams = {k: np.asarray(v, dtype=np.int64) for k, v in joint_streams.items()}
+        covered = np.concatenate(list(self.joint_streams.values())) if self.joint_streams else np.array([], int)
+        if sorted(covered.tolist()) != list(range(dof)):
+            raise ValueError(f"joint streams {dict((k, v.tolist()) for k, v in self.joint_streams.items())} must "
+                             f"fill each of the {dof} joints exactly once; fix the profile's state_streams")
+        self.dof = dof
+        self.history = history
+        self.jpeg = jpeg
+        self.jpeg_quality = jpeg_quality
+        self._lock = threading.Lock()
+        self._queues = {name: deque(maxlen=queue_len) for name in self.streams}
+        self._latest_stamp: dict[str, float] = {}
+        self._latest_qpos = np.full(dof, np.nan)
+        self.reset()
+
+    @classmethod
+    def from_profile(cls, profile, *, history: int = 2, jpeg: bool = False, **kw) -> "ObservationWindow":
+        slots = [(profile.camera_for_slot(s).role if profile.camera_for_slot(s) else None) for s in SLOT_ORDER]
+        names = profile.joint_names
+        streams = {s.role: [names.index(j) for j in s.joints] for s in profile.state_streams}
+        return cls(slots, streams, profile.dof, history=history, jpeg=jpeg, **kw)
+
+    @property
+    def streams(self) -> list[str]:
+        return self.cameras + list(self.joint_streams)
+
+    @property
+    def window_size(self) -> int:
+        return self.history * len(self.camera_slots)
+
+    def reset(self) -> None:
+        """Forget every step (queues keep their messages); the next observation starts with empty t-1 slots."""
+        with self._lock:
+            self._steps = deque([None] * (self.history - 1), maxlen=self.history)
+            self._step_count = 0
+            self._last: Observation | None = None
+
+    # ------------------------------------------------------------------ input (sensor callbacks)
+    def add_image(self, role: str, image: np.ndarray, stamp: float) -> None:
+        if role not in self.cameras:
+            raise KeyError(f"unknown camera {role!r}; the window has {self.cameras}")
+        with self._lock:
+            self._queues[role].append((float(stamp), image))
+            self._latest_stamp[role] = max(float(stamp), self._latest_stamp.get(role, -math.inf))
+
+    def add_joints(self, stream: str, positions: Sequence[float], stamp: float) -> None:
+        """positions: values for the stream's joints, in the order of its profile joint indices."""
+        idx = self.joint_streams.get(stream)
+        if idx is None:
+            raise KeyError(f"unknown joint stream {stream!r}; the window has {list(self.joint_streams)}")
+        pos = np.asarray(positions, dtype=np.float64)
+        if pos.shape != idx.shape:
+            raise ValueError(f"joint stream {stream!r}: got {pos.shape[0] if pos.ndim else 0} values, expected {len(idx)}")
+        with self._lock:
+            self._queues[stream].append((float(stamp), pos))
+            self._latest_stamp[stream] = max(float(stamp), self._latest_stamp.get(stream, -math.inf))
+            self._latest_qpos[idx] = pos
+
+    # ------------------------------------------------------------------ steps (control tick)
+    def step(self) -> bool:
+        """Take one aligned step from the queues; False when some stream has nothing recent enough yet."""
+        with self._lock:
+            if any(not self._queues[c] for c in self.streams):
+                return False
+            frame_time = min(self._queues[c][-1][0] for c in self.cameras)
+            if any(self._queues[s][-1][0] < frame_time for s in self.streams):
+                return False
+            taken = {}
+            for s in self.streams:
+                q = self._queues[s]
+                while q[0][0] < frame_time:
+                    q.popleft()
+                taken[s] = q.popleft()
+        images = {}
+        for c in self.cameras:
+            img = taken[c][1]
+            images[c] = jpeg_roundtrip(img, self.jpeg_quality) if self.jpeg else img
+        qpos = np.empty(self.dof)
+        for s, idx in self.joint_streams.items():
+            qpos[idx] = taken[s][1]
+        entry = {"images": images, "qpos": qpos, "stamp": frame_time,
+                 "camera_stamps": {c: taken[c][0] for c in self.cameras}}
+        with self._lock:
+            self._steps.append(entry)
+            frames = []
+            for e in self._steps:
+                for role in self.camera_slots:
+                    frames.append(None if (e is None or role is None) else e["images"][role])
+            self._last = Observation(frames, qpos, frame_time, self._step_count, entry["camera_stamps"])
+            self._step_count += 1
+        return True
+
+    def observation(self) -> Observation | None:
+        """The newest model input (None before the first step)."""
+        with self._lock:
+            return self._last
+
+    # ------------------------------------------------------------------ health
+    def ages(self, now: float) -> dict[str, float]:
+        """Seconds since the newest message of each stream (inf when none arrived yet)."""
+        with self._lock:
+            return {s: now - self._latest_stamp.get(s, -math.inf) for s in self.streams}
+
+    def latest_qpos(self) -> np.ndarray | None:
+        """Newest measured joint positions, None until every joint was seen."""
+        with self._lock:
+            q = self._latest_qpos.copy()
+        return None if np.isnan(q).any() else q

@@ -1,0 +1,219 @@
+"""Unit tests of each runtime part (observation window, interpolation, safety, scheduler) on real profiles."""
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from rdt_core.robots import load_profile
+from rdt_policy_node.runtime import (Chunk, ChunkScheduler, Interpolator, ObservationWindow, Plan, Safety,
+                                     interpolate_action, jpeg_roundtrip)
+from rdt_policy_node.runtime.observation import Observation
+
+
+@pytest.fixture(scope="module")
+def kinova():
+    return load_profile("kinova_gen3")
+
+
+def img(v, shape=(8, 10, 3)):
+    return np.full(shape, v, dtype=np.uint8)
+
+
+# ---------------------------------------------------------------- ObservationWindow
+def test_window_aligns_like_the_official_deployment_and_pads_first_history(kinova):
+    w = ObservationWindow.from_profile(kinova)
+    assert w.camera_slots == ["cam_high", "cam_right_wrist", None]  # Gen3 has no left wrist camera
+    assert not w.step()  # nothing yet
+    w.add_image("cam_high", img(1), 1.00)
+    w.add_image("cam_high", img(2), 1.05)
+    w.add_image("cam_right_wrist", img(3), 1.02)
+    assert not w.step()  # no joints yet
+    w.add_joints("joints", np.arange(8) * 0.1, 1.01)  # older than the frame time 1.02 -> not enough
+    assert not w.step()
+    w.add_joints("joints", np.arange(8) * 0.2, 1.03)
+    assert w.step()
+    obs = w.observation()
+    # frame time = oldest newest-camera stamp (1.02); each stream uses its first message at or after it
+    assert obs.stamp == pytest.approx(1.02)
+    assert obs.images[:3] == [None, None, None]  # first step: the t-1 slots are empty, as officially
+    assert obs.images[3][0, 0, 0] == 2 and obs.images[4][0, 0, 0] == 3 and obs.images[5] is None
+    np.testing.assert_allclose(obs.qpos, np.arange(8) * 0.2)
+    assert obs.camera_skew == pytest.approx(0.03)
+    assert not w.step()  # queues consumed
+    for role, v, t in [("cam_high", 5, 1.09), ("cam_right_wrist", 6, 1.10)]:
+        w.add_image(role, img(v), t)
+    w.add_joints("joints", np.ones(8), 1.12)
+    assert w.step()
+    obs2 = w.observation()
+    assert obs2.images[0][0, 0, 0] == 2 and obs2.images[1][0, 0, 0] == 3  # t-1 = previous step
+    assert obs2.images[3][0, 0, 0] == 5 and obs2.images[4][0, 0, 0] == 6 and obs2.step == 1
+    ages = w.ages(1.20)
+    assert ages["cam_high"] == pytest.approx(0.11) and ages["joints"] == pytest.approx(0.08)
+
+
+def test_window_reports_missing_streams_and_bad_input(kinova):
+    w = ObservationWindow.from_profile(kinova)
+    assert w.ages(0.0)["cam_high"] == np.inf
+    with pytest.raises(KeyError, match="cam_left_wrist"):
+        w.add_image("cam_left_wrist", img(0), 0.0)
+    with pytest.raises(ValueError, match="expected 8"):
+        w.add_joints("joints", [0.0] * 7, 0.0)
+    with pytest.raises(ValueError, match="exactly once"):
+        ObservationWindow(["a", None, None], {"j": [0, 1]}, 3)
+
+
+def test_jpeg_roundtrip_is_lossy_but_close():
+    rng = np.random.default_rng(0)
+    x = (rng.random((32, 32, 3)) * 40 + np.linspace(0, 200, 32)[None, :, None]).astype(np.uint8)
+    y = jpeg_roundtrip(x)
+    assert y.shape == x.shape and y.dtype == np.uint8
+    assert 0 < np.abs(y.astype(int) - x).mean() < 10
+
+
+# ---------------------------------------------------------------- interpolation
+def test_plan_samples_linearly_and_holds_outside():
+    p = Plan([0.0, 1.0, 2.0], [[0.0], [1.0], [3.0]])
+    np.testing.assert_allclose(p.sample(np.array([-1, 0.5, 1.5, 5.0])), [[0], [0.5], [2.0], [3.0]])
+    with pytest.raises(ValueError, match="increase"):
+        Plan([0.0, 0.0], [[0.0], [1.0]])
+
+
+def test_official_interpolate_action_and_max_step_interpolator():
+    steps = np.array([0.01, 0.01, 0.2])
+    sub = interpolate_action(np.zeros(3), np.array([0.035, -0.01, 0.1]), steps)
+    assert sub.shape == (4, 3)  # ceil(0.035 / 0.01) = 4 equal sub-steps
+    np.testing.assert_allclose(sub[-1], [0.035, -0.01, 0.1])
+    np.testing.assert_allclose(sub[0], [0.035 / 4, -0.01 / 4, 0.025])
+    assert interpolate_action(np.zeros(3), np.array([0.005, 0, 0]), steps).shape == (1, 3)
+    it = Interpolator("max_step", [0.01, 0.2], dof=4)  # per-arm values tiled to both arms
+    plan = Plan.hold([1.0, 1.0, 1.0, 1.0], 0.0)
+    prev = np.zeros(4)
+    for _ in range(5):
+        nxt = it.command(plan, 0.0, prev)
+        assert np.all(np.abs(nxt - prev) <= np.array([0.01, 0.2, 0.01, 0.2]) + 1e-12)
+        prev = nxt
+    with pytest.raises(ValueError, match="arm_steps_length"):
+        Interpolator("max_step", [0.1, 0.1, 0.1], dof=4)
+
+
+# ---------------------------------------------------------------- safety
+def test_safety_limits_position_velocity_and_non_finite(kinova):
+    s = Safety.from_profile(kinova, publish_rate=50.0)
+    prev = np.zeros(8)
+    cmd, why = s.limit(np.full(8, 1e6), prev)
+    assert why is None
+    np.testing.assert_allclose(cmd, kinova.max_velocity / 50.0)
+    cmd, why = s.limit(np.r_[np.nan, np.zeros(7)], prev + 0.1)
+    assert why == "non-finite command"
+    np.testing.assert_allclose(cmd, s.clip(prev + 0.1))
+    far = np.full(8, 2.9)
+    for _ in range(400):
+        far, _ = s.limit(np.full(8, 1e6), far)
+    np.testing.assert_allclose(far, kinova.upper)
+    cmd, why = s.limit(np.zeros(3), prev)
+    assert "shape" in why
+
+
+def test_safety_staleness_and_start_move(kinova):
+    s = Safety.from_profile(kinova, publish_rate=25.0, max_observation_age_s=0.2, start_move_duration_s=1.0)
+    assert s.stale_reason({"cam_high": 0.1, "joints": 0.05}) is None
+    reason = s.stale_reason({"cam_high": 0.5, "joints": np.inf})
+    assert "joints" in reason and "no message yet" in reason and "+1 more" in reason
+    target = np.r_[np.full(7, 1.0), 0.4]
+    move = s.start_move(np.zeros(8), target, now=10.0)
+    slow = kinova.max_velocity * s.start_velocity_scale
+    assert move.end_time - move.start_time == pytest.approx(max(1.0, (target / slow).max()))
+    np.testing.assert_allclose(move.sample(100.0), np.r_[np.full(7, 1.0), 0.4])
+
+
+# ---------------------------------------------------------------- scheduler
+class Recorder:
+    """A predictor that returns a known chunk and remembers what it was given."""
+
+    def __init__(self, chunk, delay=0.0):
+        self.chunk, self.delay, self.calls = chunk, delay, []
+
+    def __call__(self, images, qpos, stamp, inpaint_actions=None):
+        self.calls.append((stamp, None if inpaint_actions is None else np.array(inpaint_actions)))
+        time.sleep(self.delay)
+        return self.chunk(stamp) if callable(self.chunk) else self.chunk
+
+
+def wait_poll(sch, now):
+    for _ in range(500):
+        c = sch.poll(now)
+        if c is not None:
+            return c
+        time.sleep(0.002)
+    raise AssertionError("the worker never finished")
+
+
+def obs(stamp, step=0):
+    return Observation([None] * 6, np.zeros(2), stamp, step)
+
+
+def test_scheduler_aligns_to_the_observation_and_crossfades():
+    ramp = lambda stamp: np.stack([np.arange(64) * 0.1 + stamp, np.zeros(64)], axis=1)  # noqa: E731
+    sch = ChunkScheduler(Recorder(ramp), dof=2, control_frequency=10.0, blend_steps=3, initial_latency_s=0.5)
+    assert sch.should_request(0.0)
+    sch.request(obs(100.0), now=100.0)
+    assert sch.busy and not sch.should_request(100.0)
+    c = wait_poll(sch, 100.25)  # 0.25 s after the observation: rows 0..2 are in the past
+    assert c.error is None and sch.accept(c, 100.25)
+    assert c.first_index == 3 and sch.plan.start_time == pytest.approx(100.3)
+    # switch scheduled at execute_horizon; request once remaining time ~ measured latency + one step
+    assert not sch.should_request(100.0 + 6.4 - c.latency - 0.2)
+    assert sch.should_request(100.0 + 6.4 - c.latency - 0.05)
+    # a second chunk with an offset of 1.0 is blended in over 3 steps: no jump at the switch
+    sch.inference.predict.chunk = lambda stamp: ramp(stamp) + [1.0, 0.0]
+    sch.request(obs(101.0), now=101.0)
+    c2 = wait_poll(sch, 101.0)
+    before = sch.plan.sample(101.0)
+    assert sch.accept(c2, 101.0) and c2.first_index == 0
+    vals = sch.plan.sample(101.0 + np.arange(5) * 0.1)[:, 0]
+    np.testing.assert_allclose(vals - (np.arange(5) * 0.1 + 101.0), [0.25, 0.5, 0.75, 1.0, 1.0])
+    assert abs(sch.plan.sample(101.0)[0] - before[0]) <= 0.25 + 1e-9
+
+
+def test_scheduler_rejects_bad_chunks_with_a_reason():
+    for bad, msg in [(np.full((64, 3), 0.0), "shape"), (np.full((65, 2), 0.0), "shape"),
+                     (np.r_[np.zeros((63, 2)), [[np.inf, 0]]], "non-finite"), ("x", "numeric")]:
+        sch = ChunkScheduler(Recorder(bad), dof=2, control_frequency=10.0)
+        sch.request(obs(0.0), 0.0)
+        assert msg in wait_poll(sch, 0.0).error
+
+    def boom(*a):
+        raise RuntimeError("cuda out of memory")
+    sch = ChunkScheduler(boom, dof=2, control_frequency=10.0)
+    sch.request(obs(0.0), 0.0)
+    assert "cuda out of memory" in wait_poll(sch, 0.0).error
+    sch = ChunkScheduler(Recorder(np.zeros((64, 2))), dof=2, control_frequency=10.0)
+    sch.request(obs(0.0), 0.0)
+    c = wait_poll(sch, 0.0)
+    assert not sch.accept(c, 7.0) and "past its last action" in c.error
+    with pytest.raises(ValueError, match="execute_horizon"):
+        ChunkScheduler(boom, dof=2, control_frequency=10.0, execute_horizon=65)
+
+
+def test_rtc_mode_passes_the_committed_actions():
+    pred = Recorder(lambda stamp: np.stack([np.arange(64) * 0.1 + stamp] * 2, axis=1))
+    sch = ChunkScheduler(pred, dof=2, control_frequency=10.0, blend_steps=2, mode="rtc", initial_latency_s=0.3)
+    sch.request(obs(0.0), 0.0)
+    sch.accept(wait_poll(sch, 0.0), 0.0)
+    assert pred.calls[0][1] is None  # nothing committed before the first chunk
+    sch.request(obs(3.0), 3.05)
+    wait_poll(sch, 3.05)
+    inpaint = pred.calls[1][1]
+    k = int(np.ceil((sch.latency_estimate + 0.1) / 0.1)) + 2
+    assert inpaint.shape == (k, 2)
+    np.testing.assert_allclose(inpaint[:, 0], 3.0 + np.arange(k) * 0.1, atol=1e-5)  # the old plan at those times
+
+
+def test_worker_thread_does_not_block_the_caller():
+    sch = ChunkScheduler(Recorder(np.zeros((64, 2)), delay=0.3), dof=2, control_frequency=10.0)
+    t0 = time.monotonic()
+    sch.request(obs(0.0), 0.0)
+    polled = sch.poll(0.0)
+    assert polled is None and time.monotonic() - t0 < 0.2
+    assert wait_poll(sch, 0.0).error is None and threading.active_count() >= 1
