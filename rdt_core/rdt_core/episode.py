@@ -3,45 +3,590 @@ training and the official RDT loader all read the same files).
 
 Layout (DESIGN.md): /observations/qpos (T, D) float64, /action (T, D) float64,
 /observations/images/<camera role> (T,) variable-length uint8 JPEG bytes, /timestamps (T,) int64 ns,
-file attributes: robot, joint_names, camera_names, control_frequency, instruction, schema_version, ...
+file attributes: robot, joint_names, camera_names, control_frequency, instruction, schema_version,
+sim (False, for ALOHA tooling) and ``extra`` (a JSON string: topics, skew summary, drops, ...).
 JPEG colour convention (official ALOHA/AgileX data): cv2.imdecode of a stored frame returns RGB order,
 i.e. frames are encoded with cv2.imencode straight from RGB arrays; per-camera attribute
 ``color_order`` ("rgb" default, "bgr" for a camera's own JPEG passed through) says what imdecode returns.
+
+Crash tolerance: the writer appends into chunked, resizable datasets of a hidden temporary file opened
+in HDF5 single-writer/multiple-reader (SWMR) mode, so whatever was flushed stays readable after a crash
+or SIGKILL; ``recover`` copies those steps into a valid episode. The final name appears only through an
+atomic ``os.replace`` once the episode is complete.
 """
-# CONTRACT (implemented by the data-core helper):
-# SCHEMA_VERSION = "1.0"; DEFAULT_JPEG_QUALITY (the official pipeline's)
-# def encode_jpeg(rgb: np.ndarray (H,W,3) uint8, quality=DEFAULT_JPEG_QUALITY) -> bytes   # imdecode -> RGB
-# def decode_jpeg(data: bytes | np.ndarray, color_order="rgb") -> np.ndarray (H,W,3) uint8 RGB
-#
-# @dataclass class EpisodeMeta:
-#     robot: str; joint_names: list[str]; camera_names: list[str]; control_frequency: float
-#     instruction: str = ""; extra: dict = {}   # topics, skew summary, ... (JSON-serialisable; stored as attrs / JSON attr)
-#     camera_color_order: dict[str, str] = {}   # role -> "rgb"|"bgr" (default "rgb")
-#
-# class EpisodeWriter:   # streaming, crash-tolerant; not thread-safe (one writer thread owns it)
-#     def __init__(self, final_path, meta: EpisodeMeta, *, flush_interval_s=1.0, min_free_bytes=256 MiB)
-#         # writes to temp_path_for(final_path) (a hidden ".<name>.partial" beside it); datasets chunked + resizable
-#     temp_path: Path; final_path: Path; num_steps: int
-#     def append(self, stamp_ns: int, qpos (D,), action (D,), jpeg_frames: dict[str, bytes]) -> None
-#         # flushes when flush_interval_s elapsed since the last flush; raises DiskFullError (clear message,
-#         # file stays valid and flushed) when free space < min_free_bytes
-#     def flush(self) -> None
-#     def close(self) -> Path            # finalize attrs, flush, atomic rename to final_path; returns it
-#     def discard(self) -> None          # delete the temp file
-#     context manager: __exit__ closes on success, leaves the temp file (recoverable) on exception
-# class DiskFullError(OSError)
-# def temp_path_for(final_path) -> Path
-# def recover(temp_path, final_path=None) -> Path   # valid episode of the complete steps it holds
-# def next_episode_path(folder) -> Path             # episode_<n>.hdf5 continuing after the highest present (temps count too)
-# def write_episode(path, meta, timestamps, qpos, action, jpeg_frames: dict[str, list[bytes]]) -> Path  # one-shot
-#
-# class EpisodeReader:   # opens the file once; cheap random access; context manager
-#     def __init__(self, path)
-#     meta: EpisodeMeta; num_steps: int
-#     qpos -> np.ndarray (T,D); action -> (T,D); timestamps -> (T,) int64
-#     def jpeg(self, camera, i) -> bytes
-#     def image(self, camera, i) -> np.ndarray (H,W,3) uint8 RGB
-#     def close()
-# @dataclass class ValidationReport: path; ok: bool; problems: list[str]; num_steps: int
-#     def __str__ -> readable report
-# def validate_episode(path) -> ValidationReport
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import cv2
+import h5py
+import numpy as np
+
+__all__ = [
+    "SCHEMA_VERSION", "DEFAULT_JPEG_QUALITY", "encode_jpeg", "decode_jpeg", "EpisodeMeta", "EpisodeWriter",
+    "DiskFullError", "temp_path_for", "recover", "next_episode_path", "write_episode", "EpisodeReader",
+    "ValidationReport", "validate_episode",
+]
+
+SCHEMA_VERSION = "1.0"
+#: The official pipeline encodes with ``cv2.imencode('.jpg', img)`` and no parameters (RDT's
+#: scripts/agilex_inference.py ``jpeg_mapping``, "align with training"): OpenCV's default quality, 95.
+DEFAULT_JPEG_QUALITY = 95
+DEFAULT_MIN_FREE_BYTES = 256 * 1024 * 1024
+
+QPOS = "observations/qpos"
+ACTION = "action"
+TIMESTAMPS = "timestamps"
+IMAGES = "observations/images"
+_JPEG_DTYPE = h5py.vlen_dtype(np.dtype("uint8"))
+_STR_DTYPE = h5py.string_dtype()
+_REQUIRED_ATTRS = ("robot", "joint_names", "camera_names", "control_frequency", "schema_version")
+
+
+class DiskFullError(OSError):
+    """Free disk space fell below the writer's threshold; what was written is flushed and kept."""
+
+
+# ----------------------------------------------------------------------------- JPEG
+def encode_jpeg(rgb: np.ndarray, quality: int = DEFAULT_JPEG_QUALITY) -> bytes:
+    """(H, W, 3) uint8 RGB -> JPEG bytes whose ``cv2.imdecode`` returns the same RGB order."""
+    arr = np.asarray(rgb)
+    if arr.dtype != np.uint8 or arr.ndim != 3 or arr.shape[2] != 3:
+        raise ValueError(f"encode_jpeg needs an (H, W, 3) uint8 RGB image, got {arr.dtype} {arr.shape}")
+    ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(arr), [int(cv2.IMWRITE_JPEG_QUALITY), int(quality)])
+    if not ok:
+        raise ValueError("cv2.imencode failed to encode the frame as JPEG")
+    return buf.tobytes()
+
+
+def decode_jpeg(data: bytes | np.ndarray, color_order: str = "rgb") -> np.ndarray:
+    """JPEG bytes -> (H, W, 3) uint8 RGB (``color_order`` = what imdecode returns for this stream)."""
+    buf = np.frombuffer(data, np.uint8) if isinstance(data, (bytes, bytearray, memoryview)) else np.asarray(data, np.uint8)
+    img = cv2.imdecode(buf, cv2.IMREAD_COLOR) if buf.size else None
+    if img is None:
+        raise ValueError(f"could not decode a JPEG frame ({buf.size} bytes)")
+    if color_order == "bgr":
+        return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    if color_order != "rgb":
+        raise ValueError(f"color_order must be 'rgb' or 'bgr', got {color_order!r}")
+    return img
+
+
+# ----------------------------------------------------------------------------- metadata
+@dataclass
+class EpisodeMeta:
+    robot: str
+    joint_names: list[str]
+    camera_names: list[str]
+    control_frequency: float
+    instruction: str = ""
+    extra: dict = field(default_factory=dict)
+    camera_color_order: dict[str, str] = field(default_factory=dict)
+
+    def color_order(self, camera: str) -> str:
+        return self.camera_color_order.get(camera, "rgb")
+
+    def validate(self) -> None:
+        if not self.robot:
+            raise ValueError("EpisodeMeta.robot must name the robot profile, e.g. 'kinova_gen3'")
+        if not self.joint_names or len(set(self.joint_names)) != len(self.joint_names):
+            raise ValueError(f"EpisodeMeta.joint_names must be non-empty and unique, got {self.joint_names}")
+        if len(set(self.camera_names)) != len(self.camera_names):
+            raise ValueError(f"EpisodeMeta.camera_names must be unique, got {self.camera_names}")
+        if not self.control_frequency > 0:
+            raise ValueError(f"EpisodeMeta.control_frequency must be > 0 Hz, got {self.control_frequency}")
+        for cam, order in self.camera_color_order.items():
+            if cam not in self.camera_names or order not in ("rgb", "bgr"):
+                raise ValueError(f"EpisodeMeta.camera_color_order[{cam!r}] = {order!r}: camera must be one of "
+                                 f"{self.camera_names} and order 'rgb' or 'bgr'")
+        try:
+            json.dumps(self.extra)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"EpisodeMeta.extra must be JSON-serialisable: {e}") from e
+
+    def write_attrs(self, f: h5py.File) -> None:
+        f.attrs["robot"] = self.robot
+        f.attrs["joint_names"] = np.array(self.joint_names, dtype=_STR_DTYPE)
+        f.attrs["camera_names"] = np.array(self.camera_names, dtype=_STR_DTYPE)
+        f.attrs["control_frequency"] = float(self.control_frequency)
+        f.attrs["instruction"] = self.instruction
+        f.attrs["schema_version"] = SCHEMA_VERSION
+        f.attrs["extra"] = json.dumps(self.extra, sort_keys=True)
+        f.attrs["sim"] = False
+
+    @classmethod
+    def from_file(cls, f: h5py.File) -> "EpisodeMeta":
+        a = f.attrs
+        missing = [k for k in _REQUIRED_ATTRS if k not in a]
+        if missing:
+            raise ValueError(f"{f.filename}: missing file attribute(s) {missing}; not an rdt_core episode "
+                             "(validate_episode gives the full report)")
+        cams = _strs(a["camera_names"])
+        orders = {}
+        for cam in cams:
+            ds = f.get(f"{IMAGES}/{cam}")
+            if ds is not None and "color_order" in ds.attrs:
+                orders[cam] = _str(ds.attrs["color_order"])
+        return cls(robot=_str(a["robot"]), joint_names=_strs(a["joint_names"]), camera_names=cams,
+                   control_frequency=float(a["control_frequency"]), instruction=_str(a.get("instruction", "")),
+                   extra=json.loads(_str(a.get("extra", "{}")) or "{}"), camera_color_order=orders)
+
+
+def _str(v) -> str:
+    return v.decode() if isinstance(v, bytes) else str(v)
+
+
+def _strs(v) -> list[str]:
+    return [_str(x) for x in np.atleast_1d(v).tolist()] if np.size(v) else []
+
+
+# ----------------------------------------------------------------------------- paths
+def temp_path_for(final_path: str | Path) -> Path:
+    """The hidden temporary name an episode has while it is written (``.<name>.partial``)."""
+    p = Path(final_path)
+    return p.with_name(f".{p.name}.partial")
+
+
+_EPISODE_RE = re.compile(r"^\.?episode_(\d+)\.hdf5(\.partial)?$")
+
+
+def next_episode_path(folder: str | Path) -> Path:
+    """``folder/episode_<n>.hdf5`` continuing after the highest episode present (temporary ones count)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    nums = [int(m.group(1)) for p in folder.iterdir() if (m := _EPISODE_RE.match(p.name))]
+    return folder / f"episode_{max(nums) + 1 if nums else 0}.hdf5"
+
+
+def _check_free(folder: Path, min_free_bytes: int, context: str) -> None:
+    free = shutil.disk_usage(folder).free
+    if free < min_free_bytes:
+        raise DiskFullError(
+            f"only {free / 2**20:.1f} MiB free on {folder} (need at least {min_free_bytes / 2**20:.1f} MiB); "
+            f"{context}. Free some space or choose another output folder.")
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _open_read(path: Path) -> h5py.File:
+    """Open for reading; a crashed writer's file (SWMR flags still set) opens as a SWMR reader."""
+    try:
+        return h5py.File(path, "r")
+    except OSError as e:
+        if "already open for write" not in str(e):
+            raise
+        return h5py.File(path, "r", swmr=True)
+
+
+# ----------------------------------------------------------------------------- writer
+class EpisodeWriter:
+    """Streams one episode to disk step by step; crash-tolerant; not thread-safe (one thread owns it).
+
+    ``append`` flushes when ``flush_interval_s`` passed since the last flush (0 = every step), so a crash
+    loses at most that much. Call ``flush()`` from the owning thread when steps stop arriving.
+    """
+
+    def __init__(self, final_path: str | Path, meta: EpisodeMeta, *, flush_interval_s: float = 1.0,
+                 min_free_bytes: int = DEFAULT_MIN_FREE_BYTES):
+        meta.validate()
+        self.final_path = Path(final_path)
+        self.temp_path = temp_path_for(self.final_path)
+        self.meta = meta
+        self.flush_interval_s = float(flush_interval_s)
+        self.min_free_bytes = int(min_free_bytes)
+        self.num_steps = 0
+        self._last_stamp: int | None = None
+        self._disk_full = False
+        self._closed = False
+        if self.final_path.exists():
+            raise FileExistsError(f"episode {self.final_path} already exists; it is never overwritten "
+                                  "(use next_episode_path(folder) for a fresh name)")
+        if self.temp_path.exists():
+            raise FileExistsError(f"an unfinished episode {self.temp_path} is in the way; turn it into an episode "
+                                  f"with recover('{self.temp_path}') or delete it")
+        self.final_path.parent.mkdir(parents=True, exist_ok=True)
+        _check_free(self.final_path.parent, self.min_free_bytes, "the episode was not started")
+
+        D = len(meta.joint_names)
+        f = h5py.File(self.temp_path, "w", libver="latest")
+        try:
+            self._qpos = f.create_dataset(QPOS, shape=(0, D), maxshape=(None, D), dtype="f8", chunks=(256, D))
+            self._action = f.create_dataset(ACTION, shape=(0, D), maxshape=(None, D), dtype="f8", chunks=(256, D))
+            self._stamps = f.create_dataset(TIMESTAMPS, shape=(0,), maxshape=(None,), dtype="i8", chunks=(1024,))
+            f.require_group(IMAGES)
+            self._images = {}
+            for cam in meta.camera_names:
+                ds = f.create_dataset(f"{IMAGES}/{cam}", shape=(0,), maxshape=(None,), dtype=_JPEG_DTYPE,
+                                      chunks=(64,))
+                ds.attrs["color_order"] = meta.color_order(cam)
+                self._images[cam] = ds
+            meta.write_attrs(f)
+            f.swmr_mode = True  # from here on the file stays readable whatever happens to this process
+            f.flush()
+        except BaseException:
+            f.close()
+            self.temp_path.unlink(missing_ok=True)
+            raise
+        self._file = f
+        self._last_flush = time.monotonic()
+
+    # -- context manager: success closes; an exception leaves the (recoverable) temp file
+    def __enter__(self) -> "EpisodeWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self._release()
+
+    def append(self, stamp_ns: int, qpos: np.ndarray, action: np.ndarray,
+               jpeg_frames: Mapping[str, bytes]) -> None:
+        """Add one step (all cameras' JPEG bytes, joint state and action in robot units)."""
+        if self._closed:
+            raise RuntimeError(f"episode writer for {self.final_path} is closed")
+        if self._disk_full:
+            raise DiskFullError(f"episode {self.temp_path} was stopped for lack of disk space; close() keeps "
+                                f"its {self.num_steps} steps")
+        D = len(self.meta.joint_names)
+        q = np.asarray(qpos, dtype=np.float64).reshape(-1)
+        a = np.asarray(action, dtype=np.float64).reshape(-1)
+        if q.size != D or a.size != D:
+            raise ValueError(f"qpos and action need {D} values (joints {self.meta.joint_names}); got "
+                             f"{q.size} and {a.size}")
+        cams = set(jpeg_frames)
+        if cams != set(self.meta.camera_names):
+            raise ValueError(f"step needs one JPEG frame for each camera {self.meta.camera_names}; missing "
+                             f"{sorted(set(self.meta.camera_names) - cams)}, unexpected {sorted(cams - set(self.meta.camera_names))}")
+        frames = {}
+        for cam, data in jpeg_frames.items():
+            buf = np.frombuffer(data, np.uint8) if isinstance(data, (bytes, bytearray, memoryview)) else np.asarray(data, np.uint8).reshape(-1)
+            if buf.size == 0:
+                raise ValueError(f"camera {cam!r}: empty JPEG frame")
+            frames[cam] = buf
+        stamp = int(stamp_ns)
+        if self._last_stamp is not None and stamp <= self._last_stamp:
+            raise ValueError(f"timestamps must increase: step {self.num_steps} has {stamp} ns after "
+                             f"{self._last_stamp} ns")
+        n = self.num_steps
+        # images first, the timestamp last: recover() treats a step as complete when its stamp is written
+        for cam, buf in frames.items():
+            ds = self._images[cam]
+            ds.resize((n + 1,))
+            ds[n] = buf
+        for ds, v in ((self._qpos, q), (self._action, a)):
+            ds.resize((n + 1, D))
+            ds[n] = v
+        self._stamps.resize((n + 1,))
+        self._stamps[n] = stamp
+        self.num_steps = n + 1
+        self._last_stamp = stamp
+        if time.monotonic() - self._last_flush >= self.flush_interval_s:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write everything appended so far to disk, then check free space (DiskFullError when short)."""
+        if self._closed:
+            return
+        self._file.flush()
+        self._last_flush = time.monotonic()
+        try:
+            _check_free(self.final_path.parent, self.min_free_bytes,
+                        f"the episode stopped at {self.num_steps} steps, all flushed to {self.temp_path}; "
+                        f"close() keeps them as {self.final_path.name}")
+        except DiskFullError:
+            self._disk_full = True
+            raise
+
+    def close(self, extra: dict | None = None) -> Path:
+        """Finish the episode: merge ``extra`` into the attributes, flush, atomically rename; returns the path."""
+        if self._closed:
+            raise RuntimeError(f"episode writer for {self.final_path} is already closed")
+        if extra:
+            self.meta.extra.update(extra)
+        self.meta.validate()
+        self._release()
+        with h5py.File(self.temp_path, "r+") as f:  # SWMR forbids attribute writes; reopen normally
+            self.meta.write_attrs(f)
+            f.attrs["num_steps"] = self.num_steps
+        return _finalize(self.temp_path, self.final_path)
+
+    def discard(self) -> None:
+        """Drop the episode: close and delete the temporary file."""
+        self._release()
+        self.temp_path.unlink(missing_ok=True)
+
+    def _release(self) -> None:
+        if not self._closed:
+            self._closed = True
+            try:
+                self._file.flush()
+            finally:
+                self._file.close()
+
+
+def _finalize(temp: Path, final: Path) -> Path:
+    if final.exists():
+        raise FileExistsError(f"{final} appeared while the episode was written; the episode stays in {temp}")
+    _fsync(temp)
+    os.replace(temp, final)
+    try:
+        dfd = os.open(final.parent, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    except OSError:  # pragma: no cover - directories cannot be fsynced on every filesystem
+        pass
+    return final
+
+
+def write_episode(path: str | Path, meta: EpisodeMeta, timestamps: Sequence[int], qpos: np.ndarray,
+                  action: np.ndarray, jpeg_frames: Mapping[str, Sequence[bytes]], *,
+                  min_free_bytes: int = DEFAULT_MIN_FREE_BYTES) -> Path:
+    """Write a whole episode at once (converter, tests); same file as the streaming writer."""
+    T = len(timestamps)
+    if len(qpos) != T or len(action) != T or any(len(v) != T for v in jpeg_frames.values()):
+        raise ValueError(f"write_episode: {T} timestamps but qpos {len(qpos)}, action {len(action)}, frames "
+                         f"{ {k: len(v) for k, v in jpeg_frames.items()} }; all need one entry per step")
+    w = EpisodeWriter(path, meta, flush_interval_s=float("inf"), min_free_bytes=min_free_bytes)
+    try:
+        for i in range(T):
+            w.append(timestamps[i], qpos[i], action[i], {c: jpeg_frames[c][i] for c in jpeg_frames})
+    except BaseException:
+        w.discard()
+        raise
+    return w.close()
+
+
+# ----------------------------------------------------------------------------- recovery
+def _complete_steps(f: h5py.File, cams: Sequence[str]) -> int:
+    """Steps present in every dataset, minus trailing ones whose writes did not all land."""
+    dsets = [f[QPOS], f[ACTION], f[TIMESTAMPS]] + [f[f"{IMAGES}/{c}"] for c in cams]
+    n = min(ds.shape[0] for ds in dsets)
+    stamps = f[TIMESTAMPS]
+    while n > 0:
+        if stamps[n - 1] != 0 and all(f[f"{IMAGES}/{c}"][n - 1].size > 0 for c in cams):
+            break
+        n -= 1
+    return n
+
+
+def recover(temp_path: str | Path, final_path: str | Path | None = None) -> Path:
+    """Turn a crashed writer's temporary file into a valid episode of the complete steps it holds.
+
+    The steps are copied into a fresh file (the crashed one is only deleted once the new one is in place).
+    ``final_path`` defaults to the name the writer would have used.
+    """
+    temp_path = Path(temp_path)
+    if final_path is None:
+        m = re.match(r"^\.(.+)\.partial$", temp_path.name)
+        if not m:
+            raise ValueError(f"{temp_path} is not a temporary episode name (.<name>.partial); pass final_path")
+        final_path = temp_path.with_name(m.group(1))
+    final_path = Path(final_path)
+    if final_path.exists():
+        raise FileExistsError(f"{final_path} already exists; pass another final_path to recover {temp_path}")
+    if not temp_path.exists():
+        raise FileNotFoundError(f"no temporary episode at {temp_path}")
+    try:
+        src = _open_read(temp_path)
+    except OSError as e:
+        raise ValueError(f"{temp_path} cannot be opened as HDF5 ({e}); nothing of it is recoverable") from e
+    staging = final_path.with_name(f".{final_path.name}.recovering")
+    try:
+        try:
+            meta = EpisodeMeta.from_file(src)
+            missing = [p for p in (QPOS, ACTION, TIMESTAMPS) + tuple(f"{IMAGES}/{c}" for c in meta.camera_names)
+                       if p not in src]
+        except (ValueError, KeyError) as e:
+            raise ValueError(f"{temp_path} is not a recoverable episode: {e}") from e
+        if missing:
+            raise ValueError(f"{temp_path} is not a recoverable episode: datasets {missing} are missing")
+        n = _complete_steps(src, meta.camera_names)
+        meta.extra = dict(meta.extra, recovered={"from": temp_path.name, "steps": n,
+                                                 "steps_in_file": int(src[TIMESTAMPS].shape[0])})
+        with h5py.File(staging, "w") as dst:
+            D = src[QPOS].shape[1]
+            for name, dt in ((QPOS, "f8"), (ACTION, "f8")):
+                dst.create_dataset(name, data=src[name][:n], maxshape=(None, D), dtype=dt, chunks=(256, D))
+            dst.create_dataset(TIMESTAMPS, data=src[TIMESTAMPS][:n], maxshape=(None,), dtype="i8", chunks=(1024,))
+            dst.require_group(IMAGES)
+            for cam in meta.camera_names:
+                s = src[f"{IMAGES}/{cam}"]
+                d = dst.create_dataset(f"{IMAGES}/{cam}", shape=(n,), maxshape=(None,), dtype=_JPEG_DTYPE,
+                                       chunks=(64,))
+                for lo in range(0, n, 256):  # read in blocks, write frame by frame (vlen)
+                    block = s[lo:min(n, lo + 256)]
+                    for k, data in enumerate(block):
+                        d[lo + k] = data
+                d.attrs["color_order"] = meta.color_order(cam)
+            meta.write_attrs(dst)
+            dst.attrs["num_steps"] = n
+    except BaseException:
+        src.close()
+        staging.unlink(missing_ok=True)
+        raise
+    src.close()
+    out = _finalize(staging, final_path)
+    temp_path.unlink()
+    return out
+
+
+# ----------------------------------------------------------------------------- reader
+class EpisodeReader:
+    """Opens an episode once; arrays on demand, images decoded only when asked for."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self._f = _open_read(self.path)
+        try:
+            self.meta = EpisodeMeta.from_file(self._f)
+            self.num_steps = int(self._f[TIMESTAMPS].shape[0])
+        except BaseException:
+            self._f.close()
+            raise
+        self._cache: dict[str, np.ndarray] = {}
+
+    def __enter__(self) -> "EpisodeReader":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _array(self, name: str) -> np.ndarray:
+        if name not in self._cache:
+            self._cache[name] = self._f[name][:]
+        return self._cache[name]
+
+    @property
+    def qpos(self) -> np.ndarray:
+        return self._array(QPOS)
+
+    @property
+    def action(self) -> np.ndarray:
+        return self._array(ACTION)
+
+    @property
+    def timestamps(self) -> np.ndarray:
+        return self._array(TIMESTAMPS)
+
+    def _dataset(self, camera: str) -> h5py.Dataset:
+        if camera not in self.meta.camera_names:
+            raise KeyError(f"{self.path.name} has no camera {camera!r}; cameras: {self.meta.camera_names}")
+        return self._f[f"{IMAGES}/{camera}"]
+
+    def jpeg(self, camera: str, i: int) -> bytes:
+        return self._dataset(camera)[i].tobytes()
+
+    def image(self, camera: str, i: int) -> np.ndarray:
+        return decode_jpeg(self._dataset(camera)[i], self.meta.color_order(camera))
+
+    def close(self) -> None:
+        self._f.close()
+
+
+# ----------------------------------------------------------------------------- validation
+@dataclass
+class ValidationReport:
+    path: Path
+    ok: bool
+    problems: list[str]
+    num_steps: int
+
+    def __str__(self) -> str:
+        head = f"{self.path}: {'OK' if self.ok else 'INVALID'}, {self.num_steps} steps"
+        return head if self.ok else head + "".join(f"\n  - {p}" for p in self.problems)
+
+
+def validate_episode(path: str | Path) -> ValidationReport:
+    """Check a file against the schema; every problem found is listed in the report."""
+    path = Path(path)
+    problems: list[str] = []
+    if not path.exists():
+        return ValidationReport(path, False, ["file does not exist"], 0)
+    try:
+        f = _open_read(path)
+    except OSError as e:
+        return ValidationReport(path, False, [f"not a readable HDF5 file: {e}"], 0)
+    n = 0
+    with f:
+        a = f.attrs
+        missing_attrs = [k for k in _REQUIRED_ATTRS if k not in a]
+        if missing_attrs:
+            problems.append(f"missing file attribute(s) {missing_attrs}")
+        joint_names = _strs(a["joint_names"]) if "joint_names" in a else None
+        cams = _strs(a["camera_names"]) if "camera_names" in a else None
+        if "schema_version" in a and _str(a["schema_version"]).split(".")[0] != SCHEMA_VERSION.split(".")[0]:
+            problems.append(f"schema_version {_str(a['schema_version'])!r} is not compatible with {SCHEMA_VERSION}")
+        if "control_frequency" in a and not float(a["control_frequency"]) > 0:
+            problems.append(f"control_frequency attribute must be > 0, got {a['control_frequency']}")
+        if "extra" in a:
+            try:
+                json.loads(_str(a["extra"]))
+            except ValueError:
+                problems.append("attribute 'extra' is not valid JSON")
+        lengths = {}
+        for name in (QPOS, ACTION, TIMESTAMPS):
+            if name not in f:
+                problems.append(f"missing dataset /{name}")
+            else:
+                lengths[name] = f[name].shape[0]
+        stored = sorted(f[IMAGES].keys()) if IMAGES in f else []
+        if cams is not None:
+            for cam in cams:
+                if cam not in stored:
+                    problems.append(f"missing dataset /{IMAGES}/{cam} (camera listed in camera_names)")
+            extra_cams = [c for c in stored if c not in cams]
+            if extra_cams:
+                problems.append(f"image datasets {extra_cams} are not listed in camera_names")
+        for cam in stored:
+            lengths[f"{IMAGES}/{cam}"] = f[f"{IMAGES}/{cam}"].shape[0]
+        if lengths and len(set(lengths.values())) > 1:
+            problems.append("length mismatch between datasets: " + ", ".join(f"/{k}={v}" for k, v in lengths.items()))
+        n = min(lengths.values()) if lengths else 0
+        if lengths and n == 0:
+            problems.append("the episode has no steps")
+        for name in (QPOS, ACTION):
+            if name in f:
+                ds = f[name]
+                if ds.ndim != 2:
+                    problems.append(f"/{name} must be 2-D (T, D), has shape {ds.shape}")
+                elif joint_names is not None and ds.shape[1] != len(joint_names):
+                    problems.append(f"/{name} has {ds.shape[1]} columns but joint_names lists {len(joint_names)}")
+                elif not np.isfinite(ds[:]).all():
+                    problems.append(f"/{name} contains NaN or infinite values")
+        if TIMESTAMPS in f:
+            ts = f[TIMESTAMPS][:]
+            if ts.dtype.kind not in "iu":
+                problems.append(f"/timestamps must be integer nanoseconds, has dtype {ts.dtype}")
+            bad = np.flatnonzero(np.diff(ts.astype(np.int64)) <= 0)
+            if bad.size:
+                problems.append(f"/timestamps are not strictly increasing ({bad.size} time(s), first at step "
+                                f"{bad[0] + 1}: {ts[bad[0]]} -> {ts[bad[0] + 1]})")
+        for cam in stored:
+            ds = f[f"{IMAGES}/{cam}"]
+            order = _str(ds.attrs.get("color_order", "rgb"))
+            if order not in ("rgb", "bgr"):
+                problems.append(f"camera {cam}: color_order attribute {order!r} is not 'rgb' or 'bgr'")
+                order = "rgb"
+            m = ds.shape[0]
+            for i in sorted({0, m - 1}) if m else []:
+                try:
+                    decode_jpeg(ds[i], order)
+                except (ValueError, TypeError) as e:
+                    problems.append(f"camera {cam}: frame {i} does not decode as JPEG ({e})")
+    return ValidationReport(path, not problems, problems, n)

@@ -1,0 +1,233 @@
+"""HDF5 episodes with real files: round trip, crash + recover, disk full, official loader, validation."""
+import os
+import subprocess
+import sys
+import textwrap
+
+import cv2
+import h5py
+import numpy as np
+import pytest
+
+from rdt_core.episode import (DEFAULT_JPEG_QUALITY, DiskFullError, EpisodeMeta, EpisodeReader, EpisodeWriter,
+                              decode_jpeg, encode_jpeg, next_episode_path, recover, temp_path_for,
+                              validate_episode, write_episode)
+
+CAMS = ["cam_high", "cam_right_wrist", "cam_left_wrist"]
+JOINTS = [f"j{i}" for i in range(4)]
+
+
+def meta(**kw):
+    base = dict(robot="test_bot", joint_names=JOINTS, camera_names=CAMS, control_frequency=25.0,
+                instruction="pick up the cube", extra={"topics": {"cam_high": "/cam_high/image"}})
+    base.update(kw)
+    return EpisodeMeta(**base)
+
+
+def frame(i, cam_idx, h=48, w=64):
+    """A distinctive RGB image: left half red-ish, right half blue-ish, brightness per step."""
+    img = np.zeros((h, w, 3), np.uint8)
+    img[:, : w // 2, 0] = 200
+    img[:, w // 2:, 2] = 200
+    img[:, :, 1] = (10 * i + 60 * cam_idx) % 256
+    return img
+
+
+def close(decoded, original):
+    """JPEG is lossy: the mean error of a faithful decode is a few grey levels (sharp edges excepted)."""
+    return decoded.shape == original.shape and np.abs(decoded.astype(int) - original).mean() < 4
+
+
+def step_data(i):
+    q = np.arange(4) + 0.001 * i
+    return 1_000_000_000 + 40_000_000 * i, q, q + 0.5, {c: encode_jpeg(frame(i, k)) for k, c in enumerate(CAMS)}
+
+
+def test_jpeg_is_rgb_through_imdecode_and_default_quality_is_opencv_default():
+    img = frame(3, 1)
+    data = encode_jpeg(img)
+    raw = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    assert raw[10, 5, 0] > 150 and raw[10, 5, 2] < 50          # channel 0 = red stays first
+    assert close(decode_jpeg(data), img)
+    # 95 is what cv2.imencode uses without parameters (the official pipeline's call)
+    assert DEFAULT_JPEG_QUALITY == 95
+    assert cv2.imencode(".jpg", img)[1].tobytes() == encode_jpeg(img, 95)
+    bgr = cv2.imencode(".jpg", cv2.cvtColor(img, cv2.COLOR_RGB2BGR))[1].tobytes()
+    assert close(decode_jpeg(bgr, "bgr"), img)
+    with pytest.raises(ValueError, match="decode"):
+        decode_jpeg(b"not a jpeg")
+
+
+def test_stream_round_trip_and_atomic_rename(tmp_path):
+    final = tmp_path / "episode_0.hdf5"
+    w = EpisodeWriter(final, meta(), flush_interval_s=0.0)
+    assert w.temp_path == temp_path_for(final) and w.temp_path.name == ".episode_0.hdf5.partial"
+    steps = [step_data(i) for i in range(12)]
+    for s in steps:
+        w.append(*s)
+        assert not final.exists()                                # never a half episode under the final name
+    assert w.close(extra={"drops": {"cam_high": 1}}) == final
+    assert not w.temp_path.exists()
+    with EpisodeReader(final) as r:
+        assert r.num_steps == 12
+        assert r.meta.robot == "test_bot" and r.meta.joint_names == JOINTS and r.meta.camera_names == CAMS
+        assert r.meta.instruction == "pick up the cube" and r.meta.control_frequency == 25.0
+        assert r.meta.extra == {"topics": {"cam_high": "/cam_high/image"}, "drops": {"cam_high": 1}}
+        np.testing.assert_array_equal(r.timestamps, [s[0] for s in steps])
+        assert r.timestamps.dtype == np.int64
+        np.testing.assert_array_equal(r.qpos, np.stack([s[1] for s in steps]))
+        np.testing.assert_array_equal(r.action, np.stack([s[2] for s in steps]))
+        assert r.jpeg("cam_left_wrist", 7) == steps[7][3]["cam_left_wrist"]
+        assert close(r.image("cam_right_wrist", 5), frame(5, 1))
+        with pytest.raises(KeyError, match="cam_top"):
+            r.image("cam_top", 0)
+    rep = validate_episode(final)
+    assert rep.ok and rep.num_steps == 12, str(rep)
+
+
+def test_official_rdt_loader_line_decodes_our_frames(tmp_path):
+    steps = [step_data(i) for i in range(3)]
+    path = write_episode(tmp_path / "episode_0.hdf5", meta(), [s[0] for s in steps], [s[1] for s in steps],
+                         [s[2] for s in steps], {c: [s[3][c] for s in steps] for c in CAMS})
+    with h5py.File(path, "r") as f:
+        for k, cam in enumerate(CAMS):
+            for i in range(3):
+                img = cv2.imdecode(np.frombuffer(f['observations']['images'][cam][i], np.uint8), cv2.IMREAD_COLOR)
+                assert img.shape == (48, 64, 3)
+                assert close(img, frame(i, k))
+        assert f["observations"]["qpos"].shape == (3, 4) and f["action"].shape == (3, 4)
+        assert f["observations"]["qpos"].dtype == np.float64
+
+
+def test_context_manager_keeps_temp_on_error_and_refuses_overwrite(tmp_path):
+    final = tmp_path / "episode_3.hdf5"
+    with pytest.raises(RuntimeError):
+        with EpisodeWriter(final, meta()) as w:
+            w.append(*step_data(0))
+            raise RuntimeError("operator hit ctrl-c")
+    assert w.temp_path.exists() and not final.exists()
+    with pytest.raises(FileExistsError, match="recover"):
+        EpisodeWriter(final, meta())
+    assert recover(w.temp_path) == final
+    with EpisodeReader(final) as r:
+        assert r.num_steps == 1 and r.meta.extra["recovered"]["steps"] == 1
+    with pytest.raises(FileExistsError, match="never overwritten"):
+        EpisodeWriter(final, meta())
+
+
+def test_discard_deletes_the_temp_file(tmp_path):
+    w = EpisodeWriter(tmp_path / "episode_0.hdf5", meta())
+    w.append(*step_data(0))
+    w.discard()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_bad_steps_are_rejected_without_losing_earlier_ones(tmp_path):
+    w = EpisodeWriter(tmp_path / "episode_0.hdf5", meta())
+    w.append(*step_data(0))
+    t, q, a, frames = step_data(1)
+    with pytest.raises(ValueError, match=r"missing \['cam_left_wrist'\]"):
+        w.append(t, q, a, {c: frames[c] for c in CAMS[:2]})
+    with pytest.raises(ValueError, match="need 4 values"):
+        w.append(t, q[:3], a, frames)
+    with pytest.raises(ValueError, match="must increase"):
+        w.append(step_data(0)[0], q, a, frames)
+    w.append(t, q, a, frames)
+    path = w.close()
+    assert validate_episode(path).num_steps == 2
+
+
+CRASH_SCRIPT = textwrap.dedent("""
+    import os, sys
+    import numpy as np
+    sys.path.insert(0, sys.argv[2])
+    from test_episode import meta, step_data
+    from rdt_core.episode import EpisodeWriter
+    w = EpisodeWriter(sys.argv[1], meta(), flush_interval_s=1e9)
+    for i in range(40):
+        w.append(*step_data(i))
+        if i == 24:
+            w.flush()
+    print("wrote", flush=True)
+    os._exit(0)   # dies mid-episode: no close, no flush, no HDF5 cleanup
+""")
+
+
+def test_process_crash_then_recover_returns_the_flushed_steps(tmp_path):
+    final = tmp_path / "episode_0.hdf5"
+    out = subprocess.run([sys.executable, "-c", CRASH_SCRIPT, str(final), os.path.dirname(__file__)],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and "wrote" in out.stdout, out.stderr
+    temp = temp_path_for(final)
+    assert temp.exists() and not final.exists()
+    # the crashed file can be validated and read as it is (SWMR reader)
+    assert validate_episode(temp).num_steps >= 25
+    assert recover(temp) == final and not temp.exists()
+    rep = validate_episode(final)
+    assert rep.ok, str(rep)
+    with EpisodeReader(final) as r:
+        n = r.num_steps
+        assert 25 <= n <= 40                      # every flushed step is back, nothing invented
+        truth = [step_data(i) for i in range(n)]
+        np.testing.assert_array_equal(r.timestamps, [s[0] for s in truth])
+        np.testing.assert_array_equal(r.qpos, np.stack([s[1] for s in truth]))
+        assert r.jpeg("cam_high", n - 1) == truth[-1][3]["cam_high"]
+        assert r.meta.extra["recovered"]["steps"] == n
+    # the official loader opens the recovered file normally
+    with h5py.File(final, "r") as f:
+        assert f["observations"]["images"]["cam_high"].shape == (n,)
+
+
+def test_disk_full_at_open_and_while_recording_keeps_a_valid_file(tmp_path):
+    huge = 1 << 62
+    with pytest.raises(DiskFullError, match="MiB free"):
+        EpisodeWriter(tmp_path / "episode_0.hdf5", meta(), min_free_bytes=huge)
+    assert list(tmp_path.iterdir()) == []
+    w = EpisodeWriter(tmp_path / "episode_0.hdf5", meta(), flush_interval_s=0.0)
+    for i in range(5):
+        w.append(*step_data(i))
+    w.min_free_bytes = huge                        # the disk "fills up" during the episode
+    with pytest.raises(DiskFullError, match="stopped at 6 steps"):
+        w.append(*step_data(5))
+    assert validate_episode(w.temp_path).num_steps == 6
+    with pytest.raises(DiskFullError):
+        w.append(*step_data(6))
+    path = w.close()                               # keeps what was written
+    rep = validate_episode(path)
+    assert rep.ok and rep.num_steps == 6, str(rep)
+
+
+def test_next_episode_path_counts_finals_and_temps(tmp_path):
+    assert next_episode_path(tmp_path / "new").name == "episode_0.hdf5"
+    (tmp_path / "episode_0.hdf5").touch()
+    (tmp_path / "episode_4.hdf5").touch()
+    (tmp_path / "notes.txt").touch()
+    assert next_episode_path(tmp_path).name == "episode_5.hdf5"
+    temp_path_for(tmp_path / "episode_9.hdf5").touch()
+    assert next_episode_path(tmp_path).name == "episode_10.hdf5"
+
+
+def test_validation_lists_problems(tmp_path):
+    bad = tmp_path / "bad.hdf5"
+    undecodable = np.frombuffer(b"garbage!", np.uint8)
+    with h5py.File(bad, "w") as f:
+        f.create_dataset("observations/qpos", data=np.zeros((5, 4)))
+        f.create_dataset("timestamps", data=np.array([5, 6, 6, 8], dtype=np.int64))
+        ds = f.create_dataset("observations/images/cam_high", shape=(5,), dtype=h5py.vlen_dtype(np.uint8))
+        for i in range(5):
+            ds[i] = undecodable
+        f.attrs["robot"] = "x"
+        f.attrs["joint_names"] = ["a", "b", "c"]
+        f.attrs["camera_names"] = ["cam_high", "cam_left_wrist"]
+        f.attrs["schema_version"] = "2.0"
+    rep = validate_episode(bad)
+    text = str(rep)
+    assert not rep.ok
+    for expected in ["missing file attribute(s) ['control_frequency']", "missing dataset /action",
+                     "missing dataset /observations/images/cam_left_wrist", "length mismatch",
+                     "timestamps are not strictly increasing", "frame 0 does not decode",
+                     "frame 4 does not decode", "schema_version '2.0'", "has 4 columns but joint_names lists 3"]:
+        assert expected in text, f"{expected!r} not in report:\n{text}"
+    (tmp_path / "plain.txt").write_text("hello")
+    assert "not a readable HDF5 file" in str(validate_episode(tmp_path / "plain.txt"))
+    assert not validate_episode(tmp_path / "missing.hdf5").ok
