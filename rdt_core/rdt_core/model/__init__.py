@@ -1,5 +1,9 @@
-"""The RDT network and runner (checkpoint-compatible with the official thu-ml implementation)."""
-# CONTRACT (implemented by the model helper; see ../shared/conformance/README.md "What the project exposes"):
+"""The RDT network and runner (checkpoint-compatible with the official thu-ml implementation).
+
+Layout: ``norm`` (RmsNorm, both timm formulas), ``pos_embed`` (sin-cos init), ``blocks`` (attention, MLP,
+timestep embedder), ``rdt`` (the denoiser), ``runner`` (adaptors + schedulers + sampler), ``config`` (sizes).
+"""
+# CONTRACT (see ../shared/conformance/README.md "What the project exposes"):
 # class RDTRunner(nn.Module):
 #     def __init__(self, *, action_dim, pred_horizon, config, lang_token_dim, img_token_dim, state_token_dim,
 #                  max_lang_cond_len, img_cond_len, lang_pos_embed_config=None, img_pos_embed_config=None,
@@ -18,3 +22,9 @@
 #     def forward(*args, **kwargs) -> compute_loss(...)
 # RDT.forward(x, freq, t, lang_c, img_c, lang_mask=None, img_mask=None) -> (B, H, out_channels)
 # def rdt_config(size: str = "tiny"|"170m"|"1b", **overrides) -> dict   # RDTRunner kwargs for a size
+from .config import rdt_config
+from .norm import NORM_FORMULAS, RmsNorm
+from .rdt import RDT
+from .runner import RDTRunner, parse_dtype
+
+__all__ = ["RDTRunner", "RDT", "rdt_config", "RmsNorm", "NORM_FORMULAS", "parse_dtype"]

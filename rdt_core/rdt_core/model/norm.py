@@ -1,0 +1,40 @@
+"""RMS normalisation in the two formulas RDT checkpoints have seen.
+
+The released RDT checkpoints were trained with timm 1.0.3, whose RmsNorm (without apex) divides by the
+*unbiased variance* of x (x itself not centred). timm >= 1.0.13 switched to the textbook mean of squares.
+Both are kept here so a checkpoint runs with the formula it was trained with; timm is not a dependency.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+NORM_FORMULAS = ("variance", "mean_square")
+DEFAULT_NORM_FORMULA = "variance"
+
+
+def check_norm_formula(norm_formula: str) -> str:
+    if norm_formula not in NORM_FORMULAS:
+        raise ValueError(f"norm_formula must be one of {NORM_FORMULAS}, got {norm_formula!r} "
+                         f"('variance' reproduces the released checkpoints)")
+    return norm_formula
+
+
+class RmsNorm(nn.Module):
+    """x * rsqrt(stat(x) + eps) * weight over the last dimension; stat is var(x, unbiased) or mean(x^2)."""
+
+    def __init__(self, dim: int, eps: float = 1e-6, norm_formula: str = DEFAULT_NORM_FORMULA):
+        super().__init__()
+        self.eps = eps
+        self.norm_formula = check_norm_formula(norm_formula)
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.norm_formula == "variance":
+            stat = torch.var(x, dim=-1, keepdim=True)
+        else:
+            stat = x.pow(2).mean(dim=-1, keepdim=True)
+        return x * torch.rsqrt(stat + self.eps) * self.weight
+
+    def extra_repr(self) -> str:
+        return f"{self.weight.shape[0]}, eps={self.eps}, norm_formula={self.norm_formula!r}"
