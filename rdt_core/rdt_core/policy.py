@@ -1,16 +1,268 @@
-"""RDTPolicy: (checkpoint, vision encoder, profile, instruction) -> 64 future actions in robot units."""
-# CONTRACT (implemented by the encoders helper):
-# class RDTPolicy:
-#     def __init__(self, runner: RDTRunner, vision: VisionEncoder, profile: RobotProfile,
-#                  instruction: InstructionEmbedding | Tensor | str | Path | None, *, device="cpu", dtype=None,
-#                  control_frequency=None, num_inference_steps=None)
-#     @classmethod from_paths(checkpoint, vision_encoder, profile, instruction, *, device="cpu", dtype=None)
-#         # profile: a RobotProfile, a name, or None = the profile.json exported beside the checkpoint
-#     @classmethod tiny(profile, *, seed=0, pred_horizon=64) -> RDTPolicy   # random tiny RDT + tiny SigLIP, UNTRAINED
-#     untrained: bool; profile; horizon (64); img_history_size (2); num_cameras (3); window_size (6)
-#     device; dtype   (bfloat16 on CUDA, float32 on CPU by default)
-#     def set_instruction(instruction) -> None
-#     def predict(images: list[np.ndarray | None], qpos: np.ndarray (D,), stamp=None, *, noise=None,
-#                 image_keys=None, inpaint_actions=None) -> np.ndarray (H, D) float32, robot units
-#         # images: window_size frames [ext_{t-1}, right_{t-1}, left_{t-1}, ext_t, right_t, left_t] (RGB uint8, None = missing)
-#         # raises ValueError on wrong sizes; raises NonFiniteActionError when the model returns NaN/inf
+"""RDTPolicy: (checkpoint, vision encoder, profile, instruction) -> 64 future actions in robot units.
+
+The deployment step of the official scripts (scripts/agilex_model.py ``step``), robot-independent:
+the profile maps joint positions into the unified 128-dim state (state token + availability mask), the
+SigLIP features of the image window come from a history cache (a new step encodes only the new frames),
+the instruction embedding is loaded once, and the sampled unified chunk is mapped back to robot units.
+Safety (limits, rate, staleness) is not done here: the control runtime applies it to what this returns.
+"""
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+from typing import Any, Hashable, Sequence
+
+import numpy as np
+import torch
+
+from rdt_core.encoders.language import InstructionEmbedding, load_instruction_embedding
+from rdt_core.encoders.vision import HistoryImageEncoder, VisionEncoder
+
+__all__ = ["RDTPolicy", "NonFiniteActionError", "default_dtype", "PROFILE_FILE"]
+
+PROFILE_FILE = "profile.json"
+
+
+class NonFiniteActionError(RuntimeError):
+    """The model returned NaN/inf actions; the chunk must not be executed."""
+
+
+def default_dtype(device) -> torch.dtype:
+    """bfloat16 on CUDA (as the official deployment), float32 elsewhere (CPU bfloat16 is slow and lossy)."""
+    return torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32
+
+
+def _as_dtype(dtype, device) -> torch.dtype:
+    if dtype is None:
+        return default_dtype(device)
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    from rdt_core.model import parse_dtype
+    return parse_dtype(dtype)
+
+
+def _resolve_profile(profile):
+    from rdt_core.robots import RobotProfile, load_profile
+    if isinstance(profile, RobotProfile):
+        return profile
+    return load_profile(profile)
+
+
+class RDTPolicy:
+    """Predicts an action chunk (horizon x D, robot units) from the image window and the joint positions."""
+
+    def __init__(self, runner, vision: VisionEncoder, profile, instruction=None, *, device="cpu", dtype=None,
+                 control_frequency: float | None = None, num_inference_steps: int | None = None,
+                 untrained: bool = False):
+        self.device = torch.device(device)
+        self.dtype = _as_dtype(dtype, self.device)
+        self.profile = _resolve_profile(profile)
+        self.untrained = bool(untrained)
+        # Whole runner in one dtype, as the official deployment casts it (adaptors included).
+        self.runner = runner.to(device=self.device, dtype=self.dtype).eval()
+        if vision.device != self.device or vision.dtype != self.dtype:
+            vision = VisionEncoder(vision.model, vision.processor, device=self.device, dtype=self.dtype)
+        self.vision = vision
+
+        self.horizon = int(runner.pred_horizon)
+        self.img_history_size = int(runner.img_history_size)
+        self.num_cameras = int(runner.num_cameras)
+        self.window_size = self.img_history_size * self.num_cameras
+        self.num_patches = int(runner.num_patches)
+        problems = []
+        if vision.num_patches != self.num_patches:
+            problems.append(f"the vision encoder gives {vision.num_patches} patches per image, the checkpoint "
+                            f"expects {self.num_patches}")
+        if vision.hidden_size != runner.img_token_dim:
+            problems.append(f"the vision encoder's features are {vision.hidden_size} wide, the checkpoint's "
+                            f"image adaptor takes {runner.img_token_dim}")
+        if runner.action_dim != 128 or runner.state_token_dim != 128:
+            problems.append(f"the checkpoint's action/state width is {runner.action_dim}/{runner.state_token_dim}, "
+                            f"the unified vector is 128")
+        if problems:
+            raise ValueError("vision encoder and checkpoint do not match: " + "; ".join(problems)
+                             + " (RDT-1B/170M use google/siglip-so400m-patch14-384: 729 patches x 1152)")
+        self.images = HistoryImageEncoder(vision, history=self.img_history_size, num_cameras=self.num_cameras)
+
+        self.control_frequency = float(control_frequency or self.profile.control_frequency)
+        if not self.control_frequency > 0:
+            raise ValueError(f"control frequency must be > 0 Hz, got {self.control_frequency}")
+        freq = int(self.control_frequency) if self.control_frequency.is_integer() else self.control_frequency
+        self._ctrl_freqs = torch.tensor([freq], device=self.device)
+        self.num_inference_steps = num_inference_steps
+        mask = torch.from_numpy(np.asarray(self.profile.unified_mask(), dtype=np.float32))
+        self._action_mask = mask.to(self.device, self.dtype).view(1, 1, -1)
+
+        self._lock = threading.Lock()
+        self.instruction: InstructionEmbedding | None = None
+        self._lang: torch.Tensor | None = None
+        self._lang_mask: torch.Tensor | None = None
+        if instruction is not None:
+            self.set_instruction(instruction)
+        self.last_stamp = None
+        self.last_info: dict[str, Any] = {}
+
+    # ---------------------------------------------------------------- construction
+    @classmethod
+    def from_paths(cls, checkpoint, vision_encoder, profile, instruction, *, device="cpu", dtype=None,
+                   **kwargs) -> "RDTPolicy":
+        """Load a checkpoint (HF dir, .pt/.safetensors/.bin, DeepSpeed dir), a local SigLIP dir and an
+        instruction .pt. ``profile`` = a RobotProfile, a shipped name, a YAML path, or None for the
+        profile.json that rdt_training exports beside the checkpoint."""
+        from rdt_core.checkpoint import load_runner
+
+        device = torch.device(device)
+        dtype = _as_dtype(dtype, device)
+        if profile is None:
+            profile = cls._exported_profile(checkpoint)
+        profile = _resolve_profile(profile)
+        runner = load_runner(checkpoint, device=device, dtype=dtype)
+        vision = VisionEncoder.from_pretrained(vision_encoder, device=device, dtype=dtype)
+        return cls(runner, vision, profile, instruction, device=device, dtype=dtype, **kwargs)
+
+    @staticmethod
+    def _exported_profile(checkpoint):
+        from rdt_core.robots import RobotProfile, available_profiles
+        ckpt = Path(checkpoint).expanduser()
+        path = (ckpt if ckpt.is_dir() else ckpt.parent) / PROFILE_FILE
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"no robot profile given and no {PROFILE_FILE} beside the checkpoint ({path}); pass the profile "
+                f"the model was fine-tuned for (shipped: {available_profiles()}, or a YAML path)")
+        try:
+            return RobotProfile.from_dict(json.loads(path.read_text(encoding="utf-8")))
+        except ValueError as exc:
+            raise ValueError(f"{path}: {exc}") from None
+
+    @classmethod
+    def tiny(cls, profile, *, seed: int = 0, pred_horizon: int = 64, device="cpu", dtype=None,
+             instruction_length: int = 8) -> "RDTPolicy":
+        """A random tiny RDT + tiny SigLIP + a random instruction: UNTRAINED, for tests and demos only.
+
+        The official init zeroes the last projection (every output would be 0), so seeded noise is added
+        to every weight to make the chunk depend on its inputs, as a trained model's does.
+        """
+        from rdt_core.model import RDTRunner, rdt_config
+
+        vision = VisionEncoder.tiny(seed=seed)
+        cfg = rdt_config("tiny", img_token_dim=vision.hidden_size, num_patches=vision.num_patches,
+                         pred_horizon=pred_horizon, dtype="float32")
+        gen = torch.Generator().manual_seed(seed)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            runner = RDTRunner(**cfg)
+        with torch.no_grad():
+            for p in runner.parameters():
+                p.add_(0.05 * torch.randn(p.shape, generator=gen, dtype=p.dtype))
+        text = torch.randn(1, instruction_length, cfg["lang_token_dim"], generator=gen)
+        instruction = InstructionEmbedding("untrained_random", "(random embedding of an untrained demo model)", text)
+        return cls(runner, vision, profile, instruction, device=device, dtype=dtype, untrained=True)
+
+    # ---------------------------------------------------------------- instruction
+    def set_instruction(self, instruction) -> None:
+        """Use another instruction: an InstructionEmbedding, a (1, L, D) / (L, D) tensor, or a .pt path."""
+        if isinstance(instruction, InstructionEmbedding):
+            emb = instruction
+        elif isinstance(instruction, torch.Tensor):
+            emb = InstructionEmbedding("tensor", "", instruction)
+        elif isinstance(instruction, (str, Path)):
+            emb = load_instruction_embedding(instruction)
+        else:
+            raise TypeError(f"instruction must be an InstructionEmbedding, a tensor or a .pt path, "
+                            f"got {type(instruction).__name__}")
+        if emb.dim != self.runner.lang_token_dim:
+            raise ValueError(f"instruction {emb.name!r} has width {emb.dim}, the checkpoint's language adaptor takes "
+                             f"{self.runner.lang_token_dim} (RDT uses T5-v1.1-XXL embeddings, 4096 wide)")
+        if emb.length > self.runner.max_lang_cond_len:
+            raise ValueError(f"instruction {emb.name!r} has {emb.length} tokens, the checkpoint takes at most "
+                             f"{self.runner.max_lang_cond_len}; shorten the instruction")
+        lang = emb.embeddings.to(device=self.device, dtype=self.dtype)
+        with self._lock:
+            self.instruction = emb
+            self._lang = lang
+            self._lang_mask = torch.ones(lang.shape[:2], dtype=torch.bool, device=self.device)
+
+    # ---------------------------------------------------------------- inference
+    def reset(self) -> None:
+        """Forget cached image features (call at the start of an episode)."""
+        with self._lock:
+            self.images.reset()
+
+    def _state_tokens(self, qpos) -> torch.Tensor:
+        q = np.asarray(qpos, dtype=np.float64)
+        if q.shape != (self.profile.dof,):
+            raise ValueError(f"qpos has shape {q.shape}; profile {self.profile.name!r} expects ({self.profile.dof},) "
+                             f"in the order {self.profile.joint_names}")
+        if not np.isfinite(q).all():
+            raise ValueError(f"qpos contains NaN/inf: {q.tolist()}")
+        state = self.profile.qpos_to_unified(q)
+        return torch.from_numpy(np.asarray(state, dtype=np.float32)).to(self.device, self.dtype).view(1, 1, -1)
+
+    def _noise(self, noise) -> torch.Tensor | None:
+        if noise is None:
+            return None
+        n = torch.as_tensor(noise)
+        if n.ndim == 2:
+            n = n.unsqueeze(0)
+        if tuple(n.shape) != (1, self.horizon, 128):
+            raise ValueError(f"noise has shape {tuple(n.shape)}; expected ({self.horizon}, 128) or (1, {self.horizon}, 128)")
+        return n.to(self.device, self.dtype)
+
+    def _inpaint(self, actions):
+        if actions is None:
+            return None
+        a = np.asarray(actions, dtype=np.float64)
+        if a.ndim != 2 or a.shape[1] != self.profile.dof or not 0 < a.shape[0] <= self.horizon:
+            raise ValueError(f"inpaint_actions has shape {a.shape}; expected (K, {self.profile.dof}) robot-unit "
+                             f"actions with 1 <= K <= {self.horizon}")
+        known = torch.from_numpy(np.asarray(self.profile.action_to_unified(a), dtype=np.float32))
+        return known.to(self.device, self.dtype).unsqueeze(0), a.shape[0]
+
+    @torch.inference_mode()
+    def predict(self, images: Sequence[np.ndarray | None], qpos, stamp=None, *, noise=None,
+                image_keys: Sequence[Hashable] | None = None, inpaint_actions=None) -> np.ndarray:
+        """(horizon, D) float32 actions in robot units.
+
+        images: ``window_size`` RGB uint8 frames, oldest step first, each step [exterior, right wrist,
+        left wrist] (None = missing camera); image_keys: one id per frame (e.g. header stamps) so that
+        frames seen at the previous step are not encoded again (default: array identity).
+        noise: (horizon, 128) initial noise for a reproducible chunk. inpaint_actions: (K, D) actions
+        already committed, pinned as the start of the chunk (real-time chunking).
+        """
+        if len(images) != self.window_size:
+            raise ValueError(
+                f"got {len(images)} images; this checkpoint takes {self.window_size} = {self.img_history_size} steps "
+                f"x {self.num_cameras} cameras, ordered [ext_(t-1), right_(t-1), left_(t-1), ext_t, right_t, left_t]")
+        state = self._state_tokens(qpos)
+        noise_t = self._noise(noise)
+        inpaint = self._inpaint(inpaint_actions)
+        with self._lock:
+            if self._lang is None:
+                raise RuntimeError("no instruction set; call set_instruction(<embedding .pt>) first")
+            t0 = time.perf_counter()
+            before = self.images.stats["frames_encoded"]
+            img_tokens = self.images.encode(images, keys=image_keys).to(self.dtype)
+            t1 = time.perf_counter()
+            out = self.runner.predict_action(
+                lang_tokens=self._lang, lang_attn_mask=self._lang_mask, img_tokens=img_tokens,
+                state_tokens=state, action_mask=self._action_mask, ctrl_freqs=self._ctrl_freqs,
+                noise=noise_t, num_inference_steps=self.num_inference_steps, inpaint=inpaint)
+            chunk = out[0].float().cpu().numpy()
+            t2 = time.perf_counter()
+            self.last_stamp = stamp
+            self.last_info = {"stamp": stamp, "encode_s": t1 - t0, "sample_s": t2 - t1,
+                              "frames_encoded": self.images.stats["frames_encoded"] - before}
+        bad = ~np.isfinite(chunk)
+        if bad.any():
+            raise NonFiniteActionError(
+                f"the model returned {int(bad.sum())} non-finite values (NaN/inf) in the {self.horizon}-step chunk "
+                f"(stamp {stamp}); the chunk is discarded. Check the checkpoint, the inputs, and avoid float16 "
+                f"(use bfloat16 or float32)")
+        return np.asarray(self.profile.unified_to_action(chunk), dtype=np.float32)
+
+    def __repr__(self) -> str:
+        flag = ", UNTRAINED" if self.untrained else ""
+        return (f"RDTPolicy(profile={self.profile.name}, horizon={self.horizon}, window={self.window_size}, "
+                f"device={self.device}, dtype={str(self.dtype).removeprefix('torch.')}{flag})")
