@@ -1,0 +1,582 @@
+"""Fine-tune RDT on recorded episodes (console scripts ``rdt-train`` / ``ros2 run rdt_training train``).
+
+Built on accelerate: one process on CPU or one GPU as is; many GPUs / nodes with ``accelerate launch``
+(``accelerate launch --num_processes N --module rdt_training.train EPISODES ... --deepspeed zero2``:
+DeepSpeed ZeRO-2 with the config shipped in ``rdt_training/configs/zero2.json``). bf16 mixed precision on GPU, gradient
+accumulation, checkpoints every N steps with a retention limit, resume from the last one, cosine or
+constant LR, optional EMA, 8-bit Adam when bitsandbytes is installed. The SigLIP tower is frozen: its
+features are computed per batch, or once per dataset into a disk cache. The language embeddings are
+precomputed (``rdt-encode-instruction``). Loss and the official held-out ``overall_avg_sample_mse`` go to
+TensorBoard. At the end the model is exported in the layout ``RDTPolicy.from_paths`` loads.
+
+Python: ``train(TrainConfig(...)) -> TrainResult`` (the demo trains the tiny model for a minute with it).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import math
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from rdt_core.checkpoint import CheckpointError, load_runner, load_state_dict, save_pretrained
+from rdt_core.encoders.vision import VisionEncoder
+from rdt_core.model import RDTRunner, rdt_config
+from rdt_core.robots import load_profile
+
+from .configs import config_path
+from .dataset import DatasetError, EpisodeDataset, collate, index_episodes
+from .export import export_model
+from .features import FeatureStore, batch_image_tokens
+from .instructions import InstructionBank
+from .stats import compute_stats
+
+log = logging.getLogger("rdt_training")
+
+CHECKPOINTS_SUBDIR = "checkpoints"
+STATE_FILE = "trainer_state.json"
+OOM_ADVICE = ("out of memory. Try, in this order: a smaller --batch-size with --grad-accum to keep the "
+              "effective batch; --cache-features (no SigLIP pass per step); --use-8bit-adam (pip install "
+              "bitsandbytes); ZeRO-2 over several GPUs (accelerate launch --num_processes N --module "
+              "rdt_training.train ... --deepspeed zero2); "
+              "the 170m model (--init 170m or the rdt-170m checkpoint) instead of 1b.")
+
+
+class TrainingError(RuntimeError):
+    """Training cannot start or continue; the message names the problem and the fix."""
+
+
+@dataclass
+class TrainConfig:
+    """Everything a run needs; every field is also a ``rdt-train`` option (underscores -> dashes)."""
+    data: list                              # episode folders / files
+    output_dir: str = "runs/rdt"
+    instructions: str | None = None         # folder of .pt (rdt-encode-instruction --out) or one .pt
+    init: str = "tiny"                      # "tiny"|"170m"|"1b" (from scratch), an HF dir, a DeepSpeed .pt /
+                                            # checkpoint dir, or a previous run's output dir
+    vision: str = "tiny"                    # SigLIP dir (google/siglip-so400m-patch14-384) or "tiny"
+    profile: str | None = None              # export profile / override of the episodes' robot
+    max_steps: int = 1000
+    max_minutes: float | None = None        # wall-clock budget; stops (and exports) when spent
+    batch_size: int = 32
+    grad_accum: int = 1
+    lr: float = 1e-4
+    lr_scheduler: str = "constant"          # "constant" | "cosine" (any diffusers get_scheduler name)
+    warmup_steps: int = 0
+    weight_decay: float = 0.01
+    adam_betas: tuple = (0.9, 0.999)
+    adam_eps: float = 1e-8
+    max_grad_norm: float = 1.0
+    mixed_precision: str = "auto"           # "auto" (bf16 on CUDA, else off) | "no" | "bf16" | "fp16"
+    deepspeed: str | None = None            # None | "zero2" | a DeepSpeed JSON config
+    use_8bit_adam: str = "auto"             # "auto" (when bitsandbytes and CUDA) | "yes" | "no"
+    ema: bool = False
+    checkpoint_every: int = 500
+    checkpoints_total_limit: int = 3
+    resume: bool = False                    # continue from the last checkpoint in output_dir
+    sample_every: int = 100                 # held-out sample MSE every N steps (0 = only at the end)
+    sample_batches: int = 2
+    sample_batch_size: int = 8
+    heldout_episodes: int = 1               # last N episodes held out for the sample MSE
+    num_inference_steps: int | None = None
+    cache_features: bool = False            # SigLIP features computed once per dataset to disk
+    feature_cache_dir: str | None = None    # default <output_dir>/feature_cache
+    image_aug: bool = False
+    cond_mask_prob: float = 0.1             # official condition masking (state, images, freq, language)
+    skip_still: bool = True
+    still_threshold: float = 1e-2
+    min_steps: int = 2
+    num_workers: int = 0
+    seed: int = 0
+    log_with: str | None = "tensorboard"    # "tensorboard" | "wandb" | None
+    export_dir: str | None = None           # default <output_dir>/export
+    progress: bool = True
+    log_every: int = 10
+
+
+@dataclass
+class TrainResult:
+    output_dir: Path
+    export_dir: Path | None
+    steps: int                               # optimizer steps done in total (including resumed ones)
+    steps_this_run: int
+    loss_history: list = field(default_factory=list)        # (step, loss) per optimizer step
+    sample_mse_history: list = field(default_factory=list)  # (step, overall_avg_sample_mse)
+    stopped_by: str = "max_steps"            # "max_steps" | "time_budget"
+    elapsed_s: float = 0.0
+    last_checkpoint: Path | None = None
+
+    @property
+    def losses(self) -> list[float]:
+        return [l for _, l in self.loss_history]
+
+
+# ------------------------------------------------------------------------------------------- helpers
+
+
+def checkpoint_dirs(output_dir) -> list[Path]:
+    """The run's checkpoints, oldest first."""
+    root = Path(output_dir) / CHECKPOINTS_SUBDIR
+    if not root.is_dir():
+        return []
+    found = []
+    for d in root.iterdir():
+        if d.is_dir() and d.name.startswith("checkpoint-") and d.name.split("-")[-1].isdigit():
+            found.append(d)
+    return sorted(found, key=lambda d: int(d.name.split("-")[-1]))
+
+
+def _model_source(init: str) -> tuple[str, Path | None]:
+    """("size", None) for from-scratch sizes, else ("path", resolved weights path)."""
+    if init.lower() in ("tiny", "170m", "1b"):
+        return "size", None
+    path = Path(init).expanduser()
+    if not path.exists():
+        raise TrainingError(f"--init {init}: no such file or directory; give tiny|170m|1b, an HF checkpoint "
+                            f"dir (config.json + weights), a DeepSpeed .pt or a previous run's output dir")
+    if path.is_dir() and not (path / "config.json").is_file():
+        ckpts = checkpoint_dirs(path)                      # a previous run: its export, else its last checkpoint
+        if (path / "export" / "config.json").is_file():
+            return "path", path / "export"
+        if ckpts:
+            return "path", ckpts[-1]
+    return "path", path
+
+
+def _runner_kwargs(size: str, vision, lang_dim: int, max_lang_len: int) -> dict:
+    kw = rdt_config(size, img_token_dim=vision.hidden_size, num_patches=vision.num_patches,
+                    lang_token_dim=lang_dim, dtype="float32")
+    if max_lang_len > kw["max_lang_cond_len"]:
+        kw = rdt_config(size, img_token_dim=vision.hidden_size, num_patches=vision.num_patches,
+                        lang_token_dim=lang_dim, dtype="float32", max_lang_cond_len=max_lang_len)
+    return kw
+
+
+def build_runner(init: str, vision, lang_dim: int, max_lang_len: int) -> RDTRunner:
+    """The model to train, in float32 (mixed precision is accelerate's autocast), checked against the
+    vision encoder and the instruction embeddings."""
+    kind, path = _model_source(init)
+    if kind == "size":
+        runner = RDTRunner(**{**_runner_kwargs(init.lower(), vision, lang_dim, max_lang_len),
+                              "dtype": torch.float32})
+    else:
+        has_config = (path / "config.json").is_file() if path.is_dir() else (path.parent / "config.json").is_file()
+        try:
+            if has_config:
+                runner = load_runner(path, dtype=torch.float32)
+            else:   # a bare DeepSpeed .pt: the RDT-1B config with this vision encoder and language width
+                runner = load_runner(path, config=_runner_kwargs("1b", vision, lang_dim, max_lang_len),
+                                     dtype=torch.float32)
+        except CheckpointError as exc:
+            raise TrainingError(f"the checkpoint {path} does not fit the model config: {exc}") from exc
+    problems = []
+    if runner.img_token_dim != vision.hidden_size:
+        problems.append(f"image tokens of width {runner.img_token_dim} but the vision encoder gives "
+                        f"{vision.hidden_size} (use the SigLIP tower the checkpoint was trained with, --vision)")
+    if runner.num_patches != vision.num_patches:
+        problems.append(f"{runner.num_patches} patches per frame but the vision encoder gives {vision.num_patches}")
+    if runner.lang_token_dim != lang_dim:
+        problems.append(f"language tokens of width {runner.lang_token_dim} but the instruction embeddings are "
+                        f"{lang_dim} wide (encode with the matching T5)")
+    if max_lang_len > runner.max_lang_cond_len:
+        problems.append(f"instruction embeddings up to {max_lang_len} tokens but the model takes "
+                        f"{runner.max_lang_cond_len}")
+    if runner.num_cameras != 3:
+        problems.append(f"{runner.num_cameras} camera slots (the dataset feeds 3)")
+    if problems:
+        raise TrainingError(f"the model from --init {init} does not fit this setup: " + "; ".join(problems))
+    return runner.float()
+
+
+def build_vision(spec: str, device, dtype) -> tuple[VisionEncoder, str]:
+    if spec == "tiny" or spec.startswith("tiny:"):
+        seed = int(spec.split(":", 1)[1]) if ":" in spec else 0
+        return VisionEncoder.tiny(seed=seed, device=device, dtype=dtype), spec
+    path = Path(spec).expanduser()
+    return VisionEncoder.from_pretrained(path, device=device, dtype=dtype), str(path.resolve())
+
+
+def _mixed_precision(choice: str) -> str:
+    if choice == "auto":
+        return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
+    return choice
+
+
+def _optimizer(params, cfg: TrainConfig, device: torch.device):
+    want = str(cfg.use_8bit_adam).lower()
+    kwargs = dict(lr=cfg.lr, betas=tuple(cfg.adam_betas), weight_decay=cfg.weight_decay, eps=cfg.adam_eps)
+    if want in ("yes", "true", "1", "auto"):
+        try:
+            import bitsandbytes as bnb
+        except ImportError:
+            if want != "auto":
+                raise TrainingError("--use-8bit-adam yes needs bitsandbytes: pip install bitsandbytes") from None
+        else:
+            if device.type == "cuda":
+                return bnb.optim.AdamW8bit(params, **kwargs), "AdamW8bit"
+            if want != "auto":
+                raise TrainingError("8-bit Adam needs a CUDA device")
+    return torch.optim.AdamW(params, **kwargs), "AdamW"
+
+
+def _split_episodes(episodes, heldout: int):
+    if heldout > 0 and len(episodes) > heldout:
+        return episodes[:-heldout], episodes[-heldout:]
+    if heldout > 0:
+        log.warning("only %d episode(s): the sample MSE is measured on training episodes", len(episodes))
+    return episodes, episodes
+
+
+def _batches_forever(loader):
+    epoch = 0
+    while True:
+        if hasattr(loader, "set_epoch"):
+            loader.set_epoch(epoch)
+        for batch in loader:
+            yield batch
+        epoch += 1
+
+
+def _model_inputs(batch, vision, device, dtype):
+    return dict(
+        lang_tokens=batch["lang_embeds"].to(device=device, dtype=dtype),
+        lang_attn_mask=batch["lang_attn_mask"].to(device),
+        img_tokens=batch_image_tokens(vision, batch, device=device, dtype=dtype),
+        state_tokens=batch["states"].to(device=device, dtype=dtype),
+        action_mask=batch["state_elem_mask"].unsqueeze(1).to(device=device, dtype=dtype),
+        ctrl_freqs=batch["ctrl_freqs"].to(device),
+    )
+
+
+@torch.no_grad()
+def sample_mse(runner, loader, vision, accelerator, *, num_batches: int, num_inference_steps=None) -> dict:
+    """The official sample metrics: masked MSE (overall_avg_sample_mse) and the norm-relative L2 error of
+    sampled action chunks against the recorded ones, averaged over ``num_batches`` held-out batches."""
+    runner.eval()
+    mse_sum = l2_sum = 0.0
+    n = 0
+    device = accelerator.device
+    for batch in loader:
+        if n >= num_batches:
+            break
+        inputs = _model_inputs(batch, vision, device, torch.float32)
+        with accelerator.autocast():
+            pred = runner.predict_action(**inputs, num_inference_steps=num_inference_steps).float()
+        actions = batch["actions"].to(device)
+        mask = batch["state_elem_mask"].to(device).unsqueeze(1).expand_as(actions)
+        norm = batch["state_norm"].to(device).unsqueeze(1).expand_as(actions)
+        err = (pred - actions) ** 2
+        mse = (err * mask).sum() / mask.sum()
+        l2 = ((err.sqrt() / (norm + 1e-3)) * mask).sum() / mask.sum()
+        mse_sum += accelerator.gather(mse[None]).mean().item()
+        l2_sum += accelerator.gather(l2[None]).mean().item()
+        n += 1
+    runner.train()
+    return {"overall_avg_sample_mse": mse_sum / max(n, 1), "overall_avg_sample_l2err": l2_sum / max(n, 1)}
+
+
+# ------------------------------------------------------------------------------------------- training
+
+
+def train(config: TrainConfig) -> TrainResult:
+    """Run (or continue) a fine-tuning run; returns the loss history and where the export is."""
+    from accelerate import Accelerator
+    from accelerate.utils import DeepSpeedPlugin, ProjectConfiguration, set_seed
+    from diffusers.optimization import get_scheduler
+    from tqdm.auto import tqdm
+
+    cfg = config
+    t_start = time.monotonic()
+    out = Path(cfg.output_dir).expanduser()
+    out.mkdir(parents=True, exist_ok=True)
+    if cfg.instructions is None:
+        raise TrainingError("no instruction embeddings: encode the dataset's instructions once with "
+                            "`rdt-encode-instruction --model T5_DIR --dataset EPISODES --out EMB_DIR` and pass "
+                            "--instructions EMB_DIR")
+    if cfg.cache_features and cfg.image_aug:
+        raise TrainingError("--cache-features stores features of the un-augmented frames; it cannot be "
+                            "combined with --image-aug (drop one)")
+
+    ds_plugin = None
+    if cfg.deepspeed:
+        ds_file = config_path("zero2") if cfg.deepspeed == "zero2" else Path(cfg.deepspeed)
+        ds_plugin = DeepSpeedPlugin(hf_ds_config=str(ds_file), gradient_accumulation_steps=cfg.grad_accum,
+                                    gradient_clipping=cfg.max_grad_norm or None)
+    accelerator = Accelerator(
+        gradient_accumulation_steps=cfg.grad_accum, mixed_precision=_mixed_precision(cfg.mixed_precision),
+        log_with=cfg.log_with, deepspeed_plugin=ds_plugin,
+        project_config=ProjectConfiguration(project_dir=str(out), logging_dir=str(out / "logs")))
+    set_seed(cfg.seed)
+    device = accelerator.device
+    main = accelerator.is_main_process
+
+    # ---- data
+    bank = InstructionBank.load(cfg.instructions)
+    profiles = cfg.profile if cfg.profile else None
+    episodes, skipped = index_episodes(cfg.data, profiles=profiles, skip_still=cfg.skip_still,
+                                       still_threshold=cfg.still_threshold, min_steps=cfg.min_steps)
+    train_eps, heldout_eps = _split_episodes(episodes, cfg.heldout_episodes)
+    stats = compute_stats(episodes)
+    profile = load_profile(cfg.profile) if cfg.profile else episodes[0].profile
+
+    vis_dtype = torch.bfloat16 if accelerator.mixed_precision == "bf16" else torch.float32
+    vision, vision_source = build_vision(cfg.vision, device, vis_dtype)
+    store = None
+    if cfg.cache_features:
+        store = FeatureStore(cfg.feature_cache_dir or out / "feature_cache", vision)
+        with accelerator.main_process_first():
+            store.build(episodes, progress=cfg.progress and main)
+
+    common = dict(chunk_size=None, img_history_size=None, instructions=bank, feature_store=store,
+                  state_mean=np.asarray(stats["state_mean"], np.float32))
+    texts_len = max(bank.get(e.instruction).shape[0] for e in episodes)
+    runner = build_runner(cfg.init, vision, bank.dim, texts_len)
+    common["chunk_size"], common["img_history_size"] = runner.pred_horizon, runner.img_history_size
+    train_ds = EpisodeDataset(episodes=train_eps, image_aug=cfg.image_aug, cond_mask_prob=cfg.cond_mask_prob,
+                              **common)
+    sample_ds = EpisodeDataset(episodes=heldout_eps, **common)
+    loader_kw = dict(collate_fn=collate, num_workers=cfg.num_workers, persistent_workers=cfg.num_workers > 0)
+    train_loader = torch.utils.data.DataLoader(train_ds, batch_size=cfg.batch_size, shuffle=True,
+                                               drop_last=len(train_ds) >= cfg.batch_size, **loader_kw)
+    sample_loader = torch.utils.data.DataLoader(sample_ds, batch_size=cfg.sample_batch_size, shuffle=True,
+                                                **loader_kw)
+
+    # ---- model, optimizer, schedule
+    optimizer, opt_name = _optimizer([p for p in runner.parameters() if p.requires_grad], cfg, device)
+    lr_scheduler = get_scheduler(cfg.lr_scheduler, optimizer=optimizer,
+                                 num_warmup_steps=cfg.warmup_steps * accelerator.num_processes,
+                                 num_training_steps=cfg.max_steps * accelerator.num_processes)
+    ema = None
+    if cfg.ema:
+        from diffusers.training_utils import EMAModel
+        e = runner.config["ema"] if isinstance(runner.config, dict) and "ema" in runner.config else {}
+        ema = EMAModel(runner.parameters(), decay=e.get("max_value", 0.9999), min_decay=e.get("min_value", 0.0),
+                       update_after_step=e.get("update_after_step", 0), use_ema_warmup=True,
+                       inv_gamma=e.get("inv_gamma", 1.0), power=e.get("power", 0.75))
+        ema.to(device)
+        accelerator.register_for_checkpointing(ema)
+
+    def save_hook(models, weights, output_dir):
+        # checkpoints hold the model in the HF layout (loadable with --init / RDTPolicy as they are)
+        if accelerator.is_main_process:
+            for i, model in enumerate(models):
+                save_pretrained(accelerator.unwrap_model(model), output_dir)
+        for _ in range(len(weights)):
+            weights.pop()
+
+    def load_hook(models, input_dir):
+        if accelerator.distributed_type.value == "DEEPSPEED":
+            return
+        while models:
+            model = models.pop()
+            accelerator.unwrap_model(model).load_state_dict(load_state_dict(input_dir))
+
+    accelerator.register_save_state_pre_hook(save_hook)
+    accelerator.register_load_state_pre_hook(load_hook)
+    runner, optimizer, train_loader, sample_loader, lr_scheduler = accelerator.prepare(
+        runner, optimizer, train_loader, sample_loader, lr_scheduler)
+
+    # ---- resume
+    global_step = 0
+    loss_history: list = []
+    sample_history: list = []
+    if cfg.resume:
+        ckpts = checkpoint_dirs(out)
+        if ckpts:
+            accelerator.load_state(str(ckpts[-1]))
+            state = json.loads((ckpts[-1] / STATE_FILE).read_text())
+            global_step = int(state["step"])
+            loss_history = [tuple(x) for x in state.get("loss_history", [])]
+            sample_history = [tuple(x) for x in state.get("sample_mse_history", [])]
+            accelerator.print(f"resumed from {ckpts[-1]} at step {global_step}")
+        else:
+            accelerator.print(f"no checkpoint in {out / CHECKPOINTS_SUBDIR}; starting a new run")
+
+    hparams = {k: (v if isinstance(v, (int, float, str, bool)) else str(v))
+               for k, v in dataclasses.asdict(cfg).items()}
+    if cfg.log_with:
+        accelerator.init_trackers("rdt_training", config=hparams)
+    if main:
+        (out / "train_config.json").write_text(json.dumps(hparams, indent=2))
+        accelerator.print(
+            f"training {sum(p.numel() for p in runner.parameters()) / 1e6:.2f}M params on {device} "
+            f"({accelerator.num_processes} process(es), precision {accelerator.mixed_precision}, {opt_name}); "
+            f"{len(train_eps)} train / {len(heldout_eps)} held-out episodes, {len(train_ds)} steps; "
+            f"{len(skipped)} skipped")
+
+    def save_checkpoint(step: int) -> Path:
+        ckpt = out / CHECKPOINTS_SUBDIR / f"checkpoint-{step}"
+        accelerator.save_state(str(ckpt))
+        if accelerator.is_main_process:
+            (ckpt / STATE_FILE).write_text(json.dumps({
+                "step": step, "loss_history": loss_history, "sample_mse_history": sample_history,
+                "elapsed_s": time.monotonic() - t_start}))
+            for old in checkpoint_dirs(out)[:-max(cfg.checkpoints_total_limit, 1)]:
+                shutil.rmtree(old, ignore_errors=True)
+        accelerator.wait_for_everyone()
+        return ckpt
+
+    def run_sampling(step: int):
+        metrics = sample_mse(accelerator.unwrap_model(runner), sample_loader, vision, accelerator,
+                             num_batches=cfg.sample_batches, num_inference_steps=cfg.num_inference_steps)
+        sample_history.append((step, metrics["overall_avg_sample_mse"]))
+        accelerator.log(metrics, step=step)
+        return metrics
+
+    # ---- loop
+    start_step = global_step
+    stopped_by = "max_steps"
+    last_ckpt = None
+    bar = tqdm(total=cfg.max_steps, initial=global_step, desc="rdt-train",
+               disable=not (cfg.progress and accelerator.is_local_main_process))
+    batches = _batches_forever(train_loader)
+    runner.train()
+    micro_losses = []
+    budget_s = None if cfg.max_minutes is None else cfg.max_minutes * 60.0
+    try:
+        while global_step < cfg.max_steps:
+            batch = next(batches)
+            with accelerator.accumulate(runner):
+                inputs = _model_inputs(batch, vision, device, torch.float32)
+                actions = batch["actions"].to(device)
+                with accelerator.autocast():
+                    loss = runner(action_gt=actions, **inputs)
+                accelerator.backward(loss)
+                if accelerator.sync_gradients and cfg.max_grad_norm:
+                    accelerator.clip_grad_norm_(runner.parameters(), cfg.max_grad_norm)
+                optimizer.step()
+                lr_scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+            micro_losses.append(loss.detach().float())
+            if not accelerator.sync_gradients:
+                continue
+            global_step += 1
+            if ema is not None:
+                ema.step(accelerator.unwrap_model(runner).parameters())
+            step_loss = accelerator.gather(torch.stack(micro_losses).mean()[None]).mean().item()
+            micro_losses = []
+            if not math.isfinite(step_loss):
+                raise TrainingError(f"the loss became {step_loss} at step {global_step}; lower --lr, check the "
+                                    f"dataset statistics (rdt-dataset-stats) for huge values")
+            loss_history.append((global_step, step_loss))
+            bar.update(1)
+            if global_step % max(cfg.log_every, 1) == 0 or global_step == 1:
+                accelerator.log({"loss": step_loss, "lr": lr_scheduler.get_last_lr()[0]}, step=global_step)
+                bar.set_postfix(loss=f"{step_loss:.4f}")
+            if cfg.sample_every and global_step % cfg.sample_every == 0:
+                run_sampling(global_step)
+            if cfg.checkpoint_every and global_step % cfg.checkpoint_every == 0:
+                last_ckpt = save_checkpoint(global_step)
+            if budget_s is not None and time.monotonic() - t_start >= budget_s:
+                stopped_by = "time_budget"
+                break
+    except torch.OutOfMemoryError as exc:
+        raise TrainingError(f"{exc}\n{OOM_ADVICE}") from exc
+    finally:
+        bar.close()
+
+    # ---- wrap up: final sample MSE, checkpoint, export
+    if not sample_history or sample_history[-1][0] != global_step:
+        run_sampling(global_step)
+    if last_ckpt is None or not last_ckpt.name.endswith(f"-{global_step}"):
+        last_ckpt = save_checkpoint(global_step)
+    export_dir = None
+    if main:
+        model = accelerator.unwrap_model(runner)
+        if ema is not None:
+            ema.store(model.parameters())
+            ema.copy_to(model.parameters())
+        try:
+            files = sorted({str(p) for p in _instruction_files(cfg.instructions, episodes)})
+            export_dir = export_model(
+                model, cfg.export_dir or out / "export", profile=profile, stats=stats, vision=vision,
+                vision_source=vision_source, instruction_files=files,
+                training={"steps": global_step, "init": cfg.init, "ema": cfg.ema,
+                          "final_loss": loss_history[-1][1] if loss_history else None,
+                          "sample_mse": sample_history[-1][1] if sample_history else None,
+                          "instructions": sorted({e.instruction for e in episodes})})
+        finally:
+            if ema is not None:
+                ema.restore(model.parameters())
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    return TrainResult(output_dir=out, export_dir=export_dir, steps=global_step,
+                       steps_this_run=global_step - start_step, loss_history=loss_history,
+                       sample_mse_history=sample_history, stopped_by=stopped_by,
+                       elapsed_s=time.monotonic() - t_start, last_checkpoint=last_ckpt)
+
+
+def _instruction_files(source, episodes) -> list[Path]:
+    """The instruction .pt files the episodes use (copied into the export)."""
+    from rdt_core.encoders.language import load_instruction_embedding
+    path = Path(source)
+    if path.is_file():
+        return [path]
+    wanted = {e.instruction.strip().rstrip(".") for e in episodes}
+    found = []
+    for pt in sorted(path.glob("*.pt")):
+        try:
+            if load_instruction_embedding(pt).instruction.strip().rstrip(".") in wanted:
+                found.append(pt)
+        except Exception:
+            continue
+    return found
+
+
+# ------------------------------------------------------------------------------------------- CLI
+
+
+def _parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="rdt-train", description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap.add_argument("data", nargs="+", help="episode folders or .hdf5 files")
+    defaults = TrainConfig(data=[])
+    for f in dataclasses.fields(TrainConfig):
+        if f.name == "data":
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        default = getattr(defaults, f.name)
+        if isinstance(default, bool):
+            ap.add_argument(flag, action=argparse.BooleanOptionalAction, default=default)
+        elif isinstance(default, tuple):
+            ap.add_argument(flag, type=float, nargs=len(default), default=default)
+        elif isinstance(default, (int, float)) and not isinstance(default, bool):
+            ap.add_argument(flag, type=type(default), default=default)
+        elif f.name == "max_minutes":
+            ap.add_argument(flag, type=float, default=None, help="wall-clock budget in minutes")
+        elif f.name == "num_inference_steps":
+            ap.add_argument(flag, type=int, default=None)
+        else:
+            ap.add_argument(flag, default=default)
+    ap.add_argument("--log-level", default="INFO")
+    return ap
+
+
+def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)}
+    if values["log_with"] in ("none", "None", ""):
+        values["log_with"] = None
+    try:
+        result = train(TrainConfig(**values))
+    except (TrainingError, DatasetError, CheckpointError, FileNotFoundError) as exc:
+        print(f"rdt-train: {exc}", file=sys.stderr)
+        return 2
+    print(f"done: {result.steps} steps ({result.stopped_by}), final loss "
+          f"{result.losses[-1] if result.losses else float('nan'):.4f}, "
+          f"sample MSE {result.sample_mse_history[-1][1] if result.sample_mse_history else float('nan'):.4f}; "
+          f"export: {result.export_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
