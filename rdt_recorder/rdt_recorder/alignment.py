@@ -97,7 +97,8 @@ class StreamAligner:
     """Samples several timestamped streams onto a common step grid (see the module docstring).
 
     ``start_ns``: time of the first step; None = the first moment every stream has delivered a message.
-    ``end_ns``: no step after this time (episode length); None = open-ended.
+    ``end_ns``: no step after this time; None = open-ended.
+    ``max_duration_s``: at most this long from the first step (``max_duration_s * frequency`` steps).
     ``strict``: a stream's stamps must not decrease (bag conversion); otherwise late messages are inserted in
     order and those older than an already-decided step are counted and ignored (live).
     """
@@ -111,6 +112,7 @@ class StreamAligner:
         next_streams: Sequence[str] = (),
         start_ns: int | None = None,
         end_ns: int | None = None,
+        max_duration_s: float | None = None,
         strict: bool = False,
     ):
         if not streams:
@@ -130,6 +132,7 @@ class StreamAligner:
         self.tolerance_ns = int(round(tolerance_s * 1e9))
         self.start_ns = start_ns
         self.end_ns = end_ns
+        self.max_duration_ns = int(round(max_duration_s * 1e9)) if max_duration_s else None
         self.strict = strict
         self._stamps: dict[str, deque[int]] = {s: deque() for s in self.streams}
         self._payloads: dict[str, deque[Any]] = {s: deque() for s in self.streams}
@@ -220,13 +223,16 @@ class StreamAligner:
 
     # -------------------------------------------------------------- internals
     def _origin(self) -> int | None:
-        if self.start_ns is not None:
-            return int(self.start_ns)
-        if len(self._first_seen) < len(self.streams):
-            return None
-        # first grid point at which every stream has a message: the latest first stamp
-        self.start_ns = max(self._first_seen.values())
-        return self.start_ns
+        if self.start_ns is None:
+            if len(self._first_seen) < len(self.streams):
+                return None
+            # first grid point at which every stream has a message: the latest first stamp
+            self.start_ns = max(self._first_seen.values())
+        if self.max_duration_ns is not None:
+            end = self.start_ns + self.max_duration_ns - 1      # exclusive: duration * frequency steps
+            self.end_ns = end if self.end_ns is None else min(self.end_ns, end)
+            self.max_duration_ns = None
+        return int(self.start_ns)
 
     def _decided_before(self) -> int | None:
         """Stamps at or before this time can no longer affect an undecided step."""

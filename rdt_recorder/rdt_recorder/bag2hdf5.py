@@ -1,0 +1,426 @@
+"""bag2hdf5: turn rosbag2 recordings (sqlite3 or mcap) into HDF5 episodes, without ROS.
+
+    bag2hdf5 BAG [BAG ...] --out DIR --profile NAME [--instruction TEXT] [--topic ROLE=/name ...]
+             [--split gap:SECONDS|marker:/topic|bag] [--jobs N]
+
+Messages are read with ``rosbags.highlevel.AnyReader`` and aligned by the same code as the live recorder
+(``rdt_recorder.alignment``). Only the frames a step uses are converted, in encoder threads; JPEG
+CompressedImages are passed through unchanged (the camera's ``color_order`` attribute then says "bgr").
+Each bag is converted into a hidden staging folder and its episodes are moved into ``--out`` as
+``episode_<n>.hdf5`` only when the whole bag converted: a bag with an error contributes no episode, so fixing
+the problem and running again gives the complete set without duplicates.
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import multiprocessing
+import os
+import shutil
+import sys
+import warnings
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rdt_core.episode import DEFAULT_JPEG_QUALITY, EpisodeMeta, EpisodeWriter, next_episode_path
+from rdt_core.robots import load_profile
+from rdt_recorder.alignment import AlignmentStats, NonMonotonicStampError, effective_stamp
+from rdt_recorder.frames import (SKIPPED_RAW_ENCODINGS, SUPPORTED_RAW_ENCODINGS, CompressedFrame, RawImage,
+                                 frame_to_jpeg)
+from rdt_recorder.streams import JointNameMismatchError, StreamPlan, parse_topic_overrides
+from rdt_recorder.writer import recording_summary
+
+IMAGE = "sensor_msgs/msg/Image"
+COMPRESSED = "sensor_msgs/msg/CompressedImage"
+JOINT_STATE = "sensor_msgs/msg/JointState"
+
+
+class ConversionError(RuntimeError):
+    """A problem with one bag; the message names the bag, the topic and the fix."""
+
+
+@dataclass(frozen=True)
+class SplitRule:
+    """How a bag is cut into episodes, on the bag's receive-time axis."""
+
+    kind: str                 # "bag" | "gap" | "marker"
+    gap_s: float = 0.0
+    marker_topic: str = ""
+
+    @classmethod
+    def parse(cls, text: str) -> "SplitRule":
+        kind, _, arg = text.partition(":")
+        if kind == "bag" and not arg:
+            return cls("bag")
+        if kind == "gap":
+            try:
+                gap = float(arg)
+            except ValueError:
+                gap = -1.0
+            if gap > 0:
+                return cls("gap", gap_s=gap)
+        if kind == "marker" and arg.startswith("/") and len(arg) > 1:
+            return cls("marker", marker_topic=arg)
+        raise ValueError(f"--split expects gap:SECONDS (> 0), marker:/topic or bag, got '{text}'")
+
+
+@dataclass
+class EpisodeSummary:
+    staged: str
+    steps: int
+    duration_s: float
+    stats: dict
+    final: str = ""
+
+
+@dataclass
+class BagResult:
+    bag: str
+    episodes: list[EpisodeSummary] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    error: str = ""
+    empty_segments: int = 0
+
+
+@dataclass
+class ConvertOptions:
+    profile: str
+    instruction: str = ""
+    topics: dict = field(default_factory=dict)
+    split: SplitRule = SplitRule("bag")
+    tolerance_s: float = 0.1
+    jpeg_quality: int = DEFAULT_JPEG_QUALITY
+    encode_workers: int = 2
+    progress: bool = False
+
+
+def _stamp_ns(msg) -> int:
+    st = msg.header.stamp
+    return int(st.sec) * 1_000_000_000 + int(st.nanosec)
+
+
+class _SegmentWriter:
+    """One episode being converted: aligner + in-order encoding futures + EpisodeWriter in the staging folder."""
+
+    def __init__(self, plan: StreamPlan, opts: ConvertOptions, staged_path: Path, meta: EpisodeMeta, pool,
+                 color_order: dict):
+        self.plan, self.opts, self.pool, self.color_order = plan, opts, pool, color_order
+        self.aligner = plan.make_aligner(opts.tolerance_s, strict=True)
+        self.meta = meta
+        self.writer = EpisodeWriter(staged_path, meta)
+        self.pending: collections.deque = collections.deque()
+        self.steps = 0
+        self.first = self.last = None
+
+    def push(self, role: str, stamp: int, payload) -> None:
+        self.aligner.push(role, stamp, payload)
+        for step in self.aligner.poll():
+            self._submit(step)
+
+    def _submit(self, step) -> None:
+        qpos, action, frames = self.plan.assemble(step)
+        futures = {r: self.pool.submit(frame_to_jpeg, f, self.color_order[r], self.opts.jpeg_quality)
+                   for r, f in frames.items()}
+        self.pending.append((step.stamp_ns, qpos, action, futures))
+        while len(self.pending) > 4 * max(1, self.opts.encode_workers):
+            self._write_one()
+
+    def _write_one(self) -> None:
+        stamp, qpos, action, futures = self.pending.popleft()
+        self.writer.append(stamp, qpos, action, {r: f.result() for r, f in futures.items()})
+        self.steps += 1
+        self.first = stamp if self.first is None else self.first
+        self.last = stamp
+
+    def finish(self) -> EpisodeSummary | None:
+        for step in self.aligner.finish():
+            self._submit(step)
+        while self.pending:
+            self._write_one()
+        stats = self.aligner.stats()
+        if self.steps == 0:
+            self.writer.discard()
+            return None
+        path = self.writer.close(extra=recording_summary(stats, {}, 0))
+        duration = (self.last - self.first) / 1e9 + 1.0 / self.plan.profile.control_frequency
+        return EpisodeSummary(staged=str(path), steps=self.steps, duration_s=duration, stats=stats.to_dict())
+
+    def abandon(self) -> None:
+        for *_, futures in self.pending:
+            for f in futures.values():
+                f.cancel()
+        self.pending.clear()
+        self.writer.discard()
+
+
+def _open_reader(bag: Path):
+    from rosbags.highlevel import AnyReader
+    from rosbags.typesys import Stores, get_typestore
+
+    if not bag.exists():
+        raise ConversionError(f"{bag}: no such bag (expected a rosbag2 folder with metadata.yaml)")
+    try:
+        reader = AnyReader([bag], default_typestore=get_typestore(Stores.ROS2_JAZZY))
+        reader.open()
+    except Exception as exc:  # noqa: BLE001 - rosbags raises several types; all mean "cannot read this bag"
+        raise ConversionError(
+            f"{bag}: cannot open the bag ({type(exc).__name__}: {exc}); expected a rosbag2 folder with "
+            "metadata.yaml and its .db3 or .mcap files; check it with `ros2 bag info`") from None
+    return reader
+
+
+def _check_topics(bag: Path, reader, plan: StreamPlan, split: SplitRule) -> dict[str, str]:
+    """topic -> role; every role's topic must be present with a usable message type."""
+    present = {t: info.msgtype for t, info in reader.topics.items()}
+    listing = ", ".join(f"{t} [{m}]" for t, m in sorted(present.items())) or "none"
+    wanted = {c.role: (c.topic, (IMAGE, COMPRESSED)) for c in plan.cameras}
+    wanted.update({s.role: (s.topic, (JOINT_STATE,)) for s in plan.state + plan.action})
+    by_topic: dict[str, str] = {}
+    for role, (topic, types) in wanted.items():
+        if topic not in present:
+            raise ConversionError(
+                f"{bag}: topic {topic} (role '{role}') is not in the bag; topics present: {listing}. "
+                f"Fix: pass --topic {role}=/the/right/topic")
+        if present[topic] not in types:
+            raise ConversionError(
+                f"{bag}: topic {topic} (role '{role}') has type {present[topic]}, expected {' or '.join(types)}")
+        if topic in by_topic:
+            raise ConversionError(f"{bag}: topic {topic} is given to two roles, '{by_topic[topic]}' and '{role}'")
+        by_topic[topic] = role
+    if split.kind == "marker" and split.marker_topic not in present:
+        raise ConversionError(f"{bag}: marker topic {split.marker_topic} is not in the bag; topics present: {listing}")
+    return by_topic
+
+
+def convert_bag(bag: str | Path, staging_dir: str | Path, opts: ConvertOptions) -> BagResult:
+    """Convert one bag into episodes in ``staging_dir`` (they are complete files; the caller numbers them)."""
+    bag = Path(bag)
+    staging_dir = Path(staging_dir)
+    result = BagResult(bag=str(bag))
+    segment: _SegmentWriter | None = None
+    try:
+        profile = load_profile(opts.profile)
+        plan = StreamPlan.from_profile(profile, opts.topics)
+        reader = _open_reader(bag)
+    except ConversionError as exc:
+        result.error = str(exc)
+        return result
+    except Exception as exc:  # noqa: BLE001 - profile / override problems
+        result.error = f"{bag}: {exc}"
+        return result
+    pool = ThreadPoolExecutor(max_workers=max(1, opts.encode_workers), thread_name_prefix="jpeg")
+    staging_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        try:
+            role_of = _check_topics(bag, reader, plan, opts.split)
+            color_order = {c.role: ("bgr" if reader.topics[c.topic].msgtype == COMPRESSED else "rgb")
+                           for c in plan.cameras}
+            topics = set(role_of) | ({opts.split.marker_topic} if opts.split.kind == "marker" else set())
+            conns = [c for c in reader.connections if c.topic in topics]
+            total = sum(c.msgcount for c in conns)
+
+            def new_segment() -> _SegmentWriter:
+                n = len(result.episodes) + result.empty_segments
+                meta = EpisodeMeta(
+                    robot=profile.name, joint_names=list(profile.joint_names), camera_names=plan.camera_roles,
+                    control_frequency=float(profile.control_frequency), instruction=opts.instruction,
+                    extra={"source": "bag2hdf5", "bag": bag.name, "segment": n, "topics": plan.topics,
+                           "split": opts.split.kind, "action_source": plan.action_source,
+                           "tolerance_s": opts.tolerance_s, "jpeg_quality": opts.jpeg_quality},
+                    camera_color_order=dict(color_order))
+                return _SegmentWriter(plan, opts, staging_dir / f"episode_{n}.hdf5", meta, pool, color_order)
+
+            def close_segment() -> None:
+                nonlocal segment
+                if segment is None:
+                    return
+                summary = segment.finish()
+                segment = None
+                if summary is None:
+                    result.empty_segments += 1
+                else:
+                    result.episodes.append(summary)
+
+            warned: set[str] = set()
+            prev_recv = None
+            bar = None
+            if opts.progress:
+                from tqdm import tqdm
+                bar = tqdm(total=total, unit="msg", desc=bag.name, leave=False)
+            for i, (conn, recv_ns, raw) in enumerate(reader.messages(connections=conns)):
+                if bar is not None and i % 256 == 0:
+                    bar.update(min(256, total - bar.n))
+                split = opts.split
+                if split.kind == "gap" and prev_recv is not None and recv_ns - prev_recv > split.gap_s * 1e9:
+                    close_segment()
+                prev_recv = recv_ns
+                if split.kind == "marker" and conn.topic == split.marker_topic:
+                    close_segment()
+                    continue
+                role = role_of[conn.topic]
+                try:
+                    msg = reader.deserialize(raw, conn.msgtype)
+                except Exception as exc:  # noqa: BLE001
+                    raise ConversionError(f"{bag}: topic {conn.topic}: cannot deserialize a message "
+                                          f"({exc}); the bag may be corrupt") from None
+                if conn.msgtype == IMAGE:
+                    if msg.encoding in SKIPPED_RAW_ENCODINGS:
+                        if conn.topic not in warned:
+                            warned.add(conn.topic)
+                            text = (f"{bag}: topic {conn.topic}: {msg.encoding} images are depth, not colour; "
+                                    "skipped")
+                            result.warnings.append(text)
+                            warnings.warn(text, stacklevel=1)
+                        continue
+                    if msg.encoding not in SUPPORTED_RAW_ENCODINGS:
+                        raise ConversionError(
+                            f"{bag}: topic {conn.topic}: unknown image encoding '{msg.encoding}' (supported: "
+                            f"{', '.join(SUPPORTED_RAW_ENCODINGS)}; {', '.join(SKIPPED_RAW_ENCODINGS)} are skipped)")
+                    payload = RawImage(msg.encoding, int(msg.height), int(msg.width), int(msg.step), msg.data)
+                elif conn.msgtype == COMPRESSED:
+                    payload = CompressedFrame(str(msg.format), msg.data.tobytes())
+                else:
+                    try:
+                        payload = plan.mappers[role].extract(list(msg.name), msg.position)
+                    except JointNameMismatchError as exc:
+                        raise ConversionError(f"{bag}: topic {conn.topic}: {exc}") from None
+                if segment is None:
+                    segment = new_segment()
+                try:
+                    segment.push(role, effective_stamp(_stamp_ns(msg), recv_ns), payload)
+                except NonMonotonicStampError as exc:
+                    raise ConversionError(f"{bag}: topic {conn.topic}: {exc}") from None
+            close_segment()
+            if bar is not None:
+                bar.close()
+        finally:
+            reader.close()
+        if not result.episodes:
+            result.error = (f"{bag}: no complete step: no moment at which every stream ({', '.join(plan.roles)}) "
+                            f"had a message within {opts.tolerance_s} s; check the topics or raise --tolerance")
+    except ConversionError as exc:
+        result.error = str(exc)
+    except Exception as exc:  # noqa: BLE001 - a broken bag surfaces as anything from rosbags or sqlite
+        result.error = f"{bag}: conversion failed ({type(exc).__name__}: {exc}); the bag may be corrupt"
+    finally:
+        if segment is not None:
+            segment.abandon()
+        pool.shutdown(wait=True)
+    if result.error:
+        for ep in result.episodes:
+            Path(ep.staged).unlink(missing_ok=True)
+        result.episodes = []
+    return result
+
+
+def _convert_into(bag: str, out_dir: str, opts: ConvertOptions) -> BagResult:
+    """Process-pool entry: convert into a private hidden staging folder inside ``out_dir``."""
+    staging = Path(out_dir) / f".bag2hdf5-{os.getpid()}-{Path(bag).name}"
+    return convert_bag(bag, staging, opts)
+
+
+def _publish(result: BagResult, out_dir: Path) -> None:
+    """Move a finished bag's staged episodes to their numbered final names (one process does this)."""
+    for ep in result.episodes:
+        final = next_episode_path(out_dir)
+        os.replace(ep.staged, final)
+        ep.final = str(final)
+    if result.episodes:
+        shutil.rmtree(Path(result.episodes[0].staged).parent, ignore_errors=True)
+
+
+def convert_bags(bags: list[str], out_dir: str | Path, opts: ConvertOptions, jobs: int = 1) -> list[BagResult]:
+    """Convert several bags (in parallel processes when jobs > 1); episodes are numbered in bag order."""
+    from tqdm import tqdm
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results: dict[int, BagResult] = {}
+    if jobs <= 1 or len(bags) == 1:
+        single = ConvertOptions(**{**opts.__dict__, "progress": opts.progress})
+        for i, bag in enumerate(tqdm(bags, unit="bag", disable=not opts.progress or len(bags) == 1)):
+            results[i] = _convert_into(bag, str(out_dir), single)
+    else:
+        quiet = ConvertOptions(**{**opts.__dict__, "progress": False})
+        ctx = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as ex:
+            futures = {ex.submit(_convert_into, bag, str(out_dir), quiet): i for i, bag in enumerate(bags)}
+            for fut in tqdm(as_completed(futures), total=len(futures), unit="bag", disable=not opts.progress):
+                i = futures[fut]
+                try:
+                    results[i] = fut.result()
+                except Exception as exc:  # noqa: BLE001 - a crashed worker
+                    results[i] = BagResult(bag=bags[i], error=f"{bags[i]}: worker failed: {exc!r}")
+    ordered = [results[i] for i in range(len(bags))]
+    for r in ordered:
+        if not r.error:
+            _publish(r, out_dir)
+    for staging in out_dir.glob(".bag2hdf5-*"):
+        shutil.rmtree(staging, ignore_errors=True)
+    return ordered
+
+
+def summary_table(results: list[BagResult]) -> str:
+    rows = [("bag", "episodes", "steps", "seconds", "skipped", "status")]
+    for r in results:
+        steps = sum(e.steps for e in r.episodes)
+        secs = sum(e.duration_s for e in r.episodes)
+        skipped = sum(e.stats.get("skipped_steps", 0) for e in r.episodes)
+        status = "ok" if not r.error else "FAILED"
+        rows.append((Path(r.bag).name, str(len(r.episodes)), str(steps), f"{secs:.1f}", str(skipped), status))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)) for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="bag2hdf5", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("bags", nargs="+", metavar="BAG", help="rosbag2 folders (sqlite3 or mcap)")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder for episode_<n>.hdf5")
+    p.add_argument("--profile", required=True, metavar="NAME", help="robot profile name or YAML path")
+    p.add_argument("--instruction", default="", metavar="TEXT", help="language instruction stored in each episode")
+    p.add_argument("--topic", action="append", default=[], metavar="ROLE=/name",
+                   help="use this topic for a profile stream role (repeatable)")
+    p.add_argument("--split", default="bag", metavar="gap:SECONDS|marker:/topic|bag",
+                   help="episode boundaries: a receive-time gap, each message on a marker topic, or one per bag")
+    p.add_argument("--jobs", type=int, default=1, metavar="N", help="bags converted in parallel processes")
+    p.add_argument("--tolerance", type=float, default=0.1, metavar="SECONDS",
+                   help="oldest message a step may use (default 0.1)")
+    p.add_argument("--jpeg-quality", type=int, default=DEFAULT_JPEG_QUALITY, metavar="Q",
+                   help=f"JPEG quality for re-encoded frames (default {DEFAULT_JPEG_QUALITY})")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        opts = ConvertOptions(profile=args.profile, instruction=args.instruction,
+                              topics=parse_topic_overrides(args.topic), split=SplitRule.parse(args.split),
+                              tolerance_s=args.tolerance, jpeg_quality=args.jpeg_quality,
+                              encode_workers=max(1, (os.cpu_count() or 2) // max(1, args.jobs)),
+                              progress=sys.stderr.isatty())
+        if args.jobs < 1:
+            raise ValueError(f"--jobs must be >= 1, got {args.jobs}")
+        if args.tolerance <= 0:
+            raise ValueError(f"--tolerance must be > 0, got {args.tolerance}")
+        load_profile(args.profile)
+    except (ValueError, FileNotFoundError, KeyError) as exc:
+        print(f"bag2hdf5: error: {exc}", file=sys.stderr)
+        return 2
+    results = convert_bags(args.bags, args.out, opts, jobs=args.jobs)
+    print(summary_table(results))
+    for r in results:
+        for w in r.warnings:
+            print(f"warning: {w}", file=sys.stderr)
+        for e in r.episodes:
+            print(f"  {e.final}  {e.steps} steps  ({Path(r.bag).name})")
+        if r.error:
+            print(f"error: {r.error}", file=sys.stderr)
+    return 0 if all(not r.error for r in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

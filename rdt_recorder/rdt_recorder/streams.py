@@ -1,0 +1,179 @@
+"""Which streams an episode is made of, and how an aligned step becomes (qpos, action, images).
+
+Shared by the live recorder and the bag converter. Roles and default topics come from the robot profile
+(``rdt_core.robots``); ``ROLE=/topic`` overrides replace topics. Joint streams are mapped by name from the
+JointState message onto the profile's joint order, so message order never matters and a missing name is a
+clear error.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from rdt_recorder.alignment import AlignedStep, StreamAligner
+
+
+class JointNameMismatchError(ValueError):
+    """A JointState message lacks joint names the profile's stream expects."""
+
+
+@dataclass(frozen=True)
+class CameraStream:
+    role: str
+    topic: str
+    compressed: bool
+
+
+@dataclass(frozen=True)
+class JointStream:
+    role: str
+    topic: str
+    spec: Any           # rdt_core.robots.JointStreamSpec
+
+
+def parse_topic_overrides(items: Iterable[str] | None) -> dict[str, str]:
+    """``["cam_high=/x/image", ...]`` -> {"cam_high": "/x/image"}; a malformed item is a clear error."""
+    out: dict[str, str] = {}
+    for item in items or ():
+        role, sep, topic = item.partition("=")
+        role, topic = role.strip(), topic.strip()
+        if not sep or not role or not topic:
+            raise ValueError(f"--topic expects ROLE=/topic/name, got '{item}'")
+        if not topic.startswith("/"):
+            topic = "/" + topic
+        out[role] = topic
+    return out
+
+
+class JointMapper:
+    """Maps one JointState stream's (names, positions) onto its profile joints, with gripper range remaps."""
+
+    def __init__(self, stream: JointStream, profile):
+        spec = stream.spec
+        self.role = stream.role
+        self.topic = stream.topic
+        if len(spec.msg_joint_names) != len(spec.joints):
+            raise ValueError(
+                f"profile '{profile.name}' stream '{stream.role}': msg_joint_names ({len(spec.msg_joint_names)}) "
+                f"and joints ({len(spec.joints)}) must have the same length")
+        names = list(profile.joint_names)
+        unknown = [j for j in spec.joints if j not in names]
+        if unknown:
+            raise ValueError(f"profile '{profile.name}' stream '{stream.role}' fills unknown joints {unknown}")
+        self.msg_names = list(spec.msg_joint_names)
+        self.indices = np.array([names.index(j) for j in spec.joints], dtype=np.int64)
+        # linear remap x -> a * x + b per message joint (identity unless a gripper range is given)
+        self._a = np.ones(len(self.msg_names))
+        self._b = np.zeros(len(self.msg_names))
+        joints_by_name = {j.name: j for j in profile.joints}
+        for i, (msg_name, joint) in enumerate(zip(self.msg_names, spec.joints)):
+            rng = (getattr(spec, "gripper_ranges", None) or {}).get(msg_name)
+            if rng:
+                closed, opened = float(rng[0]), float(rng[1])
+                if opened == closed:
+                    raise ValueError(f"stream '{stream.role}': gripper range of '{msg_name}' is empty")
+                target = joints_by_name[joint]
+                lo, span = float(target.offset), float(target.scale)
+                self._a[i] = span / (opened - closed)
+                self._b[i] = lo - closed * self._a[i]
+        self._order_cache: dict[tuple[str, ...], np.ndarray] = {}
+
+    def extract(self, names: Sequence[str], positions: Sequence[float]) -> np.ndarray:
+        """Values for this stream's joints (profile units), in ``spec.joints`` order."""
+        key = tuple(names)
+        order = self._order_cache.get(key)
+        if order is None:
+            where = {n: i for i, n in enumerate(key)}
+            missing = [n for n in self.msg_names if n not in where]
+            if missing:
+                raise JointNameMismatchError(
+                    f"stream '{self.role}' on {self.topic}: JointState lacks joint(s) {missing}; it has {list(key)}. "
+                    f"Fix: publish those joints, pick the right topic with --topic {self.role}=/topic, "
+                    "or correct msg_joint_names in the robot profile.")
+            order = np.array([where[n] for n in self.msg_names], dtype=np.int64)
+            self._order_cache[key] = order
+        positions = np.asarray(positions, dtype=np.float64)
+        if positions.shape[0] < len(key):
+            raise JointNameMismatchError(
+                f"stream '{self.role}' on {self.topic}: JointState has {len(key)} names but {positions.shape[0]} "
+                "positions")
+        return positions[order] * self._a + self._b
+
+
+class StreamPlan:
+    """The streams of one recording: cameras, state joint streams, action joint streams (or next state)."""
+
+    def __init__(self, profile, cameras: list[CameraStream], state: list[JointStream], action: list[JointStream]):
+        self.profile = profile
+        self.cameras = cameras
+        self.state = state
+        self.action = action
+        self.mappers = {s.role: JointMapper(s, profile) for s in state + action}
+        d = profile.dof
+        for label, streams in (("state", state), ("action", action)):
+            if label == "action" and not streams:
+                continue
+            covered = set()
+            for s in streams:
+                covered.update(int(i) for i in self.mappers[s.role].indices)
+            if covered != set(range(d)):
+                missing = [profile.joint_names[i] for i in range(d) if i not in covered]
+                raise ValueError(f"profile '{profile.name}': the {label} streams do not fill joints {missing}")
+        if not cameras:
+            raise ValueError(f"profile '{profile.name}' has no cameras")
+
+    @classmethod
+    def from_profile(cls, profile, topics: Mapping[str, str] | None = None,
+                     camera_compressed: bool | None = None) -> "StreamPlan":
+        """Roles and topics of the profile; ``topics`` overrides role -> topic (unknown roles are an error)."""
+        topics = dict(topics or {})
+        roles = [c.role for c in profile.cameras] + [s.role for s in profile.state_streams] + \
+            [s.role for s in profile.action_streams]
+        unknown = sorted(set(topics) - set(roles))
+        if unknown:
+            raise ValueError(f"unknown stream role(s) {unknown} for profile '{profile.name}'; its roles are {roles}")
+        cams = [CameraStream(c.role, topics.get(c.role, c.topic),
+                             bool(c.compressed if camera_compressed is None else camera_compressed))
+                for c in profile.cameras]
+        state = [JointStream(s.role, topics.get(s.role, s.topic), s) for s in profile.state_streams]
+        action = [JointStream(s.role, topics.get(s.role, s.topic), s) for s in profile.action_streams]
+        return cls(profile, cams, state, action)
+
+    @property
+    def roles(self) -> list[str]:
+        return [c.role for c in self.cameras] + [s.role for s in self.state + self.action]
+
+    @property
+    def topics(self) -> dict[str, str]:
+        return {s.role: s.topic for s in [*self.cameras, *self.state, *self.action]}
+
+    @property
+    def camera_roles(self) -> list[str]:
+        return [c.role for c in self.cameras]
+
+    @property
+    def action_source(self) -> str:
+        return "streams:" + ",".join(s.role for s in self.action) if self.action else "next_state"
+
+    def make_aligner(self, tolerance_s: float, **kwargs) -> StreamAligner:
+        next_streams = [] if self.action else [s.role for s in self.state]
+        return StreamAligner(self.roles, self.profile.control_frequency, tolerance_s,
+                             next_streams=next_streams, **kwargs)
+
+    def _vector(self, streams: list[JointStream], values: Mapping[str, np.ndarray]) -> np.ndarray:
+        out = np.empty(self.profile.dof, dtype=np.float64)
+        for s in streams:
+            out[self.mappers[s.role].indices] = values[s.role]
+        return out
+
+    def assemble(self, step: AlignedStep) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+        """(qpos (D,), action (D,), {camera role: image payload}) of an aligned step whose joint payloads are
+        the arrays returned by :meth:`JointMapper.extract`."""
+        qpos = self._vector(self.state, step.values)
+        if self.action:
+            action = self._vector(self.action, step.values)
+        else:
+            action = self._vector(self.state, step.next_values)
+        return qpos, action, {c: step.values[c] for c in self.camera_roles}
