@@ -277,8 +277,8 @@ class StreamAligner:
             if final:
                 if t > limit:
                     return
-                if self.next_streams and t_next > limit:
-                    return   # no successor state inside the episode: the last step cannot get an action
+                if any(self._last_pushed[s] is None or t_next > self._last_pushed[s] for s in self.next_streams):
+                    return   # the state was not recorded at the next step time: the last step gets no action
             elif not (t <= limit and (not self.next_streams or t_next <= limit)):
                 need_now = all(self._covered(s, t) for s in self.streams)
                 need_next = all(self._covered(s, t_next) for s in self.next_streams)

@@ -1,7 +1,7 @@
 """Test data with known values: real rosbag2 bags written with rosbags, frames that say which frame they are.
 
-A frame of camera ``c`` with index ``k`` is a flat colour: R = frame_value(k), G = 40 + 60 * c, B = 230; after
-JPEG the mean of each channel identifies the frame and the channel order. Joint ``j`` at stamp ``t`` (s) has
+A frame of camera ``c`` with index ``k`` (< 120) is a flat colour: R = frame_value(k), G = 40 + 60 * c,
+B = frame_block(k); after JPEG the mean of each channel identifies the frame and the channel order. Joint ``j`` at stamp ``t`` (s) has
 position ``joint_value(j, t)``.
 """
 from __future__ import annotations
@@ -23,21 +23,26 @@ H, W = 24, 32
 
 
 def frame_value(k: int) -> int:
-    return 20 + (k * 7) % 180
+    return 20 + (k % 30) * 6
+
+
+def frame_block(k: int) -> int:
+    return 200 + (k // 30) * 15
 
 
 def frame_rgb(cam: int, k: int) -> np.ndarray:
+    assert k < 120
     img = np.empty((H, W, 3), np.uint8)
-    img[...] = (frame_value(k), 40 + 60 * cam, 230)
+    img[...] = (frame_value(k), 40 + 60 * cam, frame_block(k))
     return img
 
 
-def identify(rgb: np.ndarray, cam: int, candidates) -> int:
-    """The frame index among ``candidates`` whose colour matches a decoded RGB frame (asserts the order)."""
+def identify(rgb: np.ndarray, cam: int, candidates=range(120)) -> int:
+    """The frame index whose colour matches a decoded RGB frame (asserts camera and channel order)."""
     mean = rgb.reshape(-1, 3).mean(axis=0)
-    assert abs(mean[1] - (40 + 60 * cam)) < 4 and abs(mean[2] - 230) < 4, f"colour order/camera wrong: {mean}"
-    best = min(candidates, key=lambda k: abs(frame_value(k) - mean[0]))
-    assert abs(frame_value(best) - mean[0]) < 4, f"no frame matches R={mean[0]:.1f}"
+    assert abs(mean[1] - (40 + 60 * cam)) < 4 and mean[2] > 190, f"colour order/camera wrong: {mean}"
+    best = min(candidates, key=lambda k: abs(frame_value(k) - mean[0]) + abs(frame_block(k) - mean[2]))
+    assert abs(frame_value(best) - mean[0]) < 2.5 and abs(frame_block(best) - mean[2]) < 5, f"no frame matches {mean}"
     return best
 
 
@@ -110,7 +115,8 @@ class Stream:
 def expected_steps(streams: dict[str, Stream], period_ns: int, tolerance_ns: int, next_state: list[str] | None,
                    end_ns: int | None = None):
     """Brute-force oracle: the grid from the latest first stamp; per step each stream's newest value at or before
-    it within tolerance; with ``next_state`` the action streams' values one period later; steps with a gap skip."""
+    it within tolerance; with ``next_state`` those streams' values one period later (while recorded); steps with a
+    gap skip."""
     t0 = max(s.stamps[0] for s in streams.values())
     last = min(s.stamps[-1] for s in streams.values()) if end_ns is None else end_ns
     out = []
@@ -118,7 +124,7 @@ def expected_steps(streams: dict[str, Stream], period_ns: int, tolerance_ns: int
     while t <= last:
         vals = {n: s.at(t, tolerance_ns) for n, s in streams.items()}
         nxt = {n: streams[n].at(t + period_ns, tolerance_ns) for n in (next_state or [])}
-        if next_state and t + period_ns > last:
+        if next_state and any(t + period_ns > streams[n].stamps[-1] for n in next_state):
             break
         if all(v is not None for v in vals.values()) and all(v is not None for v in nxt.values()):
             out.append((t, vals, nxt))
