@@ -160,3 +160,13 @@ def test_history_window_size_comes_from_the_arguments(encoder):
         hist.encode(_frames(10, 3))
     with pytest.raises(ValueError, match="one key per image"):
         hist.encode(_frames(10, 2), keys=[1])
+
+
+def test_a_frame_without_a_key_falls_back_to_identity(encoder):
+    hist = HistoryImageEncoder(encoder)
+    a, b, c = _frames(11, 3), _frames(12, 3), _frames(13, 3)
+    first = hist.encode(a + b, keys=[None] * 6)
+    out = hist.encode(b + c, keys=[None] * 6)  # None keys must not make different frames look alike
+    assert hist.stats["frames_encoded"] == 9 and hist.stats["frames_reused"] == 3
+    torch.testing.assert_close(out[:, :48], first[:, 48:], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(out[:, 48:], encoder.encode(c).reshape(1, -1, 24), atol=1e-5, rtol=1e-5)

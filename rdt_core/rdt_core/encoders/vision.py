@@ -69,7 +69,11 @@ class VisionEncoder:
         self.model.requires_grad_(False)
         self.processor = processor
         size = processor.size
-        self.image_size = (int(size["height"]), int(size["width"]))
+        try:
+            self.image_size = (int(size["height"]), int(size["width"]))
+        except (KeyError, TypeError):
+            raise ValueError(f"the image processor's size {size!r} is not a fixed height x width; use the "
+                             f"SiglipImageProcessor saved with the SigLIP model") from None
         cfg = model.config
         if self.image_size != (cfg.image_size, cfg.image_size):
             raise ValueError(
@@ -164,7 +168,7 @@ class HistoryImageEncoder:
     """Encodes the (history x cameras) image window of a step, re-encoding only frames it has not seen.
 
     Frames are identified by ``keys`` (e.g. header stamps; they need only be unique per camera) or,
-    without keys, by the identity of the arrays. The features of the previous step's window are kept,
+    without keys (or where a key is None), by the identity of the arrays. The features of the previous step's window are kept,
     so a new step whose ``t-1`` frames were the previous ``t`` frames only encodes the new frames.
     A missing camera (None) uses the background features, computed once.
     """
@@ -188,11 +192,12 @@ class HistoryImageEncoder:
         """Forget cached frames (e.g. at the start of an episode)."""
         self._cache.clear()
 
-    def _key(self, position: int, image: np.ndarray, keys) -> Hashable:
+    def _key(self, position: int, image: np.ndarray, keys) -> tuple[Hashable, bool]:
+        """(cache key, whether it is an identity key); a frame without a key falls back to identity."""
         camera = position % self.num_cameras
-        if keys is None:
-            return (camera, "id", id(image))
-        return (camera, "key", keys[position])
+        if keys is None or keys[position] is None:
+            return (camera, "id", id(image)), True
+        return (camera, "key", keys[position]), False
 
     def encode(self, images: Sequence[Image], keys: Sequence[Hashable] | None = None) -> torch.Tensor:
         """(1, window_size * num_patches, hidden) features of the window, in window order."""
@@ -211,9 +216,9 @@ class HistoryImageEncoder:
                 slots.append(None)
                 need_background = need_background or self._background is None
                 continue
-            key = self._key(pos, image, keys)
+            key, by_identity = self._key(pos, image, keys)
             cached = self._cache.get(key)
-            if cached is not None and (keys is not None or cached.image is image):
+            if cached is not None and (not by_identity or cached.image is image):
                 self.stats["frames_reused"] += 1
             elif key not in todo:
                 todo[key] = image
