@@ -170,3 +170,11 @@ def test_a_frame_without_a_key_falls_back_to_identity(encoder):
     assert hist.stats["frames_encoded"] == 9 and hist.stats["frames_reused"] == 3
     torch.testing.assert_close(out[:, :48], first[:, 48:], atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(out[:, 48:], encoder.encode(c).reshape(1, -1, 24), atol=1e-5, rtol=1e-5)
+
+
+def test_features_can_feed_a_trained_layer(encoder):
+    layer = torch.nn.Linear(24, 4)
+    feats = encoder.encode(_frames(14, 2))
+    assert not feats.requires_grad
+    layer(feats).sum().backward()  # fine-tuning trains the adaptor on frozen SigLIP features
+    assert layer.weight.grad is not None

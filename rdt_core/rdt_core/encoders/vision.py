@@ -148,7 +148,7 @@ class VisionEncoder:
         return out
 
     # ---------------------------------------------------------------- encoding
-    @torch.inference_mode()
+    @torch.no_grad()  # not inference_mode: the features may feed a graph that is trained (fine-tuning)
     def encode(self, images: Sequence[Image]) -> torch.Tensor:
         """(N, num_patches, hidden) last hidden state of every frame, in one batched pass."""
         pixels = self.preprocess(images).to(device=self.device, dtype=self.dtype)
