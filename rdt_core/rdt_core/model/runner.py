@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import re
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -93,6 +94,7 @@ class RDTRunner(nn.Module):
         sched = config["noise_scheduler"]
         with torch.device("cpu"):  # scheduler tables are plain CPU data, even when the net is built on meta
             self._build_schedulers(sched)
+        self._sample_templates: dict[int, DPMSolverMultistepScheduler] = {}
         self.num_train_timesteps = sched["num_train_timesteps"]
         self.num_inference_timesteps = sched["num_inference_timesteps"]
         self.prediction_type = sched["prediction_type"]
@@ -188,10 +190,21 @@ class RDTRunner(nn.Module):
 
     # ------------------------------------------------------------------ sampling
     def new_sample_scheduler(self, num_inference_steps: int | None = None) -> DPMSolverMultistepScheduler:
-        """A fresh DPM-Solver++ scheduler with its timesteps set (schedulers hold per-chunk state)."""
-        scheduler = DPMSolverMultistepScheduler.from_config(self.noise_scheduler_sample.config)
-        scheduler.set_timesteps(num_inference_steps or self.num_inference_timesteps)
-        return scheduler
+        """A fresh DPM-Solver++ scheduler with its timesteps set (schedulers hold per-chunk solver state).
+
+        Copies a per-step-count template, so the timestep/sigma tables are computed once, not every chunk.
+        """
+        steps = int(num_inference_steps or self.num_inference_timesteps)
+        if steps < 1:
+            raise ValueError(f"num_inference_steps must be >= 1, got {steps}")
+        template = self._sample_templates.get(steps)
+        if template is None:
+            template = DPMSolverMultistepScheduler.from_config(self.noise_scheduler_sample.config)
+            with warnings.catch_warnings():  # diffusers + numpy 2 DeprecationWarning about __array__(copy=)
+                warnings.filterwarnings("ignore", message=r"__array__ implementation", category=DeprecationWarning)
+                template.set_timesteps(steps)
+            self._sample_templates[steps] = template
+        return copy.deepcopy(template)
 
     @torch.no_grad()
     def predict_action(self, lang_tokens: torch.Tensor, lang_attn_mask: torch.Tensor | None,
