@@ -14,7 +14,7 @@ DATA=${DATA:-$HOME/rdt_episodes}        # recorded episodes
 
 devices=()
 for dev in /dev/video*; do
-  [ -e "$dev" ] && devices+=(--device "$dev")
+  if [ -e "$dev" ]; then devices+=(--device "$dev"); fi
 done
 
 exec docker run --rm -it \
