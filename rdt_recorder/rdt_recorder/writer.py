@@ -339,8 +339,11 @@ class EpisodeRecorder:
             except queue.Empty:
                 if ep.abort.is_set():
                     return
-                if unflushed:
-                    ep.writer.flush()
+                if unflushed and not ep.error:
+                    try:
+                        ep.writer.flush()
+                    except DiskFullError as exc:
+                        self._fail(ep, f"disk full, episode stopped with {ep.steps_written} steps kept: {exc}")
                     unflushed = False
                 continue
             if item is None or ep.abort.is_set():
@@ -351,14 +354,16 @@ class EpisodeRecorder:
             try:
                 jpegs = {role: f.result() for role, f in futures.items()}
                 ep.writer.append(stamp, qpos, action, jpegs)
-            except DiskFullError as exc:
+            except DiskFullError as exc:      # raised by the flush after the step landed: count what is there
+                ep.steps_written = ep.writer.num_steps
                 self._fail(ep, f"disk full, episode stopped with {ep.steps_written} steps kept: {exc}")
                 continue
             except Exception as exc:  # noqa: BLE001
+                ep.steps_written = ep.writer.num_steps
                 self._fail(ep, f"writing step failed, episode stopped with {ep.steps_written} steps kept: {exc!r}")
                 continue
             unflushed = True
-            ep.steps_written += 1
+            ep.steps_written = ep.writer.num_steps
             ep.append_times.append(time.monotonic())
             if ep.first_stamp is None:
                 ep.first_stamp = stamp

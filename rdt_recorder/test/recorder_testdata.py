@@ -173,3 +173,65 @@ def kinova_bag_messages(t_start_ns: int = 1_000_000_000, seconds: float = 2.0, c
             t += 33_333_333
             k += 1
     return msgs, truth
+
+
+class LiveFeeder:
+    """Publishes kinova_gen3 streams into an EpisodeRecorder from real threads at real rates (joints 100 Hz,
+    cameras 30 Hz), stamped with the wall clock; keeps the ground truth of every message the recorder took."""
+
+    def __init__(self, recorder, joint_hz=100.0, camera_hz=30.0, size=(24, 32)):
+        import threading
+        self.recorder = recorder
+        self.truth = {"cam_high": Stream(), "cam_right_wrist": Stream(), "joints": Stream()}
+        self.stop_event = threading.Event()
+        self._lock = threading.Lock()
+        self.threads = [threading.Thread(target=self._joints, args=(joint_hz,), daemon=True)]
+        for cam, role in ((0, "cam_high"), (1, "cam_right_wrist")):
+            self.threads.append(threading.Thread(target=self._camera, args=(cam, role, camera_hz), daemon=True))
+
+    def __enter__(self):
+        for t in self.threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop_event.set()
+        for t in self.threads:
+            t.join()
+
+    def _run(self, hz, emit):
+        import time
+        period = 1.0 / hz
+        nxt = time.monotonic()
+        while not self.stop_event.is_set():
+            emit()
+            nxt += period
+            delay = nxt - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+
+    def _joints(self, hz):
+        import time
+        order = [3, 0, 7, 1, 5, 2, 6, 4]
+
+        def emit():
+            t = time.time_ns()
+            pos = [joint_value(j, t) for j in range(8)]
+            if self.recorder.on_joints("joints", t, [KINOVA_JOINTS[j] for j in order], [pos[j] for j in order]):
+                with self._lock:
+                    self.truth["joints"].stamps.append(t)
+                    self.truth["joints"].values.append(np.array(pos))
+        self._run(hz, emit)
+
+    def _camera(self, cam, role, hz):
+        import time
+        k = [0]
+
+        def emit():
+            t = time.time_ns()
+            if self.recorder.on_image(role, t, frame_rgb(cam, k[0] % 120)):
+                with self._lock:
+                    self.truth[role].stamps.append(t)
+                    self.truth[role].values.append(k[0] % 120)
+            k[0] += 1
+        self._run(hz, emit)
