@@ -151,3 +151,31 @@ def test_gripper_goal_reached_or_stalled():
     assert gripper_goal_done(0.5, 0.5005, 0.49) == (True, False)
     assert gripper_goal_done(0.3, 0.5, 0.3) == (False, True)
     assert gripper_goal_done(0.31, 0.5, 0.3) == (False, False)
+
+
+@pytest.mark.parametrize("name", ["kinova_gen3", "aloha", "agilex"])
+def test_the_fake_robot_tracks_a_trajectory_under_its_velocity_limits(name):
+    """What the node's step timer does, without ROS: follower -> FakeRobot.command -> step -> streams."""
+    from rdt_core.fake_robot import FakeRobot
+    profile = load_profile(name)
+    robot = FakeRobot(profile, seed=0, image_size=(48, 64))
+    start = robot.joint_positions()
+    follower = TrajectoryFollower(start)
+    arm = [i for i in range(profile.dof) if not profile.gripper_mask[i]]
+    goal = np.clip(start[arm] + 0.3, profile.lower[arm], profile.upper[arm])
+    follower.submit(trajectory_from_arrays(profile.joint_names, [profile.joint_names[i] for i in arm],
+                                           [0.5], [goal], start_time=0.0))
+    dt, previous = 0.01, start
+    for k in range(1, 151):
+        robot.command(follower.command_at(k * dt))
+        robot.step(dt)
+        qpos = robot.joint_positions()
+        assert np.all(np.abs(qpos - previous) <= profile.max_velocity * dt + 1e-9)
+        previous = qpos
+    np.testing.assert_allclose(robot.joint_positions()[arm], goal, atol=1e-6)
+    for stream in profile.state_streams:
+        names, values = stream_positions(profile, stream.role, robot.joint_positions())
+        assert names == stream.msg_joint_names and len(values) == len(names)
+    images = robot.render()
+    assert set(images) == set(profile.camera_names)
+    assert all(img.shape == (48, 64, 3) and img.dtype == np.uint8 for img in images.values())
