@@ -136,6 +136,8 @@ def plan_robot_launch(args: dict[str, str], config_dir: str | Path, default_prof
     for name in ("checkpoint", "vision_encoder", "instruction", "device"):
         if args.get(name):
             policy[name] = args[name]
+    if policy.get("device") == "cpu":
+        policy["dtype"] = "float32"  # the files' bfloat16 is for CUDA
     if args.get("dry_run"):
         policy["dry_run"] = parse_bool(args["dry_run"], "dry_run")
     slot_args = {k: args.get(k, "") for k in CAMERA_SLOT_ARGS}

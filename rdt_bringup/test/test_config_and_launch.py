@@ -138,7 +138,7 @@ def kinova(**args):
 def test_fake_hardware_kinova_plan_connects_fake_robot_and_policy():
     plan = kinova(use_fake_hardware="true", checkpoint="tiny", dry_run="false", device="cpu")
     assert plan.params_file == CONFIG / "kinova_gen3.yaml"
-    assert plan.policy == {"checkpoint": "tiny", "dry_run": False, "device": "cpu"}
+    assert plan.policy == {"checkpoint": "tiny", "dry_run": False, "device": "cpu", "dtype": "float32"}
     assert plan.driver is None
     fake = plan.fake_robot
     policy_file = params("kinova_gen3")[POLICY_NODE]
