@@ -6,6 +6,10 @@ A user adds a robot by adding a profile, not code. Shipped: ``kinova_gen3``, ``a
 Units: radians, rad/s, metres; grippers in their joint's own units. A joint maps to its unified slot by
 ``u = (x - offset) / scale`` (grippers: offset = closed position, scale = open - closed, so openness is
 1 open and 0 closed); actions may use their own ``action_offset`` / ``action_scale`` (AgileX divisors).
+Joint streams name the JointState topics that fill qpos (state) and action (leader arms);
+``RobotProfile.map_stream`` turns one message into profile joint values (reordering, leader-gripper
+remapping). A profile is validated when built and should be treated as immutable (derived arrays are
+cached): build a changed one with ``RobotProfile.from_dict``.
 """
 from __future__ import annotations
 
