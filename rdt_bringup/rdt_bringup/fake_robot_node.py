@@ -225,6 +225,10 @@ class FakeRobotNode(Node):
     def on_gripper_goal(self, goal_handle):
         Action = self.gripper_action_cls
         command = goal_handle.request.command
+        if self.gripper_parallel and len(command.position) != 1:
+            self.get_logger().error("ParallelGripperCommand goal needs exactly one position (the gripper joint)")
+            goal_handle.abort()
+            return self._gripper_state(self._gripper_position(), False, False, Action.Result())
         goal = float(command.position[0]) if self.gripper_parallel else float(command.position)
         lo, hi = self.profile.lower[self.gripper_index], self.profile.upper[self.gripper_index]
         goal = float(np.clip(goal, lo, hi))
