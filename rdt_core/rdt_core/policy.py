@@ -110,7 +110,8 @@ class RDTPolicy:
                    **kwargs) -> "RDTPolicy":
         """Load a checkpoint (HF dir, .pt/.safetensors/.bin, DeepSpeed dir), a local SigLIP dir and an
         instruction .pt. ``profile`` = a RobotProfile, a shipped name, a YAML path, or None for the
-        profile.json that rdt_training exports beside the checkpoint."""
+        profile.json that rdt_training exports beside the checkpoint. ``vision_encoder`` = None uses the
+        tower an rdt_training export carries (``vision/``) or names (training.json ``vision_encoder``)."""
         from rdt_core.checkpoint import load_runner
 
         device = torch.device(device)
@@ -118,6 +119,8 @@ class RDTPolicy:
         if profile is None:
             profile = cls._exported_profile(checkpoint)
         profile = _resolve_profile(profile)
+        if vision_encoder is None:
+            vision_encoder = cls._exported_vision(checkpoint)
         runner = load_runner(checkpoint, device=device, dtype=dtype)
         vision = VisionEncoder.from_pretrained(vision_encoder, device=device, dtype=dtype)
         return cls(runner, vision, profile, instruction, device=device, dtype=dtype, **kwargs)
@@ -135,6 +138,26 @@ class RDTPolicy:
             return RobotProfile.from_dict(json.loads(path.read_text(encoding="utf-8")))
         except ValueError as exc:
             raise ValueError(f"{path}: {exc}") from None
+
+    @staticmethod
+    def _exported_vision(checkpoint) -> Path:
+        ckpt = Path(checkpoint).expanduser()
+        folder = ckpt if ckpt.is_dir() else ckpt.parent
+        candidates = [folder / "vision"]
+        info = folder / "training.json"
+        if info.is_file():
+            try:
+                named = json.loads(info.read_text(encoding="utf-8")).get("vision_encoder")
+            except (OSError, ValueError, AttributeError):
+                named = None
+            if named:
+                candidates.append(Path(named).expanduser())
+        for path in candidates:
+            if (path / "config.json").is_file():
+                return path
+        raise FileNotFoundError(
+            f"no vision encoder given and none beside the checkpoint (looked at {[str(c) for c in candidates]}); "
+            f"pass the local SigLIP folder (google/siglip-so400m-patch14-384) the model was trained with")
 
     @classmethod
     def tiny(cls, profile, *, seed: int = 0, pred_horizon: int = 64, device="cpu", dtype=None,

@@ -1,4 +1,6 @@
 """RDTPolicy: the deployment step on a tiny random RDT + tiny SigLIP (no downloads)."""
+import shutil
+
 import numpy as np
 import pytest
 import torch
@@ -196,6 +198,15 @@ def test_from_paths_loads_checkpoint_profile_json_vision_and_instruction(tmp_pat
                                policy.predict(images, q, noise=_noise(policy)), atol=1e-5, rtol=1e-5)
     by_name = RDTPolicy.from_paths(ckpt, tmp_path / "siglip", "kinova_gen3", tmp_path / "instr.pt")
     assert by_name.profile.to_dict() == load_profile("kinova_gen3").to_dict()
+    # an rdt_training export carries a small tower in vision/: no vision path needed
+    policy.vision.model.save_pretrained(ckpt / "vision")
+    policy.vision.processor.save_pretrained(ckpt / "vision")
+    carried = RDTPolicy.from_paths(ckpt, None, None, tmp_path / "instr.pt")
+    np.testing.assert_allclose(carried.predict(images, q, noise=_noise(policy)),
+                               policy.predict(images, q, noise=_noise(policy)), atol=1e-5, rtol=1e-5)
+    shutil.rmtree(ckpt / "vision")
+    with pytest.raises(FileNotFoundError, match="no vision encoder given"):
+        RDTPolicy.from_paths(ckpt, None, "kinova_gen3", tmp_path / "instr.pt")
     (ckpt / "profile.json").unlink()
     with pytest.raises(FileNotFoundError, match="no robot profile given and no profile.json"):
         RDTPolicy.from_paths(ckpt, tmp_path / "siglip", None, tmp_path / "instr.pt")
