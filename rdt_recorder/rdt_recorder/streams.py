@@ -126,20 +126,45 @@ class StreamPlan:
 
     @classmethod
     def from_profile(cls, profile, topics: Mapping[str, str] | None = None,
-                     camera_compressed: bool | None = None) -> "StreamPlan":
-        """Roles and topics of the profile; ``topics`` overrides role -> topic (unknown roles are an error)."""
+                     compressed: Mapping[str, bool] | None = None) -> "StreamPlan":
+        """Roles and topics of the profile; ``topics`` overrides role -> topic and ``compressed`` camera role ->
+        CompressedImage (unknown roles are an error)."""
         topics = dict(topics or {})
+        compressed = dict(compressed or {})
         roles = [c.role for c in profile.cameras] + [s.role for s in profile.state_streams] + \
             [s.role for s in profile.action_streams]
-        unknown = sorted(set(topics) - set(roles))
+        unknown = sorted(set(topics) - set(roles)) + sorted(set(compressed) - {c.role for c in profile.cameras})
         if unknown:
             raise ValueError(f"unknown stream role(s) {unknown} for profile '{profile.name}'; its roles are {roles}")
-        cams = [CameraStream(c.role, topics.get(c.role, c.topic),
-                             bool(c.compressed if camera_compressed is None else camera_compressed))
+        cams = [CameraStream(c.role, topics.get(c.role, c.topic), bool(compressed.get(c.role, c.compressed)))
                 for c in profile.cameras]
         state = [JointStream(s.role, topics.get(s.role, s.topic), s) for s in profile.state_streams]
         action = [JointStream(s.role, topics.get(s.role, s.topic), s) for s in profile.action_streams]
         return cls(profile, cams, state, action)
+
+    @classmethod
+    def from_parameters(cls, profile, camera_topics=(), camera_compressed=(), joint_state_topics=(),
+                        action_topics=()) -> "StreamPlan":
+        """From the recorder's ROS parameters: lists in the profile's camera / state_streams / action_streams
+        order; an empty list keeps the profile's topics."""
+        topics: dict[str, str] = {}
+        compressed: dict[str, bool] = {}
+        groups = (("camera_topics", camera_topics, [c.role for c in profile.cameras]),
+                  ("camera_compressed", camera_compressed, [c.role for c in profile.cameras]),
+                  ("joint_state_topics", joint_state_topics, [s.role for s in profile.state_streams]),
+                  ("action_topics", action_topics, [s.role for s in profile.action_streams]))
+        for name, values, roles in groups:
+            values = list(values or [])
+            if values and len(values) != len(roles):
+                raise ValueError(f"parameter {name} has {len(values)} entries but profile '{profile.name}' has "
+                                 f"{len(roles)} ({', '.join(roles) or 'none'}); give one per role, in that order, "
+                                 "or leave it empty for the profile's defaults")
+            for role, value in zip(roles, values):
+                if name == "camera_compressed":
+                    compressed[role] = bool(value)
+                elif value:
+                    topics[role] = str(value)
+        return cls.from_profile(profile, topics, compressed)
 
     @property
     def roles(self) -> list[str]:
