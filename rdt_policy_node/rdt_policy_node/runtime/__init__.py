@@ -13,7 +13,8 @@ def make_controller(profile, inference, *, publish_rate: float | None = None, co
                     horizon: int = 64, history: int = 2, execute_horizon: int | None = None, blend_steps: int = 5,
                     chunking_mode: str = "crossfade", max_observation_age_s: float = 0.5, jpeg: bool = False,
                     dry_run: bool = False, interpolation: str = "linear", arm_steps_length=None,
-                    start_move_duration_s: float = 3.0, velocity_scale: float = 1.0,
+                    start_move_duration_s: float = 3.0, start_velocity_scale: float = 0.25,
+                    velocity_scale: float = 1.0,
                     initial_latency_s: float = 0.3) -> PolicyController:
     """The whole runtime for a RobotProfile. ``inference``: a predictor callable (run in a thread) or a
     ThreadInference / ProcessInference."""
@@ -26,5 +27,6 @@ def make_controller(profile, inference, *, publish_rate: float | None = None, co
     interp = Interpolator(interpolation, arm_steps_length, profile.dof)
     safety = Safety.from_profile(profile, publish_rate=publish_rate, velocity_scale=velocity_scale,
                                  max_observation_age_s=max_observation_age_s, dry_run=dry_run,
-                                 start_move_duration_s=start_move_duration_s)
+                                 start_move_duration_s=start_move_duration_s,
+                                 start_velocity_scale=start_velocity_scale)
     return PolicyController(window, scheduler, interp, safety, control_frequency=control_frequency)
