@@ -65,7 +65,7 @@ class TrainConfig:
     vision: str = "tiny"                    # SigLIP dir (google/siglip-so400m-patch14-384) or "tiny"
     profile: str | None = None              # export profile / override of the episodes' robot
     max_steps: int = 1000
-    max_minutes: float | None = None        # wall-clock budget; stops (and exports) when spent
+    max_minutes: float | None = None        # training-loop wall-clock budget (setup not counted); stops and exports
     batch_size: int = 32
     grad_accum: int = 1
     lr: float = 1e-4
@@ -441,6 +441,7 @@ def train(config: TrainConfig) -> TrainResult:
     runner.train()
     micro_losses = []
     budget_s = None if cfg.max_minutes is None else cfg.max_minutes * 60.0
+    t_loop = time.monotonic()
     try:
         while global_step < cfg.max_steps:
             batch = next(batches)
@@ -475,7 +476,7 @@ def train(config: TrainConfig) -> TrainResult:
                 run_sampling(global_step)
             if cfg.checkpoint_every and global_step % cfg.checkpoint_every == 0:
                 last_ckpt = save_checkpoint(global_step)
-            if budget_s is not None and time.monotonic() - t_start >= budget_s:
+            if budget_s is not None and time.monotonic() - t_loop >= budget_s:
                 stopped_by = "time_budget"
                 break
     except torch.OutOfMemoryError as exc:

@@ -1,0 +1,114 @@
+"""End to end on CPU: fake-robot episodes -> train a tiny RDT -> resume -> export -> RDTPolicy predicts."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from rdt_core.checkpoint import load_state_dict
+from rdt_core.encoders.vision import VisionEncoder
+from rdt_core.policy import RDTPolicy
+
+from rdt_training.train import TrainConfig, TrainingError, build_runner, checkpoint_dirs, main, train
+
+
+def _config(episodes_dir, instructions_dir, out, **kw):
+    base = dict(data=[str(episodes_dir)], output_dir=str(out), instructions=str(instructions_dir),
+                batch_size=8, lr=1e-3, sample_every=15, sample_batches=1, checkpoint_every=15,
+                checkpoints_total_limit=2, progress=False, cond_mask_prob=0.0)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+@pytest.fixture(scope="module")
+def first_run(episodes_dir, instructions_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    torch.manual_seed(0)
+    result = train(_config(episodes_dir, instructions_dir, out, max_steps=45))
+    return out, result
+
+
+def test_training_lowers_the_loss_and_logs(first_run):
+    out, r = first_run
+    assert r.steps == 45 and r.steps_this_run == 45 and r.stopped_by == "max_steps"
+    losses = np.array(r.losses)
+    assert len(losses) == 45 and np.isfinite(losses).all()
+    assert losses[-10:].mean() < 0.7 * losses[:5].mean()
+    # held-out sample MSE every 15 steps (official overall_avg_sample_mse), in TensorBoard too
+    assert [s for s, _ in r.sample_mse_history] == [15, 30, 45]
+    assert all(np.isfinite(m) and m > 0 for _, m in r.sample_mse_history)
+    assert list((out / "logs").rglob("events.out.tfevents*"))
+
+
+def test_checkpoints_are_kept_to_the_limit_and_loadable(first_run):
+    out, r = first_run
+    assert [d.name for d in checkpoint_dirs(out)] == ["checkpoint-30", "checkpoint-45"]
+    last = checkpoint_dirs(out)[-1]
+    assert (last / "config.json").is_file() and (last / "model.safetensors").is_file()
+    assert json.loads((last / "trainer_state.json").read_text())["step"] == 45
+
+
+def test_resume_continues_from_the_last_checkpoint_then_export_loads_in_the_policy(
+        first_run, episodes_dir, instructions_dir, kinova):
+    out, first = first_run
+    before = load_state_dict(checkpoint_dirs(out)[-1])
+    r = train(_config(episodes_dir, instructions_dir, out, max_steps=55, resume=True))
+    assert r.steps == 55 and r.steps_this_run == 10
+    assert r.loss_history[:45] == first.loss_history          # history carried over
+    assert [d.name for d in checkpoint_dirs(out)] == ["checkpoint-45", "checkpoint-55"]
+    # it trained on from the checkpoint's weights: the optimizer moved them a little, not from scratch
+    after = load_state_dict(checkpoint_dirs(out)[-1])
+    drift = max((after[k].float() - before[k].float()).abs().max().item() for k in before)
+    assert 0 < drift < 0.1
+
+    export = r.export_dir
+    assert {"config.json", "model.safetensors", "profile.json", "dataset_stats.json"} <= {
+        p.name for p in export.iterdir()}
+    stats = json.loads((export / "dataset_stats.json").read_text())
+    assert stats["dataset_name"] == "kinova_gen3" and len(stats["state_mean"]) == 128
+    instr = sorted((export / "instructions").glob("*.pt"))
+    assert len(instr) == 2
+    policy = RDTPolicy.from_paths(export, export / "vision", None, instr[0])
+    assert policy.profile.name == "kinova_gen3" and not policy.untrained
+    frames = [np.full((48, 64, 3), 90, np.uint8)] * policy.window_size
+    chunk = policy.predict(frames, np.zeros(kinova.dof), noise=None)
+    assert chunk.shape == (64, kinova.dof) and np.isfinite(chunk).all()
+
+
+def test_time_budget_cached_features_and_ema(episodes_dir, instructions_dir, tmp_path):
+    cfg = _config(episodes_dir, instructions_dir, tmp_path / "run", max_steps=1000, max_minutes=0.02,
+                  cache_features=True, ema=True, sample_every=0, checkpoint_every=0, lr_scheduler="cosine",
+                  warmup_steps=2)
+    r = train(cfg)
+    assert r.stopped_by == "time_budget" and 2 <= r.steps < 1000
+    assert len(list((tmp_path / "run" / "feature_cache").glob("*.h5"))) == 4
+    # the export holds the EMA weights, which differ from the raw weights of the final checkpoint
+    ema_w = load_state_dict(r.export_dir)
+    raw_w = load_state_dict(r.last_checkpoint)
+    assert any(not torch.equal(ema_w[k], raw_w[k]) for k in raw_w)
+
+
+def test_init_from_a_previous_run_and_mismatch_errors(first_run):
+    out, _ = first_run
+    vision = VisionEncoder.tiny()
+    runner = build_runner(str(out), vision, lang_dim=32, max_lang_len=8)
+    exported = load_state_dict(out / "export")
+    assert all(torch.equal(runner.state_dict()[k], exported[k]) for k in exported)
+    with pytest.raises(TrainingError, match="vision encoder gives 16"):
+        build_runner(str(out), VisionEncoder.tiny(hidden_size=16), lang_dim=32, max_lang_len=8)
+    with pytest.raises(TrainingError, match="instruction embeddings are 64 wide"):
+        build_runner(str(out), vision, lang_dim=64, max_lang_len=8)
+    with pytest.raises(TrainingError, match="no such file"):
+        build_runner(str(out / "nope"), vision, lang_dim=32, max_lang_len=8)
+
+
+def test_bad_setups_are_refused_clearly(episodes_dir, instructions_dir, tmp_path, capsys):
+    with pytest.raises(TrainingError, match="rdt-encode-instruction"):
+        train(_config(episodes_dir, instructions_dir, tmp_path, instructions=None, max_steps=1))
+    with pytest.raises(TrainingError, match="cannot be combined"):
+        train(_config(episodes_dir, instructions_dir, tmp_path, cache_features=True, image_aug=True))
+    assert main([str(tmp_path / "missing"), "--instructions", str(instructions_dir),
+                 "--output-dir", str(tmp_path / "o")]) == 2
+    assert "not found" in capsys.readouterr().err
