@@ -110,6 +110,7 @@ class _SegmentWriter:
         self.meta = meta
         self.writer = EpisodeWriter(staged_path, meta)
         self.pending: collections.deque = collections.deque()
+        self.last_encoded: dict[str, tuple] = {}
         self.steps = 0
         self.first = self.last = None
 
@@ -120,8 +121,14 @@ class _SegmentWriter:
 
     def _submit(self, step) -> None:
         qpos, action, frames = self.plan.assemble(step)
-        futures = {r: self.pool.submit(frame_to_jpeg, f, self.color_order[r], self.opts.jpeg_quality)
-                   for r, f in frames.items()}
+        futures = {}
+        for r, f in frames.items():
+            last = self.last_encoded.get(r)
+            if last is not None and last[0] == step.stamps[r]:   # same frame as the previous step: encode once
+                futures[r] = last[1]
+            else:
+                futures[r] = self.pool.submit(frame_to_jpeg, f, self.color_order[r], self.opts.jpeg_quality)
+                self.last_encoded[r] = (step.stamps[r], futures[r])
         self.pending.append((step.stamp_ns, qpos, action, futures))
         while len(self.pending) > 4 * max(1, self.opts.encode_workers):
             self._write_one()

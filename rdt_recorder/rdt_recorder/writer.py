@@ -105,6 +105,7 @@ class _Episode:
         self.first_stamp: int | None = None
         self.last_stamp: int | None = None
         self.error: str = ""
+        self.last_encoded: dict[str, tuple] = {}   # camera -> (message stamp, JPEG future): encode a frame once
         self.threads: list[threading.Thread] = []
 
 
@@ -318,8 +319,15 @@ class EpisodeRecorder:
 
     def _submit(self, ep: _Episode, step) -> None:
         qpos, action, frames = self.plan.assemble(step)
-        futures = {role: self._pool.submit(frame_to_jpeg, frame, self._color_order[role], self.jpeg_quality)
-                   for role, frame in frames.items()}
+        futures = {}
+        for role, frame in frames.items():
+            stamp = step.stamps[role]
+            last = ep.last_encoded.get(role)
+            if last is not None and last[0] == stamp:    # control rate above the camera rate: same frame again
+                futures[role] = last[1]
+                continue
+            futures[role] = self._pool.submit(frame_to_jpeg, frame, self._color_order[role], self.jpeg_quality)
+            ep.last_encoded[role] = (stamp, futures[role])
         self._put_step(ep, (step.stamp_ns, qpos, action, futures))
 
     def _put_step(self, ep: _Episode, item) -> None:
