@@ -1,0 +1,152 @@
+"""bag2hdf5 throughput on a generated three-camera bag (raw Image and CompressedImage variants), ours vs a naive loop.
+
+    python bench/convert_bench.py [--seconds 8] [--width 640 --height 480] [--storage sqlite3|mcap]
+
+The naive loop is what a first script does: deserialize every message, cv2-convert every frame (decode the JPEG
+or take the raw pixels, then encode), keep the newest per stream, and append one step at a time to resizable
+h5py datasets. Prints each throughput as multiples of real time and the ratio ours / naive.
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import h5py
+import numpy as np
+from rosbags.highlevel import AnyReader
+from rosbags.rosbag2 import StoragePlugin, Writer
+from rosbags.typesys import Stores, get_typestore
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from record_bench import scene_frames  # noqa: E402
+
+from rdt_core.robots import load_profile  # noqa: E402
+from rdt_recorder.bag2hdf5 import ConvertOptions, convert_bags  # noqa: E402
+
+TS = get_typestore(Stores.ROS2_JAZZY)
+
+
+def header(t: int):
+    return TS.types["std_msgs/msg/Header"](
+        stamp=TS.types["builtin_interfaces/msg/Time"](sec=t // 10**9, nanosec=t % 10**9), frame_id="cam")
+
+
+def generate_bag(path: Path, profile, seconds: float, w: int, h: int, compressed: bool, storage: str) -> None:
+    """aloha-like bag: 3 cameras at 30 Hz, every joint stream at 100 Hz."""
+    plugin = StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3
+    frames = [scene_frames(30, w, h, i) for i in range(len(profile.cameras))]
+    jpegs = [[cv2.imencode(".jpg", f[:, :, ::-1])[1].reshape(-1) for f in cam] for cam in frames]
+    t0, end = 10**9, 10**9 + int(seconds * 1e9)
+    events = []
+    for c in range(len(profile.cameras)):
+        events += [(t, "cam", c) for t in range(t0 + c * 3_000_000, end, 33_333_333)]
+    streams = profile.state_streams + profile.action_streams
+    events += [(t, "joints", None) for t in range(t0, end, 10_000_000)]
+    events.sort(key=lambda e: e[0])
+    with Writer(path, version=9, storage_plugin=plugin) as wr:
+        cam_type = "sensor_msgs/msg/CompressedImage" if compressed else "sensor_msgs/msg/Image"
+        cams = [wr.add_connection(c.topic, cam_type, typestore=TS) for c in profile.cameras]
+        joints = [wr.add_connection(s.topic, "sensor_msgs/msg/JointState", typestore=TS) for s in streams]
+        counters = [0] * len(cams)
+        for t, kind, c in events:
+            if kind == "cam":
+                k = counters[c] % 30
+                counters[c] += 1
+                if compressed:
+                    msg = TS.types[cam_type](header=header(t), format="rgb8; jpeg compressed bgr8", data=jpegs[c][k])
+                else:
+                    f = frames[c][k]
+                    msg = TS.types[cam_type](header=header(t), height=h, width=w, encoding="rgb8", is_bigendian=0,
+                                             step=w * 3, data=f.reshape(-1))
+                wr.write(cams[c], t + 5_000_000, TS.serialize_cdr(msg, cam_type))
+            else:
+                for conn, s in zip(joints, streams):
+                    names = list(s.msg_joint_names)
+                    msg = TS.types["sensor_msgs/msg/JointState"](
+                        header=header(t), name=names, position=np.sin(t / 1e9 + np.arange(len(names))),
+                        velocity=np.zeros(0), effort=np.zeros(0))
+                    wr.write(conn, t + 1_000_000, TS.serialize_cdr(msg, "sensor_msgs/msg/JointState"))
+
+
+def naive_convert(bag: Path, out: Path, profile) -> int:
+    """Deserialize everything, convert every frame with cv2, append one step at a time with h5py."""
+    cams = {c.topic: c.role for c in profile.cameras}
+    joint_topics = {s.topic for s in profile.state_streams + profile.action_streams}
+    latest: dict[str, object] = {}
+    period = int(1e9 / profile.control_frequency)
+    d = profile.dof
+    steps = 0
+    next_t = None
+    with AnyReader([bag]) as reader, h5py.File(out, "w") as f:
+        qpos = f.create_dataset("observations/qpos", (0, d), maxshape=(None, d), dtype="f8")
+        action = f.create_dataset("action", (0, d), maxshape=(None, d), dtype="f8")
+        images = {r: f.create_dataset(f"observations/images/{r}", (0,), maxshape=(None,),
+                                      dtype=h5py.vlen_dtype(np.uint8)) for r in cams.values()}
+        for conn, _, raw in reader.messages():
+            msg = reader.deserialize(raw, conn.msgtype)
+            t = msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec
+            if conn.topic in cams:
+                if conn.msgtype.endswith("CompressedImage"):
+                    img = cv2.imdecode(msg.data, cv2.IMREAD_COLOR)[:, :, ::-1]
+                else:
+                    img = msg.data.reshape(msg.height, msg.width, 3)
+                latest[cams[conn.topic]] = cv2.imencode(".jpg", np.ascontiguousarray(img))[1].reshape(-1)
+            elif conn.topic in joint_topics:
+                latest[conn.topic] = np.asarray(msg.position, dtype=np.float64)
+            if next_t is None:
+                next_t = t
+            if t >= next_t and len(latest) == len(cams) + len(joint_topics):
+                state = np.concatenate([latest[s.topic] for s in profile.state_streams])
+                for ds, v in ((qpos, state), (action, state)):
+                    ds.resize((steps + 1, d))
+                    ds[steps] = v
+                for role, ds in images.items():
+                    ds.resize((steps + 1,))
+                    ds[steps] = latest[role]
+                steps += 1
+                next_t += period
+    return steps
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--seconds", type=float, default=8.0)
+    ap.add_argument("--width", type=int, default=640)
+    ap.add_argument("--height", type=int, default=480)
+    ap.add_argument("--profile", default="aloha")
+    ap.add_argument("--storage", default="sqlite3", choices=["sqlite3", "mcap"])
+    args = ap.parse_args()
+    profile = load_profile(args.profile)
+    work = Path(tempfile.mkdtemp(prefix="convert_bench_"))
+    try:
+        print(f"{args.seconds:g} s {profile.name} bag, {len(profile.cameras)} cameras {args.width}x{args.height} "
+              f"@ 30 Hz, {args.storage}; control {profile.control_frequency:g} Hz")
+        for compressed in (False, True):
+            kind = "CompressedImage (JPEG)" if compressed else "raw Image (rgb8)"
+            bag = work / f"bag_{'jpeg' if compressed else 'raw'}"
+            generate_bag(bag, profile, args.seconds, args.width, args.height, compressed, args.storage)
+            size = sum(p.stat().st_size for p in bag.iterdir()) / 2**20
+            t = time.perf_counter()
+            results = convert_bags([str(bag)], work / f"ours_{bag.name}", ConvertOptions(profile=args.profile))
+            ours_s = time.perf_counter() - t
+            assert not results[0].error, results[0].error
+            ours_steps = sum(e.steps for e in results[0].episodes)
+            t = time.perf_counter()
+            naive_steps = naive_convert(bag, work / f"naive_{bag.name}.hdf5", profile)
+            naive_s = time.perf_counter() - t
+            print(f"\n{kind}: bag {size:.0f} MiB")
+            print(f"  ours   {ours_s:6.2f} s  {args.seconds / ours_s:6.2f} x real time  ({ours_steps} steps)")
+            print(f"  naive  {naive_s:6.2f} s  {args.seconds / naive_s:6.2f} x real time  ({naive_steps} steps)")
+            print(f"  ratio ours / naive: {naive_s / ours_s:.2f}x faster")
+            shutil.rmtree(bag)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
