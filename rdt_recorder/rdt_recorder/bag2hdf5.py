@@ -430,4 +430,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # run the imported module's main so worker processes unpickle its classes by their real module name
+    from rdt_recorder.bag2hdf5 import main as _main
+    sys.exit(_main())

@@ -37,8 +37,8 @@ def _stamp_ns(header) -> int:
 
 
 class RecorderNode(Node):
-    def __init__(self):
-        super().__init__("rdt_recorder")
+    def __init__(self, **node_kwargs):
+        super().__init__("rdt_recorder", **node_kwargs)
         # ---- parameters
         lists = ParameterDescriptor(dynamic_typing=True)     # [] must not pin the type to a byte array
         p = {

@@ -1,0 +1,96 @@
+"""The rclpy shell on a real ROS 2 graph: parameters, subscriptions, start/stop services, status topic.
+Runs where ROS 2 (rclpy, cv_bridge, rdt_msgs) is sourced; skipped elsewhere."""
+import threading
+import time
+
+import numpy as np
+import pytest
+
+rclpy = pytest.importorskip("rclpy")
+pytest.importorskip("cv_bridge")
+pytest.importorskip("rdt_msgs.msg")
+
+from rclpy.executors import MultiThreadedExecutor  # noqa: E402
+from rclpy.parameter import Parameter  # noqa: E402
+from rclpy.qos import qos_profile_sensor_data  # noqa: E402
+from sensor_msgs.msg import Image, JointState  # noqa: E402
+from std_srvs.srv import Trigger  # noqa: E402
+
+from rdt_core.episode import EpisodeReader, validate_episode  # noqa: E402
+from rdt_msgs.msg import EpisodeStatus  # noqa: E402
+from rdt_msgs.srv import StartEpisode  # noqa: E402
+from rdt_recorder.node import RecorderNode  # noqa: E402
+
+JOINTS = ["joint_1", "joint_2", "joint_3", "joint_4", "joint_5", "joint_6", "joint_7", "robotiq_85_left_knuckle_joint"]
+
+
+def call(node, executor, client, request, timeout=10.0):
+    assert client.wait_for_service(timeout_sec=timeout)
+    future = client.call_async(request)
+    end = time.monotonic() + timeout
+    while not future.done() and time.monotonic() < end:
+        time.sleep(0.02)
+    assert future.done(), "service call timed out"
+    return future.result()
+
+
+def test_record_an_episode_through_services(tmp_path):
+    rclpy.init()
+    try:
+        rec = RecorderNode(parameter_overrides=[
+            Parameter("profile", value="kinova_gen3"), Parameter("output_dir", value=str(tmp_path)),
+            Parameter("instruction", value="ros test"), Parameter("keyboard", value=False),
+            Parameter("tolerance_s", value=0.1),
+            Parameter("camera_topics", value=["/t/cam_high", "/t/wrist"])])
+        pub_node = rclpy.create_node("recorder_test_publisher")
+        cam_pubs = [pub_node.create_publisher(Image, t, qos_profile_sensor_data) for t in ("/t/cam_high", "/t/wrist")]
+        js_pub = pub_node.create_publisher(JointState, "/joint_states", qos_profile_sensor_data)
+        statuses = []
+        pub_node.create_subscription(EpisodeStatus, "/rdt_recorder/episode_status", statuses.append, 10)
+
+        def publish_cams():
+            for i, pub in enumerate(cam_pubs):
+                msg = Image()
+                msg.header.stamp = pub_node.get_clock().now().to_msg()
+                msg.height, msg.width, msg.encoding, msg.step = 12, 16, "rgb8", 48
+                msg.data = bytes(np.full(12 * 48, 60 * (i + 1), np.uint8))
+                pub.publish(msg)
+
+        def publish_joints():
+            msg = JointState()
+            msg.header.stamp = pub_node.get_clock().now().to_msg()
+            msg.name = JOINTS
+            msg.position = [0.1 * j for j in range(8)]
+            js_pub.publish(msg)
+
+        pub_node.create_timer(1 / 30, publish_cams)
+        pub_node.create_timer(1 / 100, publish_joints)
+        executor = MultiThreadedExecutor(num_threads=4)
+        executor.add_node(rec)
+        executor.add_node(pub_node)
+        spinner = threading.Thread(target=executor.spin, daemon=True)
+        spinner.start()
+
+        start = pub_node.create_client(StartEpisode, "/rdt_recorder/start_episode")
+        stop = pub_node.create_client(Trigger, "/rdt_recorder/stop_episode")
+        req = StartEpisode.Request()
+        req.instruction = ""
+        req.max_duration = 0.0
+        res = call(pub_node, executor, start, req)
+        assert res.success, res.message
+        time.sleep(1.5)
+        again = call(pub_node, executor, start, req)
+        assert not again.success and "already recording" in again.message
+        res = call(pub_node, executor, stop, Trigger.Request())
+        assert res.success, res.message
+        executor.shutdown()
+        rec.shutdown()
+    finally:
+        rclpy.try_shutdown()
+    path = tmp_path / "episode_0.hdf5"
+    assert validate_episode(path).ok
+    with EpisodeReader(path) as r:
+        assert r.num_steps > 20 and r.meta.instruction == "ros test"
+        np.testing.assert_allclose(r.qpos[0], [0.1 * j for j in range(8)])
+        assert abs(r.image("cam_high", 0).mean() - 60) < 3
+    assert any(s.state == "RECORDING" and s.steps > 0 for s in statuses)
