@@ -95,6 +95,8 @@ class TrainConfig:
     still_threshold: float = 1e-2
     min_steps: int = 2
     num_workers: int = 0
+    cpu_threads: int | None = None          # torch intra-op threads (1-2 is fastest for the tiny model on
+                                            # a busy CPU); None = torch's default
     seed: int = 0
     log_with: str | None = "tensorboard"    # "tensorboard" | "wandb" | None
     export_dir: str | None = None           # default <output_dir>/export
@@ -315,6 +317,8 @@ def train(config: TrainConfig) -> TrainResult:
         log_with=cfg.log_with, deepspeed_plugin=ds_plugin,
         project_config=ProjectConfiguration(project_dir=str(out), logging_dir=str(out / "logs")))
     set_seed(cfg.seed)
+    if cfg.cpu_threads:
+        torch.set_num_threads(int(cfg.cpu_threads))
     device = accelerator.device
     main = accelerator.is_main_process
 
@@ -553,7 +557,7 @@ def _parser() -> argparse.ArgumentParser:
             ap.add_argument(flag, type=type(default), default=default)
         elif f.name == "max_minutes":
             ap.add_argument(flag, type=float, default=None, help="wall-clock budget in minutes")
-        elif f.name == "num_inference_steps":
+        elif f.name in ("num_inference_steps", "cpu_threads"):
             ap.add_argument(flag, type=int, default=None)
         else:
             ap.add_argument(flag, default=default)
