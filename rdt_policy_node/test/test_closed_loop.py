@@ -176,7 +176,6 @@ def test_sync_baseline_stalls_for_the_whole_inference(kinova):
 
 def test_process_inference_option(kinova):
     inference = ProcessInference(make_scripted_policy, ("kinova_gen3",))
-    res = run_closed_loop(kinova, "scripted", predictor=None, duration=0.1)  # warm imports
     ctl = make_controller(kinova, inference, start_move_duration_s=0.05)
     try:
         img = np.zeros((8, 8, 3), np.uint8)
@@ -195,7 +194,6 @@ def test_process_inference_option(kinova):
             raise AssertionError("no chunk from the inference process")
     finally:
         ctl.close()
-    assert res.summary["mode"] == "async"
 
 
 def test_cli_writes_logs_and_plot(tmp_path, capsys):
