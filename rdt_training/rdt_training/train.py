@@ -27,7 +27,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rdt_core.checkpoint import CheckpointError, load_runner, load_state_dict, save_pretrained
+from rdt_core.checkpoint import (CheckpointError, load_runner, load_state_dict, save_pretrained,
+                                 sizes_from_state_dict)
 from rdt_core.encoders.vision import VisionEncoder
 from rdt_core.model import RDTRunner, rdt_config
 from rdt_core.robots import load_profile
@@ -162,6 +163,25 @@ def _runner_kwargs(size: str, vision, lang_dim: int, max_lang_len: int) -> dict:
     return kw
 
 
+def _config_from_weights(path: Path) -> dict:
+    """RDTRunner kwargs implied by a checkpoint without config.json (e.g. a bare DeepSpeed .pt)."""
+    sizes = sizes_from_state_dict(load_state_dict(path))
+    needed = ("hidden_size", "depth", "num_heads", "lang_token_dim", "img_token_dim", "max_lang_cond_len",
+              "pred_horizon", "img_cond_len")
+    missing = [k for k in needed if k not in sizes]
+    if missing:
+        raise TrainingError(f"{path} has no config.json and its weights do not show {missing}; put the "
+                            f"config.json of the model it was trained from beside it")
+    layout = 2 * 3
+    if sizes["img_cond_len"] % layout:
+        raise TrainingError(f"{path}: {sizes['img_cond_len']} image tokens is not 2 history steps x 3 cameras "
+                            f"x patches; put its config.json beside it")
+    return rdt_config("1b", hidden_size=sizes["hidden_size"], depth=sizes["depth"], num_heads=sizes["num_heads"],
+                      lang_token_dim=sizes["lang_token_dim"], img_token_dim=sizes["img_token_dim"],
+                      max_lang_cond_len=sizes["max_lang_cond_len"], pred_horizon=sizes["pred_horizon"],
+                      num_patches=sizes["img_cond_len"] // layout, dtype="float32")
+
+
 def build_runner(init: str, vision, lang_dim: int, max_lang_len: int) -> RDTRunner:
     """The model to train, in float32 (mixed precision is accelerate's autocast), checked against the
     vision encoder and the instruction embeddings."""
@@ -174,9 +194,8 @@ def build_runner(init: str, vision, lang_dim: int, max_lang_len: int) -> RDTRunn
         try:
             if has_config:
                 runner = load_runner(path, dtype=torch.float32)
-            else:   # a bare DeepSpeed .pt: the RDT-1B config with this vision encoder and language width
-                runner = load_runner(path, config=_runner_kwargs("1b", vision, lang_dim, max_lang_len),
-                                     dtype=torch.float32)
+            else:   # a bare DeepSpeed .pt: the config its weights imply
+                runner = load_runner(path, config=_config_from_weights(path), dtype=torch.float32)
         except CheckpointError as exc:
             raise TrainingError(f"the checkpoint {path} does not fit the model config: {exc}") from exc
     problems = []
@@ -539,6 +558,33 @@ def _instruction_files(source, episodes) -> list[Path]:
 # ------------------------------------------------------------------------------------------- CLI
 
 
+HELP = {
+    "output_dir": "run folder: checkpoints/, logs/ (TensorBoard), export/",
+    "instructions": "folder of instruction .pt files (rdt-encode-instruction --dataset ... --out DIR) or one .pt",
+    "init": "tiny|170m|1b from scratch, an HF checkpoint dir (e.g. robotics-diffusion-transformer/rdt-1b), "
+            "a DeepSpeed .pt / checkpoint dir, or a previous run's output dir",
+    "vision": "local SigLIP dir (google/siglip-so400m-patch14-384) or 'tiny' (random tiny tower, demos/tests)",
+    "profile": "robot profile (name or YAML) for every episode and for the export; default: each episode's robot",
+    "max_minutes": "training-time budget in minutes (setup not counted); stops, checkpoints and exports",
+    "lr_scheduler": "constant | cosine (or any diffusers get_scheduler name)",
+    "mixed_precision": "auto (bf16 on CUDA, off on CPU) | no | bf16 | fp16",
+    "deepspeed": "zero2 (the shipped rdt_training/configs/zero2.json) or a DeepSpeed JSON; use with accelerate launch",
+    "use_8bit_adam": "auto (if bitsandbytes is installed and on CUDA) | yes | no",
+    "ema": "keep an EMA of the weights (official schedule) and export it",
+    "checkpoint_every": "save a resumable checkpoint every N optimizer steps (0 = only at the end)",
+    "checkpoints_total_limit": "keep only the newest N checkpoints",
+    "resume": "continue from the newest checkpoint in --output-dir",
+    "sample_every": "held-out overall_avg_sample_mse every N steps (0 = only at the end)",
+    "heldout_episodes": "the last N episodes are not trained on; the sample MSE is measured on them",
+    "cache_features": "compute the frozen SigLIP features once per dataset on disk (no --image-aug)",
+    "image_aug": "official colour jitter + corruption on half of the frames",
+    "cond_mask_prob": "official condition masking probability (state, frames, control frequency, language)",
+    "skip_still": "skip the still frames at the start of each episode (official rule)",
+    "log_with": "tensorboard | wandb | none",
+    "export_dir": "where the policy-ready export goes (default OUTPUT_DIR/export)",
+}
+
+
 def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="rdt-train", description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -549,18 +595,19 @@ def _parser() -> argparse.ArgumentParser:
             continue
         flag = "--" + f.name.replace("_", "-")
         default = getattr(defaults, f.name)
+        help_text = HELP.get(f.name)
         if isinstance(default, bool):
-            ap.add_argument(flag, action=argparse.BooleanOptionalAction, default=default)
+            ap.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=help_text)
         elif isinstance(default, tuple):
-            ap.add_argument(flag, type=float, nargs=len(default), default=default)
+            ap.add_argument(flag, type=float, nargs=len(default), default=default, help=help_text)
         elif isinstance(default, (int, float)) and not isinstance(default, bool):
-            ap.add_argument(flag, type=type(default), default=default)
+            ap.add_argument(flag, type=type(default), default=default, help=help_text)
         elif f.name == "max_minutes":
-            ap.add_argument(flag, type=float, default=None, help="wall-clock budget in minutes")
+            ap.add_argument(flag, type=float, default=None, help=help_text)
         elif f.name in ("num_inference_steps", "cpu_threads"):
-            ap.add_argument(flag, type=int, default=None)
+            ap.add_argument(flag, type=int, default=None, help=help_text)
         else:
-            ap.add_argument(flag, default=default)
+            ap.add_argument(flag, default=default, help=help_text)
     ap.add_argument("--log-level", default="INFO")
     return ap
 
@@ -568,6 +615,8 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if logging.getLogger().level > logging.DEBUG:
+        logging.getLogger("accelerate").setLevel(logging.WARNING)   # one line per saved file otherwise
     values = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)}
     if values["log_with"] in ("none", "None", ""):
         values["log_with"] = None

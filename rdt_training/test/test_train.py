@@ -96,6 +96,12 @@ def test_init_from_a_previous_run_and_mismatch_errors(first_run):
     runner = build_runner(str(out), vision, lang_dim=32, max_lang_len=8)
     exported = load_state_dict(out / "export")
     assert all(torch.equal(runner.state_dict()[k], exported[k]) for k in exported)
+    # a bare DeepSpeed file (weights under "module", no config.json): the config comes from the weights
+    ds_dir = out.parent / (out.name + "_ds")
+    ds_dir.mkdir(exist_ok=True)
+    torch.save({"module": exported}, ds_dir / "mp_rank_00_model_states.pt")
+    from_ds = build_runner(str(ds_dir / "mp_rank_00_model_states.pt"), vision, lang_dim=32, max_lang_len=8)
+    assert all(torch.equal(from_ds.state_dict()[k], exported[k]) for k in exported)
     with pytest.raises(TrainingError, match="vision encoder gives 16"):
         build_runner(str(out), VisionEncoder.tiny(hidden_size=16), lang_dim=32, max_lang_len=8)
     with pytest.raises(TrainingError, match="instruction embeddings are 64 wide"):
