@@ -52,8 +52,6 @@ def build_predictor(profile, checkpoint: str, vision_encoder=None, instruction=N
     if checkpoint == "tiny":
         policy = RDTPolicy.tiny(profile, seed=seed)
     else:
-        if vision_encoder is None:
-            raise ValueError("a checkpoint path needs --vision-encoder DIR (a local SigLIP folder)")
         policy = RDTPolicy.from_paths(checkpoint, vision_encoder, profile, instruction)
     return policy.predict
 
@@ -349,7 +347,7 @@ def main(argv=None) -> int:
     p.add_argument("--profile", default="kinova_gen3", help="kinova_gen3 | aloha | a profile YAML")
     p.add_argument("--checkpoint", default="tiny",
                    help="tiny (random UNTRAINED tiny RDT), scripted (smooth scripted predictor) or a checkpoint path")
-    p.add_argument("--vision-encoder", default=None, help="local SigLIP folder (for a checkpoint path)")
+    p.add_argument("--vision-encoder", default=None, help="local SigLIP folder (default: the one an rdt_training export carries)")
     p.add_argument("--instruction", default=None, help=".pt instruction embedding (for a checkpoint path)")
     p.add_argument("--latency", type=float, default=0.0, help="seconds of sleep added to every inference")
     p.add_argument("--duration", type=float, default=10.0, help="seconds of wall time")

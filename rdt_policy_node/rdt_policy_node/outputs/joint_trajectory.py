@@ -1,0 +1,50 @@
+"""Kinova (ros2_kortex): multi-point JointTrajectory to the joint_trajectory_controller + gripper action.
+
+One time-stamped trajectory per chunk switch (and before the last one runs out), with header.stamp a little
+in the future so the controller splices it into the running one instead of restarting (a stream of
+single-point messages makes it restart every tick and jerk). Every point comes from
+PolicyController.trajectory, so it is inside the position and velocity limits.
+"""
+from __future__ import annotations
+
+from builtin_interfaces.msg import Duration, Time
+from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
+
+from ..conversions import joint_indices, seconds_to_stamp, trajectory_points
+from .gripper import GripperActionOutput
+
+
+class JointTrajectoryOutput:
+    def __init__(self, node, profile, params: dict):
+        self.node = node
+        cmd = profile.command
+        self.arm_names = list(cmd.get("joints", [j.name for j in profile.joints if not j.is_gripper]))
+        self.arm_index = joint_indices(profile, self.arm_names)
+        self.lead_s = float(params["trajectory_lead_s"])
+        self.step_s = 1.0 / float(params["publish_rate_hz"])
+        self.horizon_s = float(params.get("trajectory_horizon_s", 1.5))
+        topic = params.get("trajectory_topic") or cmd.get("topic", "/joint_trajectory_controller/joint_trajectory")
+        self.pub = node.create_publisher(JointTrajectory, topic, 10)
+        self._sent_until = -1.0
+        g = cmd.get("gripper_joint")
+        self.gripper = GripperActionOutput(node, profile, params, g) if g else None
+
+    def send(self, now: float, result, controller) -> None:
+        if result.command is None or not result.publish:
+            return
+        if result.plan_changed or now + self.horizon_s / 3 >= self._sent_until:
+            times, positions = controller.trajectory(now, self.horizon_s, self.step_s)
+            msg = JointTrajectory()
+            sec, nsec = seconds_to_stamp(now + self.lead_s)
+            msg.header.stamp = Time(sec=sec, nanosec=nsec)
+            msg.joint_names = self.arm_names
+            for q, (s, ns) in trajectory_points(times, positions[:, self.arm_index], self.lead_s):
+                msg.points.append(JointTrajectoryPoint(positions=q, time_from_start=Duration(sec=s, nanosec=ns)))
+            self.pub.publish(msg)
+            self._sent_until = now + float(times[-1])
+        if self.gripper is not None:
+            self.gripper.send(now, result.command)
+
+    def close(self) -> None:
+        if self.gripper is not None:
+            self.gripper.close()
