@@ -64,7 +64,8 @@ class TrainConfig:
     init: str = "tiny"                      # "tiny"|"170m"|"1b" (from scratch), an HF dir, a DeepSpeed .pt /
                                             # checkpoint dir, or a previous run's output dir
     vision: str = "tiny"                    # SigLIP dir (google/siglip-so400m-patch14-384) or "tiny"
-    profile: str | None = None              # export profile / override of the episodes' robot
+    profile: str | None = None              # profile for every episode and the export (default: episodes' robot)
+    profile_map: dict | None = None         # {episode folder: profile} to mix robots (then --profile = export's)
     max_steps: int = 1000
     max_minutes: float | None = None        # training-loop wall-clock budget (setup not counted); stops and exports
     batch_size: int = 32
@@ -343,12 +344,18 @@ def train(config: TrainConfig) -> TrainResult:
 
     # ---- data
     bank = InstructionBank.load(cfg.instructions)
-    profiles = cfg.profile if cfg.profile else None
+    profiles = cfg.profile_map or cfg.profile or None
     episodes, skipped = index_episodes(cfg.data, profiles=profiles, skip_still=cfg.skip_still,
                                        still_threshold=cfg.still_threshold, min_steps=cfg.min_steps)
     train_eps, heldout_eps = _split_episodes(episodes, cfg.heldout_episodes)
     stats = compute_stats(episodes)
-    profile = load_profile(cfg.profile) if cfg.profile else episodes[0].profile
+    robots = sorted({e.robot for e in episodes})
+    if cfg.profile:
+        profile = load_profile(cfg.profile)
+    elif len(robots) == 1:
+        profile = episodes[0].profile
+    else:
+        raise TrainingError(f"the episodes come from {robots}; name the robot the export is for with --profile")
 
     vis_dtype = torch.bfloat16 if accelerator.mixed_precision == "bf16" else torch.float32
     vision, vision_source = build_vision(cfg.vision, device, vis_dtype)
@@ -565,6 +572,7 @@ HELP = {
             "a DeepSpeed .pt / checkpoint dir, or a previous run's output dir",
     "vision": "local SigLIP dir (google/siglip-so400m-patch14-384) or 'tiny' (random tiny tower, demos/tests)",
     "profile": "robot profile (name or YAML) for every episode and for the export; default: each episode's robot",
+    "profile_map": "FOLDER=PROFILE (repeat) to mix robots: each folder's profile; --profile then names the export's",
     "max_minutes": "training-time budget in minutes (setup not counted); stops, checkpoints and exports",
     "lr_scheduler": "constant | cosine (or any diffusers get_scheduler name)",
     "mixed_precision": "auto (bf16 on CUDA, off on CPU) | no | bf16 | fp16",
@@ -593,6 +601,10 @@ def _parser() -> argparse.ArgumentParser:
     for f in dataclasses.fields(TrainConfig):
         if f.name == "data":
             continue
+        if f.name == "profile_map":
+            ap.add_argument("--profile-map", action="append", default=None, metavar="FOLDER=PROFILE",
+                            help=HELP["profile_map"])
+            continue
         flag = "--" + f.name.replace("_", "-")
         default = getattr(defaults, f.name)
         help_text = HELP.get(f.name)
@@ -620,6 +632,12 @@ def main(argv=None) -> int:
     values = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)}
     if values["log_with"] in ("none", "None", ""):
         values["log_with"] = None
+    if values["profile_map"]:
+        pairs = [item.split("=", 1) for item in values["profile_map"]]
+        if any(len(p) != 2 or not p[0] or not p[1] for p in pairs):
+            print("rdt-train: --profile-map takes FOLDER=PROFILE", file=sys.stderr)
+            return 2
+        values["profile_map"] = dict(pairs)
     try:
         result = train(TrainConfig(**values))
     except (TrainingError, DatasetError, CheckpointError, FileNotFoundError) as exc:

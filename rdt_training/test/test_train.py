@@ -26,7 +26,7 @@ def _config(episodes_dir, instructions_dir, out, **kw):
 def first_run(episodes_dir, instructions_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("run")
     torch.manual_seed(0)
-    result = train(_config(episodes_dir, instructions_dir, out, max_steps=45))
+    result = train(_config(episodes_dir, instructions_dir, out, max_steps=45, ema=True))
     return out, result
 
 
@@ -54,7 +54,7 @@ def test_resume_continues_from_the_last_checkpoint_then_export_loads_in_the_poli
         first_run, episodes_dir, instructions_dir, kinova):
     out, first = first_run
     before = load_state_dict(checkpoint_dirs(out)[-1])
-    r = train(_config(episodes_dir, instructions_dir, out, max_steps=55, resume=True))
+    r = train(_config(episodes_dir, instructions_dir, out, max_steps=55, resume=True, ema=True))
     assert r.steps == 55 and r.steps_this_run == 10
     assert r.loss_history[:45] == first.loss_history          # history carried over
     assert [d.name for d in checkpoint_dirs(out)] == ["checkpoint-45", "checkpoint-55"]
