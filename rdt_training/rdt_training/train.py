@@ -643,6 +643,8 @@ def main(argv=None) -> int:
     except (TrainingError, DatasetError, CheckpointError, FileNotFoundError) as exc:
         print(f"rdt-train: {exc}", file=sys.stderr)
         return 2
+    if result.export_dir is None:        # not the main process of a multi-process run
+        return 0
     print(f"done: {result.steps} steps ({result.stopped_by}), final loss "
           f"{result.losses[-1] if result.losses else float('nan'):.4f}, "
           f"sample MSE {result.sample_mse_history[-1][1] if result.sample_mse_history else float('nan'):.4f}; "
