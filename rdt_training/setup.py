@@ -9,6 +9,7 @@ setup(
     name=package_name,
     version="0.1.0",
     packages=find_packages(exclude=["test", "test.*"]),
+    package_data={"rdt_training": ["configs/*.json"]},
     data_files=[
         ('share/ament_index/resource_index/packages', ['resource/rdt_training']),
         ('share/rdt_training', ['package.xml']),

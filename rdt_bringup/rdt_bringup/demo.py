@@ -136,7 +136,7 @@ def train_tiny(episode_dir: Path, instructions: Path, run_dir: Path, minutes: fl
                       init="tiny", vision="tiny", max_steps=100_000, max_minutes=minutes, batch_size=16,
                       lr=3e-4, checkpoint_every=100_000, sample_every=0, heldout_episodes=1,
                       sample_batches=1, log_every=20, progress=False, log_with=None, skip_still=False,
-                      cache_features=True)
+                      cache_features=True, cpu_threads=2)
     return train(cfg)
 
 
