@@ -79,3 +79,16 @@ def random_inputs(runner, batch: int = 2, seed: int = 0, lang_len: int | None = 
         action_mask=action_mask,
         ctrl_freqs=torch.tensor([25] * batch),
     )
+
+
+@pytest.fixture(scope="session")
+def make_runner():
+    """Factory fixture: :func:`build_random_runner` (tests take it as a fixture, not by importing conftest,
+    so that several packages' conftest.py files can run in one pytest session)."""
+    return build_random_runner
+
+
+@pytest.fixture(scope="session")
+def make_inputs():
+    """Factory fixture: :func:`random_inputs`."""
+    return random_inputs

@@ -6,16 +6,17 @@ import json
 
 import pytest
 import torch
-from conftest import build_random_runner, random_inputs
 
 from rdt_core.checkpoint import (CheckpointError, load_runner, load_state_dict, read_config,
                                  save_pretrained)
 from rdt_core.model import RDTRunner
 
+DEEPSPEED = "mp_rank_00_model_states.pt"
+
 
 @pytest.fixture
-def runner():
-    return build_random_runner(seed=3)
+def runner(make_runner):
+    return make_runner(seed=3)
 
 
 def _official_config(runner) -> dict:
@@ -30,13 +31,13 @@ def _same_weights(a, b, atol=0.0):
         torch.testing.assert_close(sa[k].float(), sb[k].float(), atol=atol, rtol=0, msg=k)
 
 
-def _predict(runner, seed=0):
-    return runner.predict_action(**random_inputs(runner, seed=seed),
+def _predict(runner, make_inputs, seed=0):
+    return runner.predict_action(**make_inputs(runner, seed=seed),
                                  noise=torch.randn(2, runner.pred_horizon, runner.action_dim,
                                                    generator=torch.Generator().manual_seed(seed)))
 
 
-def test_save_pretrained_round_trip_keeps_weights_outputs_and_extras(runner, tmp_path):
+def test_save_pretrained_round_trip_keeps_weights_outputs_and_extras(runner, tmp_path, make_inputs):
     out = save_pretrained(runner, tmp_path / "export", extra_json={"profile": {"name": "kinova_gen3"},
                                                                      "dataset_stats.json": {"n": 3}})
     assert sorted(p.name for p in out.iterdir()) == ["config.json", "dataset_stats.json", "model.safetensors",
@@ -47,15 +48,16 @@ def test_save_pretrained_round_trip_keeps_weights_outputs_and_extras(runner, tmp
     assert json.loads((out / "profile.json").read_text()) == {"name": "kinova_gen3"}
     loaded = RDTRunner.from_pretrained(out)
     _same_weights(runner, loaded)
-    torch.testing.assert_close(_predict(loaded), _predict(runner), atol=0, rtol=0)
+    torch.testing.assert_close(_predict(loaded, make_inputs), _predict(runner, make_inputs), atol=0, rtol=0)
     assert not any(p.name.endswith(".tmp") for p in out.iterdir())
 
 
-def test_from_pretrained_reads_norm_formula_else_uses_the_released_one(tmp_path):
-    ms = build_random_runner(seed=4, norm_formula="mean_square")
+def test_from_pretrained_reads_norm_formula_else_uses_the_released_one(tmp_path, make_runner, make_inputs):
+    ms = make_runner(seed=4, norm_formula="mean_square")
     save_pretrained(ms, tmp_path / "ms")
     assert RDTRunner.from_pretrained(tmp_path / "ms").norm_formula == "mean_square"
-    torch.testing.assert_close(_predict(RDTRunner.from_pretrained(tmp_path / "ms")), _predict(ms))
+    reloaded = RDTRunner.from_pretrained(tmp_path / "ms")
+    torch.testing.assert_close(_predict(reloaded, make_inputs), _predict(ms, make_inputs))
     config = json.loads((tmp_path / "ms" / "config.json").read_text())
     del config["norm_formula"]
     (tmp_path / "ms" / "config.json").write_text(json.dumps(config))
@@ -63,7 +65,7 @@ def test_from_pretrained_reads_norm_formula_else_uses_the_released_one(tmp_path)
     assert load_runner(tmp_path / "ms", norm_formula="mean_square").norm_formula == "mean_square"
 
 
-def test_official_hf_layout_with_pytorch_model_bin_in_bfloat16(runner, tmp_path):
+def test_official_hf_layout_with_pytorch_model_bin_in_bfloat16(runner, tmp_path, make_inputs):
     """rdt-1b ships config.json (kwargs at top level) + a bfloat16 pytorch_model.bin."""
     folder = tmp_path / "rdt-tiny"
     folder.mkdir()
@@ -73,7 +75,7 @@ def test_official_hf_layout_with_pytorch_model_bin_in_bfloat16(runner, tmp_path)
     as_released = load_runner(folder)  # dtype from config: bfloat16 net, float32 adaptors
     assert as_released.model.dtype == torch.bfloat16
     assert {p.dtype for p in as_released.lang_adaptor.parameters()} == {torch.float32}
-    assert torch.isfinite(_predict(as_released)).all()
+    assert torch.isfinite(_predict(as_released, make_inputs)).all()
     in_fp32 = load_runner(folder, dtype="float32")
     assert {p.dtype for p in in_fp32.parameters()} == {torch.float32}
     _same_weights(in_fp32, runner, atol=0.01)  # bf16 rounding of weights ~0.5
@@ -193,9 +195,6 @@ def test_pickles_with_arbitrary_objects_are_refused(runner, tmp_path):
     (tmp_path / "model.safetensors").write_bytes(b"garbage")
     with pytest.raises(CheckpointError, match="cannot read"):
         load_state_dict(tmp_path)
-
-
-DEEPSPEED = "mp_rank_00_model_states.pt"
 
 
 def test_bad_extra_json_and_dtype(runner, tmp_path):

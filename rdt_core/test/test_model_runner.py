@@ -3,12 +3,16 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import build_random_runner, random_inputs
 
 
 @pytest.fixture(scope="module")
-def runner():
-    return build_random_runner(seed=11)
+def runner(make_runner):
+    return make_runner(seed=11)
+
+
+@pytest.fixture(scope="module")
+def random_inputs(make_inputs):
+    return make_inputs
 
 
 def _noise(runner, batch=2, seed=5):
@@ -16,7 +20,7 @@ def _noise(runner, batch=2, seed=5):
 
 
 @pytest.mark.parametrize("lang_len", [3, 8])
-def test_cached_and_uncached_sampling_agree(runner, lang_len):
+def test_cached_and_uncached_sampling_agree(runner, lang_len, random_inputs):
     inputs = random_inputs(runner, lang_len=lang_len)
     cached = runner.predict_action(**inputs, noise=_noise(runner), use_cache=True)
     plain = runner.predict_action(**inputs, noise=_noise(runner), use_cache=False)
@@ -24,7 +28,7 @@ def test_cached_and_uncached_sampling_agree(runner, lang_len):
     torch.testing.assert_close(cached, plain, atol=1e-6, rtol=1e-6)
 
 
-def test_the_batch_is_one_pass_equal_to_per_sample_runs(runner):
+def test_the_batch_is_one_pass_equal_to_per_sample_runs(runner, random_inputs):
     inputs = random_inputs(runner, batch=3)
     noise = _noise(runner, batch=3)
     batched = runner.predict_action(**inputs, noise=noise)
@@ -33,7 +37,7 @@ def test_the_batch_is_one_pass_equal_to_per_sample_runs(runner):
         torch.testing.assert_close(batched[i:i + 1], single, atol=1e-5, rtol=1e-5)
 
 
-def test_output_is_masked_and_depends_on_the_conditions(runner):
+def test_output_is_masked_and_depends_on_the_conditions(runner, random_inputs):
     inputs = random_inputs(runner)
     out = runner.predict_action(**inputs, noise=_noise(runner))
     assert out.shape == (2, runner.pred_horizon, runner.action_dim)
@@ -47,7 +51,7 @@ def test_output_is_masked_and_depends_on_the_conditions(runner):
                                out, atol=1e-6, rtol=1e-6)
 
 
-def test_num_inference_steps_override_and_own_noise(runner):
+def test_num_inference_steps_override_and_own_noise(runner, random_inputs):
     inputs = random_inputs(runner)
     five = runner.predict_action(**inputs, noise=_noise(runner))
     ten = runner.predict_action(**inputs, noise=_noise(runner), num_inference_steps=10)
@@ -61,7 +65,7 @@ def test_num_inference_steps_override_and_own_noise(runner):
 
 
 @pytest.mark.parametrize("use_cache", [True, False])
-def test_inpainting_pins_the_known_prefix(runner, use_cache):
+def test_inpainting_pins_the_known_prefix(runner, use_cache, random_inputs):
     inputs = random_inputs(runner)
     K = 3
     known = torch.randn(2, 5, runner.action_dim, generator=torch.Generator().manual_seed(1)) * inputs["action_mask"]
@@ -76,7 +80,7 @@ def test_inpainting_pins_the_known_prefix(runner, use_cache):
     torch.testing.assert_close(runner.predict_action(**inputs, noise=_noise(runner), inpaint=(known, 0)), free)
 
 
-def test_inpainting_rejects_bad_known_actions(runner):
+def test_inpainting_rejects_bad_known_actions(runner, random_inputs):
     inputs = random_inputs(runner)
     with pytest.raises(ValueError, match="num_known"):
         runner.predict_action(**inputs, inpaint=(torch.zeros(2, 4, 128), runner.pred_horizon + 1))
@@ -86,7 +90,7 @@ def test_inpainting_rejects_bad_known_actions(runner):
         runner.predict_action(**inputs, inpaint=(torch.full((2, 3, 128), float("nan")), 3))
 
 
-def test_wrong_input_shapes_are_all_named(runner):
+def test_wrong_input_shapes_are_all_named(runner, random_inputs):
     inputs = random_inputs(runner)
     bad = dict(inputs, img_tokens=inputs["img_tokens"][:, :-1], lang_tokens=inputs["lang_tokens"][..., :-1],
                ctrl_freqs=torch.tensor([25]))
@@ -103,7 +107,7 @@ def test_wrong_input_shapes_are_all_named(runner):
         runner.predict_action(**inputs, noise=torch.zeros(2, 3, 128))
 
 
-def test_adapt_conditions_can_concatenate_the_mask(runner):
+def test_adapt_conditions_can_concatenate_the_mask(runner, random_inputs):
     inputs = random_inputs(runner)
     joined = torch.cat([inputs["state_tokens"], inputs["action_mask"]], dim=2)
     a = runner.adapt_conditions(inputs["lang_tokens"], inputs["img_tokens"], joined)
@@ -113,8 +117,8 @@ def test_adapt_conditions_can_concatenate_the_mask(runner):
         torch.testing.assert_close(x, y)
 
 
-def test_compute_loss_trains():
-    runner = build_random_runner(seed=2).train()
+def test_compute_loss_trains(random_inputs, make_runner):
+    runner = make_runner(seed=2).train()
     inputs = random_inputs(runner)
     action_gt = torch.randn(2, runner.pred_horizon, runner.action_dim) * inputs["action_mask"]
     args = (inputs["lang_tokens"], inputs["lang_attn_mask"], inputs["img_tokens"], inputs["state_tokens"],
@@ -133,11 +137,11 @@ def test_compute_loss_trains():
     assert runner.model.final_layer.ffn_final.fc2.weight.grad.abs().sum() > 0
 
 
-def test_bfloat16_net_with_float32_adaptors_samples():
-    runner = build_random_runner(seed=7, dtype="bfloat16")
+def test_bfloat16_net_with_float32_adaptors_samples(random_inputs, make_runner):
+    runner = make_runner(seed=7, dtype="bfloat16")
     assert runner.model.dtype == torch.bfloat16
     assert runner.state_adaptor[0].weight.dtype == torch.float32
-    fp32 = build_random_runner(seed=7, dtype="float32")
+    fp32 = make_runner(seed=7, dtype="float32")
     inputs = random_inputs(runner)
     out = runner.predict_action(**inputs, noise=_noise(runner))
     ref = fp32.predict_action(**inputs, noise=_noise(runner))
