@@ -191,23 +191,55 @@ def _open_read(path: Path) -> h5py.File:
         return h5py.File(path, "r", swmr=True)
 
 
+def _jpeg_buffer(cam: str, data, step: int | None = None) -> np.ndarray:
+    buf = (np.frombuffer(data, np.uint8) if isinstance(data, (bytes, bytearray, memoryview))
+           else np.asarray(data, np.uint8).reshape(-1))
+    if buf.size == 0:
+        raise ValueError(f"camera {cam!r}: empty JPEG frame" + (f" at batch index {step}" if step is not None else ""))
+    return buf
+
+
+def _write_vlen(ds: h5py.Dataset, start: int, frames: Sequence[np.ndarray]) -> None:
+    """Write consecutive variable-length frames with one H5Dwrite (h5py's ``ds[a:b] = ...`` turns frames of
+    equal length into a 2-D array and refuses them)."""
+    k = len(frames)
+    obj = np.empty(k, dtype=ds.dtype)
+    for i, fr in enumerate(frames):
+        obj[i] = fr
+    fspace = ds.id.get_space()
+    fspace.select_hyperslab((start,), (k,))
+    ds.id.write(h5py.h5s.create_simple((k,)), fspace, obj, mtype=h5py.h5t.py_create(ds.dtype))
+
+
 # ----------------------------------------------------------------------------- writer
 class EpisodeWriter:
     """Streams one episode to disk step by step; crash-tolerant; not thread-safe (one thread owns it).
 
-    ``append`` flushes when ``flush_interval_s`` passed since the last flush (0 = every step), so a crash
-    loses at most that much. Call ``flush()`` from the owning thread when steps stop arriving.
+    Steps are buffered in memory and written ``block_steps`` at a time (one resize and one write per dataset:
+    per-step resizes of SWMR datasets cost milliseconds). ``append``/``append_many`` flush, buffer included,
+    when ``flush_interval_s`` passed since the last flush (0 = every step), so a crash loses at most that
+    much. Call ``flush()`` from the owning thread when steps stop arriving. ``num_steps`` counts every step
+    accepted, ``flushed_steps`` those a crash would keep.
     """
 
     def __init__(self, final_path: str | Path, meta: EpisodeMeta, *, flush_interval_s: float = 1.0,
-                 min_free_bytes: int = DEFAULT_MIN_FREE_BYTES):
+                 min_free_bytes: int = DEFAULT_MIN_FREE_BYTES, block_steps: int = 64):
         meta.validate()
+        if int(block_steps) < 1:
+            raise ValueError(f"block_steps must be >= 1, got {block_steps}")
+        self.block_steps = int(block_steps)
         self.final_path = Path(final_path)
         self.temp_path = temp_path_for(self.final_path)
         self.meta = meta
         self.flush_interval_s = float(flush_interval_s)
         self.min_free_bytes = int(min_free_bytes)
         self.num_steps = 0
+        self.flushed_steps = 0
+        self._written = 0                  # steps in the datasets (flushed or not)
+        self._buf_stamps: list[int] = []
+        self._buf_qpos: list[np.ndarray] = []
+        self._buf_action: list[np.ndarray] = []
+        self._buf_frames: dict[str, list[np.ndarray]] = {cam: [] for cam in meta.camera_names}
         self._last_stamp: int | None = None
         self._disk_full = False
         self._closed = False
@@ -256,52 +288,124 @@ class EpisodeWriter:
     def append(self, stamp_ns: int, qpos: np.ndarray, action: np.ndarray,
                jpeg_frames: Mapping[str, bytes]) -> None:
         """Add one step (all cameras' JPEG bytes, joint state and action in robot units)."""
-        if self._closed:
-            raise RuntimeError(f"episode writer for {self.final_path} is closed")
-        if self._disk_full:
-            raise DiskFullError(f"episode {self.temp_path} was stopped for lack of disk space; close() keeps "
-                                f"its {self.num_steps} steps")
+        self._check_open()
         D = len(self.meta.joint_names)
         q = np.asarray(qpos, dtype=np.float64).reshape(-1)
         a = np.asarray(action, dtype=np.float64).reshape(-1)
         if q.size != D or a.size != D:
             raise ValueError(f"qpos and action need {D} values (joints {self.meta.joint_names}); got "
                              f"{q.size} and {a.size}")
-        cams = set(jpeg_frames)
-        if cams != set(self.meta.camera_names):
-            raise ValueError(f"step needs one JPEG frame for each camera {self.meta.camera_names}; missing "
-                             f"{sorted(set(self.meta.camera_names) - cams)}, unexpected {sorted(cams - set(self.meta.camera_names))}")
-        frames = {}
-        for cam, data in jpeg_frames.items():
-            buf = np.frombuffer(data, np.uint8) if isinstance(data, (bytes, bytearray, memoryview)) else np.asarray(data, np.uint8).reshape(-1)
-            if buf.size == 0:
-                raise ValueError(f"camera {cam!r}: empty JPEG frame")
-            frames[cam] = buf
+        self._check_cameras(jpeg_frames)
+        frames = {cam: _jpeg_buffer(cam, data) for cam, data in jpeg_frames.items()}
         stamp = int(stamp_ns)
         if self._last_stamp is not None and stamp <= self._last_stamp:
             raise ValueError(f"timestamps must increase: step {self.num_steps} has {stamp} ns after "
                              f"{self._last_stamp} ns")
-        n = self.num_steps
-        # images first, the timestamp last: recover() treats a step as complete when its stamp is written
+        self._buf_stamps.append(stamp)
+        self._buf_qpos.append(q)
+        self._buf_action.append(a)
         for cam, buf in frames.items():
-            ds = self._images[cam]
-            ds.resize((n + 1,))
-            ds[n] = buf
-        for ds, v in ((self._qpos, q), (self._action, a)):
-            ds.resize((n + 1, D))
-            ds[n] = v
-        self._stamps.resize((n + 1,))
-        self._stamps[n] = stamp
-        self.num_steps = n + 1
+            self._buf_frames[cam].append(buf)
+        self.num_steps += 1
         self._last_stamp = stamp
+        if len(self._buf_stamps) >= self.block_steps:
+            self._write_buffer()
         if time.monotonic() - self._last_flush >= self.flush_interval_s:
             self.flush()
+
+    def append_many(self, stamps_ns: Sequence[int], qpos: np.ndarray, action: np.ndarray,
+                    jpeg_frames: Mapping[str, Sequence[bytes]]) -> None:
+        """Add T steps at once (converter, offline tools): same checks and file as T ``append`` calls.
+
+        The whole batch is checked before anything is added, so a bad batch adds nothing. Steps reach the
+        file in blocks of ``block_steps`` and the file is flushed whenever ``flush_interval_s`` passed.
+        """
+        self._check_open()
+        D = len(self.meta.joint_names)
+        st = np.asarray(stamps_ns)
+        if st.ndim != 1 or (st.size and st.dtype.kind not in "iu"):
+            raise ValueError(f"append_many: stamps_ns must be a 1-D sequence of integer nanoseconds, got "
+                             f"dtype {st.dtype} shape {st.shape}")
+        T = st.shape[0]
+        st = st.astype(np.int64)
+        q = np.asarray(qpos, dtype=np.float64)
+        a = np.asarray(action, dtype=np.float64)
+        if q.shape != (T, D) or a.shape != (T, D):
+            raise ValueError(f"append_many: {T} stamps need qpos and action of shape ({T}, {D}) (joints "
+                             f"{self.meta.joint_names}); got {q.shape} and {a.shape}")
+        self._check_cameras(jpeg_frames)
+        lengths = {cam: len(v) for cam, v in jpeg_frames.items()}
+        if any(n != T for n in lengths.values()):
+            raise ValueError(f"append_many: {T} stamps but frames per camera {lengths}; every camera needs one "
+                             "JPEG frame per step")
+        frames = {cam: [_jpeg_buffer(cam, data, i) for i, data in enumerate(v)] for cam, v in jpeg_frames.items()}
+        if T == 0:
+            return
+        steps = np.diff(st)
+        if (steps <= 0).any() or (self._last_stamp is not None and st[0] <= self._last_stamp):
+            i = int(np.flatnonzero(steps <= 0)[0]) + 1 if (steps <= 0).any() else 0
+            prev = st[i - 1] if i else self._last_stamp
+            raise ValueError(f"timestamps must increase: step {self.num_steps + i} has {int(st[i])} ns after "
+                             f"{int(prev)} ns; nothing of this batch was added")
+        lo = 0
+        while lo < T:
+            hi = min(T, lo + self.block_steps - len(self._buf_stamps))
+            self._buf_stamps.extend(st[lo:hi].tolist())
+            self._buf_qpos.extend(q[lo:hi])
+            self._buf_action.extend(a[lo:hi])
+            for cam, bufs in frames.items():
+                self._buf_frames[cam].extend(bufs[lo:hi])
+            self.num_steps += hi - lo
+            self._last_stamp = int(st[hi - 1])
+            lo = hi
+            if len(self._buf_stamps) >= self.block_steps:
+                self._write_buffer()
+            if time.monotonic() - self._last_flush >= self.flush_interval_s:
+                self.flush()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError(f"episode writer for {self.final_path} is closed")
+        if self._disk_full:
+            raise DiskFullError(f"episode {self.temp_path} was stopped for lack of disk space; close() keeps "
+                                f"its {self.num_steps} steps")
+
+    def _check_cameras(self, jpeg_frames: Mapping) -> None:
+        cams = set(jpeg_frames)
+        if cams != set(self.meta.camera_names):
+            raise ValueError(f"step needs one JPEG frame for each camera {self.meta.camera_names}; missing "
+                             f"{sorted(set(self.meta.camera_names) - cams)}, unexpected {sorted(cams - set(self.meta.camera_names))}")
+
+    def _write_buffer(self) -> None:
+        """Move the buffered steps into the datasets: one resize and one write per dataset."""
+        k = len(self._buf_stamps)
+        if k == 0:
+            return
+        n, D = self._written, len(self.meta.joint_names)
+        # images first, the timestamp last: recover() treats a step as complete when its stamp is written
+        for cam, bufs in self._buf_frames.items():
+            ds = self._images[cam]
+            ds.resize((n + k,))
+            _write_vlen(ds, n, bufs)
+        for ds, rows in ((self._qpos, self._buf_qpos), (self._action, self._buf_action)):
+            ds.resize((n + k, D))
+            ds[n:n + k] = np.stack(rows)
+        self._stamps.resize((n + k,))
+        self._stamps[n:n + k] = np.asarray(self._buf_stamps, dtype=np.int64)
+        self._written = n + k
+        self._buf_stamps.clear()
+        self._buf_qpos.clear()
+        self._buf_action.clear()
+        for bufs in self._buf_frames.values():
+            bufs.clear()
 
     def flush(self) -> None:
         """Write everything appended so far to disk, then check free space (DiskFullError when short)."""
         if self._closed:
             return
+        self._write_buffer()
         self._file.flush()
+        self.flushed_steps = self._written
         self._last_flush = time.monotonic()
         try:
             _check_free(self.final_path.parent, self.min_free_bytes,
@@ -326,14 +430,18 @@ class EpisodeWriter:
 
     def discard(self) -> None:
         """Drop the episode: close and delete the temporary file."""
-        self._release()
+        self._release(keep_buffered=False)
         self.temp_path.unlink(missing_ok=True)
 
-    def _release(self) -> None:
+    def _release(self, keep_buffered: bool = True) -> None:
+        """Close the file; buffered steps are written first unless the episode is being thrown away."""
         if not self._closed:
             self._closed = True
             try:
+                if keep_buffered:
+                    self._write_buffer()
                 self._file.flush()
+                self.flushed_steps = self._written
             finally:
                 self._file.close()
 
@@ -364,8 +472,7 @@ def write_episode(path: str | Path, meta: EpisodeMeta, timestamps: Sequence[int]
                          f"{ {k: len(v) for k, v in jpeg_frames.items()} }; all need one entry per step")
     w = EpisodeWriter(path, meta, flush_interval_s=float("inf"), min_free_bytes=min_free_bytes)
     try:
-        for i in range(T):
-            w.append(timestamps[i], qpos[i], action[i], {c: jpeg_frames[c][i] for c in jpeg_frames})
+        w.append_many(timestamps, qpos, action, jpeg_frames)
     except BaseException:
         w.discard()
         raise

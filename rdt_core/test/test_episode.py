@@ -3,6 +3,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 
 import cv2
 import h5py
@@ -231,3 +232,160 @@ def test_validation_lists_problems(tmp_path):
     (tmp_path / "plain.txt").write_text("hello")
     assert "not a readable HDF5 file" in str(validate_episode(tmp_path / "plain.txt"))
     assert not validate_episode(tmp_path / "missing.hdf5").ok
+
+
+# ----------------------------------------------------------------------------- batched writes
+def _contents(path):
+    with h5py.File(path, "r") as f:
+        return {"t": f["timestamps"][:], "q": f["observations/qpos"][:], "a": f["action"][:],
+                "img": {c: [x.tobytes() for x in f[f"observations/images/{c}"][:]] for c in CAMS}}
+
+
+def test_append_many_and_blocks_give_the_same_file_as_single_appends(tmp_path):
+    steps = [step_data(i) for i in range(23)]
+    one = EpisodeWriter(tmp_path / "episode_0.hdf5", meta(), flush_interval_s=0.0)
+    for s in steps:
+        one.append(*s)
+    one = one.close()
+    w = EpisodeWriter(tmp_path / "episode_1.hdf5", meta(), block_steps=5, flush_interval_s=float("inf"))
+    w.append(*steps[0])
+    batch = steps[1:14]                                          # crosses two block boundaries
+    w.append_many([s[0] for s in batch], np.stack([s[1] for s in batch]), np.stack([s[2] for s in batch]),
+                  {c: [s[3][c] for s in batch] for c in CAMS})
+    assert w.num_steps == 14 and w.flushed_steps == 0           # nothing flushed yet, 4 steps still buffered
+    for s in steps[14:]:
+        w.append(*s)
+    w.append_many([], np.zeros((0, 4)), np.zeros((0, 4)), {c: [] for c in CAMS})
+    two = w.close()
+    a, b = _contents(one), _contents(two)
+    np.testing.assert_array_equal(a["t"], [s[0] for s in steps])
+    np.testing.assert_array_equal(b["t"], a["t"])
+    np.testing.assert_array_equal(b["q"], np.stack([s[1] for s in steps]))
+    np.testing.assert_array_equal(b["a"], a["a"])
+    assert b["img"] == a["img"] == {c: [s[3][c] for s in steps] for c in CAMS}
+    assert validate_episode(two).ok and validate_episode(two).num_steps == 23
+
+
+def test_frames_of_equal_length_are_stored_one_per_step(tmp_path):
+    """h5py's slice assignment turns equal-length vlen frames into a 2-D array; the block writer must not."""
+    same = encode_jpeg(frame(0, 0))
+    other = same[:100] + bytes([same[100] ^ 1]) + same[101:]    # same length, different bytes
+    frames = [same, other] * 4
+    path = write_episode(tmp_path / "episode_0.hdf5", meta(camera_names=["cam_high"]), np.arange(1, 9),
+                         np.zeros((8, 4)), np.ones((8, 4)), {"cam_high": frames})
+    with h5py.File(path, "r") as f:
+        ds = f["observations/images/cam_high"]
+        assert ds.shape == (8,)
+        assert [ds[i].tobytes() for i in range(8)] == frames
+
+
+def test_append_many_rejects_a_bad_batch_whole(tmp_path):
+    w = EpisodeWriter(tmp_path / "episode_0.hdf5", meta(), block_steps=2)
+    w.append(*step_data(0))
+    batch = [step_data(i) for i in range(1, 6)]
+    t = [s[0] for s in batch]
+    q = np.stack([s[1] for s in batch])
+    fr = {c: [s[3][c] for s in batch] for c in CAMS}
+    with pytest.raises(ValueError, match=r"step 4 has .* nothing of this batch was added"):
+        w.append_many(t[:3] + [t[1]] + t[4:], q, q, fr)
+    with pytest.raises(ValueError, match="step 1 has"):
+        w.append_many([step_data(0)[0]] + t[1:], q, q, fr)
+    with pytest.raises(ValueError, match=r"shape \(5, 4\)"):
+        w.append_many(t, q[:, :3], q, fr)
+    with pytest.raises(ValueError, match="one JPEG frame per step"):
+        w.append_many(t, q, q, {c: v[:4] for c, v in fr.items()})
+    with pytest.raises(ValueError, match=r"missing \['cam_left_wrist'\]"):
+        w.append_many(t, q, q, {c: fr[c] for c in CAMS[:2]})
+    with pytest.raises(ValueError, match="empty JPEG frame at batch index 2"):
+        w.append_many(t, q, q, {c: v[:2] + [b""] + v[3:] for c, v in fr.items()})
+    with pytest.raises(ValueError, match="integer nanoseconds"):
+        w.append_many(np.asarray(t, float), q, q, fr)
+    assert w.num_steps == 1
+    w.append_many(t, q, q + 0.5, fr)
+    path = w.close()
+    with EpisodeReader(path) as r:
+        assert r.num_steps == 6
+        np.testing.assert_array_equal(r.timestamps, [step_data(i)[0] for i in range(6)])
+        np.testing.assert_array_equal(r.action[1:], q + 0.5)
+
+
+def test_buffered_steps_survive_an_exception_in_the_owner_and_are_dropped_by_discard(tmp_path):
+    final = tmp_path / "episode_0.hdf5"
+    with pytest.raises(KeyboardInterrupt):
+        with EpisodeWriter(final, meta(), block_steps=100, flush_interval_s=float("inf")) as w:
+            for i in range(7):
+                w.append(*step_data(i))
+            assert w.flushed_steps == 0
+            raise KeyboardInterrupt
+    assert recover(w.temp_path) == final
+    assert validate_episode(final).num_steps == 7
+    d = EpisodeWriter(tmp_path / "episode_1.hdf5", meta(), block_steps=3)
+    d.append_many(*zip(*[step_data(i)[:3] for i in range(5)]), {c: [step_data(i)[3][c] for i in range(5)] for c in CAMS})
+    d.discard()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["episode_0.hdf5"]
+
+
+def test_flush_interval_bounds_what_is_unflushed_at_real_rates(tmp_path):
+    """At 100 Hz with flush_interval_s=0.1: after every append, each step that started more than 0.1 s
+    earlier is flushed, although blocks are far bigger than the steps in an interval."""
+    w = EpisodeWriter(tmp_path / "episode_0.hdf5", meta(), flush_interval_s=0.1, block_steps=1000)
+    starts = []
+    most_unflushed = 0
+    t_end = time.monotonic() + 0.6
+    i = 0
+    while time.monotonic() < t_end:
+        starts.append(time.monotonic())
+        w.append(*step_data(i))
+        now = time.monotonic()
+        assert w.flushed_steps >= sum(1 for s in starts if s < now - 0.1)
+        most_unflushed = max(most_unflushed, w.num_steps - w.flushed_steps)
+        i += 1
+        time.sleep(0.01)
+    assert most_unflushed >= 1                     # steps do wait for the interval: not one flush per step
+    assert w.flushed_steps >= sum(1 for s in starts if s < starts[-1] - 0.1) > 20
+    assert w.close() and validate_episode(w.final_path).num_steps == i
+
+
+KILL_SCRIPT = textwrap.dedent("""
+    import sys, time
+    sys.path.insert(0, sys.argv[2])
+    from test_episode import meta, step_data
+    from rdt_core.episode import EpisodeWriter
+    w = EpisodeWriter(sys.argv[1], meta(), flush_interval_s=0.15)
+    i = 0
+    while True:
+        start = time.monotonic()
+        w.append(*step_data(i))
+        print(i, start, flush=True)
+        i += 1
+        time.sleep(0.01)
+""")
+
+
+def test_sigkill_loses_at_most_the_last_flush_interval(tmp_path):
+    """A writer killed at 100 Hz: every step that started more than flush_interval_s before the last
+    completed append comes back from recover, with its values; nothing is invented."""
+    final = tmp_path / "episode_0.hdf5"
+    child = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, str(final), os.path.dirname(__file__)],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines = []
+    try:
+        while len(lines) < 80:
+            line = child.stdout.readline()
+            assert line, child.stderr.read()
+            lines.append(line)
+    finally:
+        child.kill()                                   # SIGKILL: no close, no flush, no HDF5 cleanup
+        child.wait(timeout=30)
+    lines += child.stdout.read().splitlines(keepends=True)
+    done = [tuple(float(x) for x in ln.split()) for ln in lines if ln.endswith("\n")]
+    last_start = done[-1][1]
+    must_keep = sum(1 for _, start in done if start < last_start - 0.15)
+    assert recover(temp_path_for(final)) == final
+    with EpisodeReader(final) as r:
+        n = r.num_steps
+        assert must_keep <= n <= len(done) + 1
+        truth = [step_data(i) for i in range(n)]
+        np.testing.assert_array_equal(r.timestamps, [s[0] for s in truth])
+        np.testing.assert_array_equal(r.action, np.stack([s[2] for s in truth]))
+        assert r.jpeg("cam_right_wrist", n - 1) == truth[-1][3]["cam_right_wrist"]
