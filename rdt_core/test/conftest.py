@@ -16,10 +16,10 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 def find_conformance_dir() -> tuple[Path | None, list[Path]]:
     """(the fixture folder or None, every place looked at)."""
-    candidates = []
-    if os.environ.get("RDT_CONFORMANCE_DIR"):
-        candidates.append(Path(os.environ["RDT_CONFORMANCE_DIR"]).expanduser())
-    candidates.append(REPO_ROOT.parent / "shared" / "conformance")
+    if os.environ.get("RDT_CONFORMANCE_DIR"):  # an explicit choice is never silently replaced
+        candidates = [Path(os.environ["RDT_CONFORMANCE_DIR"]).expanduser()]
+    else:
+        candidates = [REPO_ROOT.parent / "shared" / "conformance"]
     for path in candidates:
         if (path / "tiny" / "config.json").is_file():
             return path, candidates

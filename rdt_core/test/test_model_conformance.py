@@ -182,3 +182,22 @@ def test_fresh_runner_has_the_official_positional_init(tiny):
     for name in ("x_pos_embed", "lang_cond_pos_embed", "img_cond_pos_embed"):
         torch.testing.assert_close(getattr(runner.model, name).detach()[0], inputs[f"init.{name}"],
                                    atol=1e-6, rtol=0)
+
+
+def _run_layout_check(tmp_path, **env):
+    import os
+    import subprocess
+    import sys
+    test = __file__.replace("test_model_conformance.py", "test_model_layout.py")
+    return subprocess.run([sys.executable, "-m", "pytest", test, "-q", "-p", "no:cacheprovider", "-rs",
+                           "-k", "test_rdt_config_1b_is_the_released_config"],
+                          env={**os.environ, "RDT_REQUIRE_CONFORMANCE": "", **env}, capture_output=True,
+                          text=True, cwd=tmp_path, timeout=120)
+
+
+def test_missing_fixtures_skip_locally_and_fail_in_ci(tmp_path):
+    missing = str(tmp_path / "no-fixtures-here")
+    local = _run_layout_check(tmp_path, RDT_CONFORMANCE_DIR=missing)
+    assert local.returncode == 0 and "1 skipped" in local.stdout and missing in local.stdout, local.stdout
+    ci = _run_layout_check(tmp_path, RDT_CONFORMANCE_DIR=missing, RDT_REQUIRE_CONFORMANCE="1")
+    assert ci.returncode != 0 and "RDT_REQUIRE_CONFORMANCE=1" in ci.stdout and missing in ci.stdout, ci.stdout
