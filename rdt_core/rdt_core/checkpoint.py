@@ -70,14 +70,47 @@ def _config_candidates(path: Path) -> list[Path]:
     return found
 
 
+# Keys of the released config.json that are RDTRunner arguments only; every other key belongs to the
+# model config (``config=``). The token widths appear in both, as in the official configs.
+_TOP_LEVEL_ONLY = ("action_dim", "pred_horizon", "max_lang_cond_len", "img_cond_len", "lang_pos_embed_config",
+                   "img_pos_embed_config", "dtype", "torch_dtype", "norm_formula")
+
+
 def normalize_config(config: dict) -> dict[str, Any]:
-    """RDTRunner kwargs (+ optional norm_formula) from a config.json dict, flat or under rdt_runner_kwargs."""
+    """RDTRunner kwargs (+ optional norm_formula) from a config.json dict in any of the layouts we meet:
+
+    - the released rdt-1b/rdt-170m file (huggingface_hub's mixin merges the ``config`` argument into the top
+      level: ``rdt``, ``noise_scheduler``, adaptors, ``ema`` sit beside ``action_dim``, ``pred_horizon`` ...);
+    - the kwargs themselves (``config`` is a nested object), optionally under ``rdt_runner_kwargs``.
+    """
     if not isinstance(config, dict):
         raise CheckpointError(f"a checkpoint config must be a JSON object, got {type(config).__name__}")
     kwargs = dict(config.get("rdt_runner_kwargs", config))
     if "norm_formula" in config and "norm_formula" not in kwargs:
         kwargs["norm_formula"] = config["norm_formula"]
+    if not isinstance(kwargs.get("config"), dict) and "rdt" in kwargs:  # the released, merged layout
+        flat = kwargs
+        kwargs = {k: flat[k] for k in _RUNNER_KWARGS if k in flat and k != "config"}
+        kwargs["config"] = {k: v for k, v in flat.items() if k not in _TOP_LEVEL_ONLY}
+        if "torch_dtype" in flat:
+            kwargs["torch_dtype"] = flat["torch_dtype"]
+    if "torch_dtype" in kwargs:  # ours: the dtype it was saved in, not an official argument
+        torch_dtype = kwargs.pop("torch_dtype")
+        kwargs.setdefault("dtype", torch_dtype)
     return kwargs
+
+
+def official_config(runner: RDTRunner) -> dict[str, Any]:
+    """config.json content in the released layout (loadable by the official RDTRunner.from_pretrained):
+    the model config merged with the constructor arguments, no ``dtype`` (the official loader would pass
+    it through as a string); ours adds ``norm_formula`` and an informational ``torch_dtype``."""
+    kwargs = dict(runner.config)
+    inner = kwargs.pop("config")
+    dtype = kwargs.pop("dtype", None)
+    merged = {**inner, **kwargs, "norm_formula": runner.norm_formula}
+    if dtype is not None:
+        merged["torch_dtype"] = dtype
+    return dict(sorted(merged.items()))
 
 
 def read_config(path: str | Path) -> dict[str, Any]:
@@ -308,7 +341,8 @@ def _json_name(name: str) -> str:
 
 def save_pretrained(runner: RDTRunner, out_dir: str | Path, *,
                     extra_json: dict[str, dict] | None = None) -> Path:
-    """Write the HF layout: config.json (official kwargs + norm_formula), model.safetensors, extra json files."""
+    """Write the HF layout: config.json (released layout, see :func:`official_config`), model.safetensors,
+    and extra json files (e.g. profile.json, dataset_stats.json). Each file is written atomically."""
     out = Path(out_dir)
     extra = {_json_name(name): content for name, content in (extra_json or {}).items()}
     extra_text = {}
@@ -318,7 +352,7 @@ def save_pretrained(runner: RDTRunner, out_dir: str | Path, *,
         except TypeError as err:
             raise CheckpointError(f"extra_json {fname!r} is not JSON-serialisable: {err}") from None
     out.mkdir(parents=True, exist_ok=True)
-    config = {**runner.config, "norm_formula": runner.norm_formula}
+    config = official_config(runner)
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in runner.state_dict().items()}
     _atomic_write(out / SAFETENSORS_NAME, lambda p: save_file(tensors, str(p), metadata={"format": "pt"}))
     _atomic_write(out / CONFIG_NAME, lambda p: p.write_text(json.dumps(config, indent=2) + "\n"))

@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from rdt_core.checkpoint import (CheckpointError, load_runner, load_state_dict, read_config,
+from rdt_core.checkpoint import (CheckpointError, load_runner, load_state_dict, official_config, read_config,
                                  save_pretrained)
 from rdt_core.model import RDTRunner
 
@@ -20,8 +20,10 @@ def runner(make_runner):
 
 
 def _official_config(runner) -> dict:
-    """config.json as the released rdt-1b ships it: the kwargs at top level, no norm_formula."""
-    return {**runner.config, "dtype": "bfloat16"}
+    """config.json as the released rdt-1b ships it (written by huggingface_hub's mixin): the model config
+    merged into the top level with the other constructor arguments, no dtype, no norm_formula."""
+    kwargs = {k: v for k, v in runner.config.items() if k not in ("config", "dtype")}
+    return {**runner.config["config"], **kwargs}
 
 
 def _same_weights(a, b, atol=0.0):
@@ -43,8 +45,8 @@ def test_save_pretrained_round_trip_keeps_weights_outputs_and_extras(runner, tmp
     assert sorted(p.name for p in out.iterdir()) == ["config.json", "dataset_stats.json", "model.safetensors",
                                                      "profile.json"]
     config = json.loads((out / "config.json").read_text())
-    assert config["pred_horizon"] == runner.pred_horizon and config["config"]["rdt"]["hidden_size"] == 64
-    assert config["norm_formula"] == "variance" and config["dtype"] == "float32"
+    # the released layout (loadable by the official code) plus our norm_formula and torch_dtype
+    assert config == {**_official_config(runner), "norm_formula": "variance", "torch_dtype": "float32"}
     assert json.loads((out / "profile.json").read_text()) == {"name": "kinova_gen3"}
     loaded = RDTRunner.from_pretrained(out)
     _same_weights(runner, loaded)
@@ -103,6 +105,21 @@ def test_deepspeed_checkpoint_file_and_folder(runner, tmp_path):
     _same_weights(runner, loaded)
 
 
+def test_released_1b_config_layout_gives_the_official_constructor_kwargs(conformance_dir, tmp_path):
+    """The released config.json merges the model config into the top level; reading it must give exactly
+    the constructor arguments of the 1B layout file, and what we write for a 1B runner must be that layout."""
+    official = json.loads((conformance_dir / "state_dict_rdt1b.json").read_text())["constructor_kwargs"]
+    kwargs = {k: v for k, v in official.items() if k not in ("config", "dtype")}
+    (tmp_path / "config.json").write_text(json.dumps({**official["config"], **kwargs}, sort_keys=True))
+    got = read_config(tmp_path)
+    assert got == {k: v for k, v in official.items() if k != "dtype"}
+    with torch.device("meta"):
+        runner_1b = RDTRunner(**got)
+    written = official_config(runner_1b)
+    assert written.pop("norm_formula") == "variance" and written.pop("torch_dtype") == "bfloat16"
+    assert written == json.loads((tmp_path / "config.json").read_text())
+
+
 def test_single_file_and_prefixed_keys(runner, tmp_path):
     torch.save({f"module.{k}": v for k, v in runner.state_dict().items()}, tmp_path / "weights.pt")
     (tmp_path / "config.json").write_text(json.dumps(runner.config))
@@ -146,8 +163,8 @@ def test_one_error_lists_missing_unexpected_shapes_and_config(runner, tmp_path):
 def test_a_config_for_another_model_size_is_reported_as_such(runner, tmp_path):
     save_pretrained(runner, tmp_path)
     config = json.loads((tmp_path / "config.json").read_text())
-    config["config"]["rdt"]["hidden_size"] = 128
-    config["config"]["rdt"]["depth"] = 3
+    config["rdt"]["hidden_size"] = 128
+    config["rdt"]["depth"] = 3
     (tmp_path / "config.json").write_text(json.dumps(config))
     with pytest.raises(CheckpointError) as err:
         load_runner(tmp_path)
@@ -158,16 +175,19 @@ def test_a_config_for_another_model_size_is_reported_as_such(runner, tmp_path):
 
 def test_bad_config_keys_and_values_are_listed(runner, tmp_path):
     save_pretrained(runner, tmp_path)
-    config = json.loads((tmp_path / "config.json").read_text())
-    del config["img_cond_len"]
-    config["hidden"] = 3
-    config["norm_formula"] = "layernorm"
-    (tmp_path / "config.json").write_text(json.dumps(config))
+    kwargs = {k: v for k, v in runner.config.items() if k != "img_cond_len"}
+    kwargs["hidden"] = 3
+    (tmp_path / "config.json").write_text(json.dumps({"rdt_runner_kwargs": kwargs, "norm_formula": "layernorm"}))
     with pytest.raises(CheckpointError) as err:
         load_runner(tmp_path)
     message = str(err.value)
     assert "unknown keys ['hidden']" in message and "lacks required keys ['img_cond_len']" in message
     assert "norm_formula" in message and "the weights imply" in message and "img_cond_len=" in message
+    released = _official_config(runner)
+    del released["rdt"]["num_heads"], released["pred_horizon"]
+    (tmp_path / "config.json").write_text(json.dumps(released))
+    with pytest.raises(CheckpointError, match=r"lacks required keys \['pred_horizon'\]"):
+        load_runner(tmp_path)
     (tmp_path / "config.json").write_text("{not json")
     with pytest.raises(CheckpointError, match="not valid JSON"):
         load_runner(tmp_path)
