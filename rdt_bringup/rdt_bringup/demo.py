@@ -183,12 +183,16 @@ def plot_loss(loss_history, path: Path) -> Path:
     return path
 
 
-def plot_distance(times, dist, expert_dist, path: Path) -> Path:
+def plot_distance(times, dist, expert_dist, ticks, path: Path) -> Path:
+    """Distance curves; the ticks the safety layer spent on its slow move to the first action are shaded."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 3.2))
+    start_move = [t for t, state, _ in ticks if state == "MOVING_TO_START"]
+    if start_move:
+        ax.axvspan(min(start_move), max(start_move), color="0.9", label="safety: slow move to the first action")
     ax.plot(times, dist, label="tiny RDT policy (closed loop)")
     ax.plot(expert_dist[:, 0], expert_dist[:, 1], "--", label="scripted expert from the same start")
     ax.set_xlabel("time [s]")
@@ -259,8 +263,8 @@ def main(argv=None) -> int:
     _log(f"2/4 training the tiny RDT for {args.train_minutes:g} min on {len(episodes)} episodes (CPU)")
     trained = train_tiny(out / "episodes", out / "instructions", out / "run", args.train_minutes)
     losses = trained.losses
-    _log(f"    {trained.steps} steps, loss {np.mean(losses[:10]):.4f} (first 10) -> "
-         f"{np.mean(losses[-10:]):.4f} (last 10); export: {trained.export_dir}")
+    _log(f"    {trained.steps} steps, loss {np.mean(losses[:10]):.2e} (first 10) -> "
+         f"{np.mean(losses[-10:]):.2e} (last 10); export: {trained.export_dir}")
 
     _log(f"3/4 running the trained policy closed-loop for {args.policy_seconds:.0f} s (real time)")
     result, policy_png = run_policy(trained.export_dir, out / "policy", args.policy_seconds)
@@ -279,7 +283,7 @@ def main(argv=None) -> int:
         "episodes recorded": f"{len(episodes)} x {args.episode_seconds:g} s, "
                              f"{sum(_steps(p) for p in episodes)} steps in all",
         "training": f"{trained.steps} steps in {trained.elapsed_s:.0f} s; loss "
-                    f"{np.mean(losses[:10]):.4f} -> {np.mean(losses[-10:]):.4f}",
+                    f"{np.mean(losses[:10]):.2e} -> {np.mean(losses[-10:]):.2e}",
         "chunks predicted": len(result.chunks),
         "inference latency p50 / max [ms]": (f"{np.median(latencies) * 1e3:.0f} / {latencies.max() * 1e3:.0f}"
                                              if latencies.size else "n/a"),
@@ -291,7 +295,7 @@ def main(argv=None) -> int:
     images = {
         "Training loss": plot_loss(trained.loss_history, out / "loss.png"),
         "Closed loop: commanded vs measured joints, chunk switches, inference latency": out / "policy.png",
-        "Distance to the expert's target": plot_distance(result.joints[:, 0], dist, expert,
+        "Distance to the expert's target": plot_distance(result.joints[:, 0], dist, expert, result.ticks,
                                                           out / "distance.png"),
     }
     summary = {
