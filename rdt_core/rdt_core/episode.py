@@ -192,8 +192,14 @@ def _open_read(path: Path) -> h5py.File:
 
 
 def _jpeg_buffer(cam: str, data, step: int | None = None) -> np.ndarray:
-    buf = (np.frombuffer(data, np.uint8) if isinstance(data, (bytes, bytearray, memoryview))
-           else np.asarray(data, np.uint8).reshape(-1))
+    """The frame as a uint8 array the writer may keep until its block is written: a view of immutable
+    ``bytes``, a copy of anything the caller could reuse (bytearray, memoryview, ndarray)."""
+    if isinstance(data, bytes):
+        buf = np.frombuffer(data, np.uint8)
+    elif isinstance(data, (bytearray, memoryview)):
+        buf = np.frombuffer(data, np.uint8).copy()
+    else:
+        buf = np.array(data, np.uint8).reshape(-1)
     if buf.size == 0:
         raise ValueError(f"camera {cam!r}: empty JPEG frame" + (f" at batch index {step}" if step is not None else ""))
     return buf
@@ -290,8 +296,8 @@ class EpisodeWriter:
         """Add one step (all cameras' JPEG bytes, joint state and action in robot units)."""
         self._check_open()
         D = len(self.meta.joint_names)
-        q = np.asarray(qpos, dtype=np.float64).reshape(-1)
-        a = np.asarray(action, dtype=np.float64).reshape(-1)
+        q = np.array(qpos, dtype=np.float64).reshape(-1)     # copies: the step waits in the buffer
+        a = np.array(action, dtype=np.float64).reshape(-1)
         if q.size != D or a.size != D:
             raise ValueError(f"qpos and action need {D} values (joints {self.meta.joint_names}); got "
                              f"{q.size} and {a.size}")
@@ -328,8 +334,8 @@ class EpisodeWriter:
                              f"dtype {st.dtype} shape {st.shape}")
         T = st.shape[0]
         st = st.astype(np.int64)
-        q = np.asarray(qpos, dtype=np.float64)
-        a = np.asarray(action, dtype=np.float64)
+        q = np.array(qpos, dtype=np.float64)                 # copies: the steps wait in the buffer
+        a = np.array(action, dtype=np.float64)
         if q.shape != (T, D) or a.shape != (T, D):
             raise ValueError(f"append_many: {T} stamps need qpos and action of shape ({T}, {D}) (joints "
                              f"{self.meta.joint_names}); got {q.shape} and {a.shape}")

@@ -279,6 +279,27 @@ def test_frames_of_equal_length_are_stored_one_per_step(tmp_path):
         assert [ds[i].tobytes() for i in range(8)] == frames
 
 
+def test_buffered_frames_do_not_alias_the_callers_buffers(tmp_path):
+    """Steps wait in memory until their block is written: a caller reusing its buffer must not change them."""
+    t, q, a, frames = step_data(0)
+    reused = {c: bytearray(v) for c, v in frames.items()}
+    as_array = {c: np.frombuffer(v, np.uint8).copy() for c, v in frames.items()}
+    w = EpisodeWriter(tmp_path / "episode_0.hdf5", meta(), block_steps=10, flush_interval_s=float("inf"))
+    w.append(t, q, a, reused)
+    w.append(t + 1, q, a, {c: memoryview(reused[c]) for c in CAMS})
+    w.append(t + 2, q, a, as_array)
+    qs = np.stack([q, q])
+    w.append_many([t + 3, t + 4], qs, qs, {c: [as_array[c], reused[c]] for c in CAMS})
+    for c in CAMS:
+        reused[c][:] = b"\0" * len(reused[c])
+        as_array[c][:] = 0
+    q[:] = -1.0
+    qs[:] = -1.0
+    with EpisodeReader(w.close()) as r:
+        assert [r.jpeg(c, i) for c in CAMS for i in range(5)] == [frames[c] for c in CAMS for _ in range(5)]
+        np.testing.assert_array_equal(r.qpos, np.stack([step_data(0)[1]] * 5))
+
+
 def test_append_many_rejects_a_bad_batch_whole(tmp_path):
     w = EpisodeWriter(tmp_path / "episode_0.hdf5", meta(), block_steps=2)
     w.append(*step_data(0))
