@@ -218,6 +218,7 @@ class RDTRunner(nn.Module):
         (same result). ``inpaint=(known_actions (B,>=K,action_dim), K)`` pins the first K actions to known
         values at every solver step (real-time chunking); they are returned exactly as given.
         """
+        ctrl_freqs = torch.as_tensor(ctrl_freqs, device=self.device).reshape(-1)
         self._check_inputs(lang_tokens, lang_attn_mask, img_tokens, state_tokens, action_mask, ctrl_freqs)
         B, H = state_tokens.shape[0], self.pred_horizon
         lang_c, img_c, state_traj = self.adapt_conditions(
