@@ -387,7 +387,7 @@ def train(config: TrainConfig) -> TrainResult:
     ema = None
     if cfg.ema:
         from diffusers.training_utils import EMAModel
-        e = runner.config["ema"] if isinstance(runner.config, dict) and "ema" in runner.config else {}
+        e = runner.config.get("config", {}).get("ema", {})      # the official config's EMA settings
         ema = EMAModel(runner.parameters(), decay=e.get("max_value", 0.9999), min_decay=e.get("min_value", 0.0),
                        update_after_step=e.get("update_after_step", 0), use_ema_warmup=True,
                        inv_gamma=e.get("inv_gamma", 1.0), power=e.get("power", 0.75))
