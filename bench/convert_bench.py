@@ -1,15 +1,20 @@
 """bag2hdf5 throughput on a generated three-camera bag (raw Image and CompressedImage variants), ours vs a naive loop.
 
-    python bench/convert_bench.py [--seconds 8] [--width 640 --height 480] [--storage sqlite3|mcap]
+    python bench/convert_bench.py [--seconds 8] [--width 640 --height 480] [--storage sqlite3|mcap] [--repeat 5]
 
 The naive loop is what a first script does: deserialize every message, cv2-convert every frame (decode the JPEG
 or take the raw pixels, then encode), keep the newest per stream, and append one step at a time to resizable
-h5py datasets. Prints each throughput as multiples of real time and the ratio ours / naive.
+h5py datasets. Ours and naive run alternately ``--repeat`` times on the same bag (the machine may be shared: the
+best run of each is the least disturbed one); prints each throughput as multiples of real time, the process CPU
+seconds each used, and the ratios ours / naive of the best and of the median runs.
 """
 from __future__ import annotations
 
 import argparse
+import os
+import resource
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -113,6 +118,24 @@ def naive_convert(bag: Path, out: Path, profile) -> int:
     return steps
 
 
+def run_ours(bag: Path, out: Path, profile_name: str) -> int:
+    results = convert_bags([str(bag)], out, ConvertOptions(profile=profile_name))
+    assert not results[0].error, results[0].error
+    return sum(e.steps for e in results[0].episodes)
+
+
+def _cpu_s() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def timed(fn) -> tuple[float, float, int]:
+    """(wall s, process CPU s, steps) of one conversion."""
+    c, t = _cpu_s(), time.perf_counter()
+    steps = fn()
+    return time.perf_counter() - t, _cpu_s() - c, steps
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seconds", type=float, default=8.0)
@@ -120,29 +143,37 @@ def main() -> None:
     ap.add_argument("--height", type=int, default=480)
     ap.add_argument("--profile", default="aloha")
     ap.add_argument("--storage", default="sqlite3", choices=["sqlite3", "mcap"])
+    ap.add_argument("--repeat", type=int, default=5, help="alternating runs of each converter per bag")
     args = ap.parse_args()
+    if args.repeat < 1:
+        ap.error("--repeat must be >= 1")
     profile = load_profile(args.profile)
     work = Path(tempfile.mkdtemp(prefix="convert_bench_"))
     try:
         print(f"{args.seconds:g} s {profile.name} bag, {len(profile.cameras)} cameras {args.width}x{args.height} "
-              f"@ 30 Hz, {args.storage}; control {profile.control_frequency:g} Hz")
+              f"@ 30 Hz, {args.storage}; control {profile.control_frequency:g} Hz; {os.cpu_count()} CPUs, load average "
+              + " ".join(f"{x:.1f}" for x in os.getloadavg()))
         for compressed in (False, True):
             kind = "CompressedImage (JPEG)" if compressed else "raw Image (rgb8)"
             bag = work / f"bag_{'jpeg' if compressed else 'raw'}"
             generate_bag(bag, profile, args.seconds, args.width, args.height, compressed, args.storage)
             size = sum(p.stat().st_size for p in bag.iterdir()) / 2**20
-            t = time.perf_counter()
-            results = convert_bags([str(bag)], work / f"ours_{bag.name}", ConvertOptions(profile=args.profile))
-            ours_s = time.perf_counter() - t
-            assert not results[0].error, results[0].error
-            ours_steps = sum(e.steps for e in results[0].episodes)
-            t = time.perf_counter()
-            naive_steps = naive_convert(bag, work / f"naive_{bag.name}.hdf5", profile)
-            naive_s = time.perf_counter() - t
-            print(f"\n{kind}: bag {size:.0f} MiB")
-            print(f"  ours   {ours_s:6.2f} s  {args.seconds / ours_s:6.2f} x real time  ({ours_steps} steps)")
-            print(f"  naive  {naive_s:6.2f} s  {args.seconds / naive_s:6.2f} x real time  ({naive_steps} steps)")
-            print(f"  ratio ours / naive: {naive_s / ours_s:.2f}x faster")
+            ours, naive = [], []
+            for _ in range(args.repeat):
+                ours.append(timed(lambda: run_ours(bag, work / "ours", args.profile)))
+                shutil.rmtree(work / "ours")
+                naive.append(timed(lambda: naive_convert(bag, work / "naive.hdf5", profile)))
+                (work / "naive.hdf5").unlink()
+            print(f"\n{kind}: bag {size:.0f} MiB, {args.repeat} alternating runs each")
+            for name, runs in (("ours", ours), ("naive", naive)):
+                walls = [w for w, _, _ in runs]
+                best = min(runs)
+                print(f"  {name:6s} best {best[0]:6.2f} s  {args.seconds / best[0]:6.2f} x real time  cpu {best[1]:5.2f} s  "
+                      f"median {statistics.median(walls):6.2f} s  ({best[2]} steps)  runs: "
+                      + " ".join(f"{w:.2f}" for w in walls))
+            ratio_best = min(naive)[0] / min(ours)[0]
+            ratio_median = statistics.median(w for w, _, _ in naive) / statistics.median(w for w, _, _ in ours)
+            print(f"  ratio ours / naive: {ratio_best:.2f}x faster (best runs), {ratio_median:.2f}x (median runs)")
             shutil.rmtree(bag)
     finally:
         shutil.rmtree(work, ignore_errors=True)
