@@ -11,7 +11,9 @@ i.e. frames are encoded with cv2.imencode straight from RGB arrays; per-camera a
 
 Crash tolerance: the writer appends into chunked, resizable datasets of a hidden temporary file opened
 in HDF5 single-writer/multiple-reader (SWMR) mode, so whatever was flushed stays readable after a crash
-or SIGKILL; ``recover`` copies those steps into a valid episode. The final name appears only through an
+or SIGKILL; ``recover`` copies those steps into a valid episode. Steps are buffered and written in blocks
+(per-step resizes of SWMR datasets dominated conversion time), but every flush writes the buffer first, so
+the bound "a crash loses at most ``flush_interval_s``" is unchanged. The final name appears only through an
 atomic ``os.replace`` once the episode is complete.
 """
 from __future__ import annotations
