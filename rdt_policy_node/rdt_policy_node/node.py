@@ -52,14 +52,17 @@ PARAMETERS = {  # name: (default, description)
     "start_move_duration_s": (3.0, "minimum duration of the slow move to the first action"),
     "trajectory_topic": ("", "JointTrajectory topic (empty = the profile's command.topic)"),
     "gripper_action": ("", "gripper action server name (empty = the profile's command.gripper_action)"),
+    "kortex_ip": ("", "arm IP for command_backend kortex_api (empty = the profile's command.kortex_ip or 192.168.1.10)"),
 }
+
+NODE_NAME = "rdt_policy_node"  # the section name in rdt_bringup/config/*.yaml and the launch files' node name
 
 TORCH_DTYPES = {"bfloat16": "bfloat16", "float16": "float16", "float32": "float32"}
 
 
 class PolicyNode(Node):
     def __init__(self):
-        super().__init__("rdt_policy")
+        super().__init__(NODE_NAME)
         # ------------------------------------------------------------------ parameters
         for name, (default, text) in PARAMETERS.items():
             # empty-list defaults would be typed BYTE_ARRAY by rclpy; dynamic typing accepts string/bool arrays
@@ -157,10 +160,18 @@ class PolicyNode(Node):
 
     # ------------------------------------------------------------------ callbacks
     def _on_image(self, role: str, compressed: bool, msg) -> None:
-        if compressed:
-            img = self.bridge.compressed_imgmsg_to_cv2(msg, desired_encoding="rgb8")
-        else:
-            img = self.bridge.imgmsg_to_cv2(msg, desired_encoding="rgb8")
+        # An exception escaping a callback would stop the executor (and the node): a frame that cannot be
+        # converted is dropped and reported; the camera then goes stale and Safety holds the arm.
+        try:
+            if compressed:
+                img = self.bridge.compressed_imgmsg_to_cv2(msg, desired_encoding="rgb8")
+            else:
+                img = self.bridge.imgmsg_to_cv2(msg, desired_encoding="rgb8")
+        except Exception as e:  # noqa: BLE001 - cv_bridge raises CvBridgeError, cv2.error, TypeError, ...
+            what = f"format {msg.format!r}" if compressed else f"encoding {msg.encoding!r}"
+            self.get_logger().error(f"camera {role}: cannot convert a frame with {what} to rgb8 ({e}); "
+                                    f"frame dropped", throttle_duration_sec=5.0)
+            return
         self.controller.window.add_image(role, img, self._stamp(msg.header))
 
     def _on_joints(self, role: str, msg: JointState) -> None:
@@ -242,7 +253,9 @@ def main(args=None) -> None:
     node = None
     try:
         node = PolicyNode()
-        executor = MultiThreadedExecutor()
+        # Camera and joint callbacks, the control tick and the services run side by side; a fixed pool keeps
+        # the control tick from waiting behind image conversions on a machine with few cores.
+        executor = MultiThreadedExecutor(num_threads=4)
         executor.add_node(node)
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
