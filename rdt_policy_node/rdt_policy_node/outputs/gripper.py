@@ -1,50 +1,115 @@
-"""Gripper through its action server: control_msgs/action/GripperCommand (Humble) or ParallelGripperCommand
-(Jazzy), chosen by the gripper_action_type parameter. Goals are sent when the target moves, at most 10 Hz."""
+"""Gripper through its action server: control_msgs/action/GripperCommand or ParallelGripperCommand.
+
+ros2_kortex serves ``/robotiq_gripper_controller/gripper_cmd`` with ``position_controllers/GripperActionController``
+(GripperCommand) on Humble and with ``parallel_gripper_action_controller/GripperActionController``
+(ParallelGripperCommand, whose goal is a sensor_msgs/JointState) on Jazzy. A client of the wrong type never
+matches the server, so the gripper would silently not move: the configured type (gripper_action_type) is
+the first choice, and when no server of that type answers, the type the ROS graph shows under that name is
+used instead (with a warning). Goals are sent when the target moves, at most 10 Hz; each new goal preempts
+the previous one in the controller. Nothing here waits: send_goal_async only.
+"""
 from __future__ import annotations
+
+import time
 
 from rclpy.action import ActionClient
 
 from ..conversions import GRIPPER_ACTION_TYPES, joint_indices
 
+ACTION_TYPE_NAMES = {kind: f"control_msgs/action/{kind}" for kind in GRIPPER_ACTION_TYPES}
+
+
+def _action_class(kind: str):
+    if kind == "GripperCommand":
+        from control_msgs.action import GripperCommand
+        return GripperCommand
+    try:
+        from control_msgs.action import ParallelGripperCommand
+    except ImportError as e:
+        raise ImportError("control_msgs has no ParallelGripperCommand (it is new in Jazzy); set "
+                          "gripper_action_type:=GripperCommand on Humble") from e
+    return ParallelGripperCommand
+
+
+def _action_names_and_types(node):
+    """Node.get_action_names_and_types() where rclpy has it (newer), else rclpy.action's (Humble, Jazzy)."""
+    method = getattr(node, "get_action_names_and_types", None)
+    if method is not None:
+        return method()
+    from rclpy.action import get_action_names_and_types
+    return get_action_names_and_types(node)
+
+
+def served_gripper_type(names_and_types, name: str) -> str | None:
+    """The gripper action type served under ``name`` in a get_action_names_and_types() list, if one is."""
+    wanted = "/" + name.lstrip("/")
+    for action_name, types in names_and_types:
+        if action_name == wanted:
+            for kind, type_name in ACTION_TYPE_NAMES.items():
+                if type_name in types:
+                    return kind
+    return None
+
 
 class GripperActionOutput:
     MIN_PERIOD_S = 0.1
     MIN_CHANGE = 0.01
+    DISCOVERY_PERIOD_S = 2.0
 
     def __init__(self, node, profile, params: dict, joint_name: str):
         kind = params.get("gripper_action_type") or profile.command.get("gripper_action_type", "GripperCommand")
         if kind not in GRIPPER_ACTION_TYPES:
             raise ValueError(f"gripper_action_type {kind!r} unknown; use one of {GRIPPER_ACTION_TYPES}")
-        if kind == "GripperCommand":
-            from control_msgs.action import GripperCommand as Action
-        else:
-            try:
-                from control_msgs.action import ParallelGripperCommand as Action
-            except ImportError as e:
-                raise ImportError("control_msgs has no ParallelGripperCommand (it is new in Jazzy); set "
-                                  "gripper_action_type:=GripperCommand on Humble") from e
-        self.kind, self.Action = kind, Action
         self.node = node
         self.joint_name = joint_name
         self.index = int(joint_indices(profile, [joint_name])[0])
         self.max_effort = float(profile.command.get("gripper_max_effort", 100.0))
-        name = params.get("gripper_action") or profile.command.get("gripper_action",
-                                                                    "/robotiq_gripper_controller/gripper_cmd")
-        self.client = ActionClient(node, Action, name)
+        self.name = params.get("gripper_action") or profile.command.get("gripper_action",
+                                                                         "/robotiq_gripper_controller/gripper_cmd")
+        self.kind, self.Action, self.client = None, None, None
+        self._use(kind)
         self._last_value, self._last_time = None, -1e9
+        self._next_discovery = time.monotonic() + self.DISCOVERY_PERIOD_S
+
+    def _use(self, kind: str) -> None:
+        if self.client is not None:
+            self.client.destroy()
+        self.kind, self.Action = kind, _action_class(kind)
+        self.client = ActionClient(self.node, self.Action, self.name)
+
+    def _server_ready(self) -> bool:
+        if self.client.server_is_ready():
+            return True
+        now = time.monotonic()
+        if now < self._next_discovery:
+            return False
+        self._next_discovery = now + self.DISCOVERY_PERIOD_S
+        served = served_gripper_type(_action_names_and_types(self.node), self.name)
+        if served == self.kind:
+            pass  # discovered, the client is about to match it
+        elif served is not None:
+            self.node.get_logger().warning(
+                f"gripper action {self.name} is served as {served}, not {self.kind}: using {served} "
+                f"(set gripper_action_type:={served} to silence this)")
+            self._use(served)
+        else:
+            self.node.get_logger().warning(
+                f"gripper action server {self.name} ({self.kind}) is not available: gripper commands are "
+                f"dropped until it is (is the gripper controller running?)", throttle_duration_sec=10.0)
+        return False
 
     def send(self, now: float, command) -> None:
         value = float(command[self.index])
         if self._last_value is not None and (abs(value - self._last_value) < self.MIN_CHANGE
                                              or now - self._last_time < self.MIN_PERIOD_S):
             return
-        if not self.client.server_is_ready():
+        if not self._server_ready():
             return
         goal = self.Action.Goal()
-        if self.kind == "GripperCommand":
+        if self.kind == "GripperCommand":  # control_msgs/GripperCommand: float64 position, float64 max_effort
             goal.command.position = value
             goal.command.max_effort = self.max_effort
-        else:  # sensor_msgs/JointState command
+        else:  # sensor_msgs/JointState: name[], position[], (optional) effort[] as max effort
             goal.command.name = [self.joint_name]
             goal.command.position = [value]
             goal.command.effort = [self.max_effort]
