@@ -208,6 +208,7 @@ class FakeRobotNode(Node):
             raise ValueError(f"gripper_action_type {action_type!r}: use GripperCommand or ParallelGripperCommand")
         self.gripper_action_cls = Action
         self.gripper_parallel = action_type == "ParallelGripperCommand"
+        self._gripper_goal_seq = 0  # the newest goal preempts older ones, as GripperActionController does
         self.gripper_server = ActionServer(
             self, Action, name, self.on_gripper_goal,
             goal_callback=lambda goal: GoalResponse.ACCEPT,
@@ -232,10 +233,16 @@ class FakeRobotNode(Node):
         goal = float(command.position[0]) if self.gripper_parallel else float(command.position)
         lo, hi = self.profile.lower[self.gripper_index], self.profile.upper[self.gripper_index]
         goal = float(np.clip(goal, lo, hi))
+        with self.lock:
+            self._gripper_goal_seq += 1
+            seq = self._gripper_goal_seq
         self._apply({self.gripper_index: goal})
         previous, reached, stalled = np.nan, False, False
         deadline = time.monotonic() + 10.0
         while rclpy.ok() and time.monotonic() < deadline:
+            if seq != self._gripper_goal_seq:  # preempted: frees this executor thread at once
+                goal_handle.abort()
+                return self._gripper_state(self._gripper_position(), False, False, Action.Result())
             if goal_handle.is_cancel_requested:
                 goal_handle.canceled()
                 return self._gripper_state(self._gripper_position(), False, False, Action.Result())
@@ -307,7 +314,9 @@ def main(args=None) -> None:
     node = None
     try:
         node = FakeRobotNode()
-        executor = MultiThreadedExecutor()
+        # Timers, command subscriptions and a running gripper goal each hold a thread; do not depend on
+        # the machine's core count (MultiThreadedExecutor's default).
+        executor = MultiThreadedExecutor(num_threads=4)
         executor.add_node(node)
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
@@ -315,8 +324,7 @@ def main(args=None) -> None:
     finally:
         if node is not None:
             node.destroy_node()
-        if rclpy.ok():
-            rclpy.shutdown()
+        rclpy.try_shutdown()
 
 
 if __name__ == "__main__":
