@@ -33,6 +33,12 @@ ARGUMENTS = [
 ]
 
 
+def _parameters(params_file, overrides: dict) -> list:
+    """The parameter file, then the overrides; an empty override dict is left out (launch_ros would write it
+    as an empty ros__parameters mapping)."""
+    return [str(params_file)] + ([overrides] if overrides else [])
+
+
 def launch_setup(context, *args, **kwargs):
     share = get_package_share_directory("rdt_bringup")
     values = {name: LaunchConfiguration(name).perform(context) for name, _, _ in ARGUMENTS}
@@ -40,9 +46,9 @@ def launch_setup(context, *args, **kwargs):
     actions = [LogInfo(msg=note) for note in plan.notes]
     if plan.fake_robot is not None:
         actions.append(Node(package="rdt_bringup", executable="fake_robot_node", name=FAKE_ROBOT_NODE,
-                            output="screen", parameters=[str(plan.params_file), plan.fake_robot]))
+                            output="screen", parameters=_parameters(plan.params_file, plan.fake_robot)))
     actions.append(Node(package="rdt_policy_node", executable="policy_node", name=POLICY_NODE,
-                        output="screen", emulate_tty=True, parameters=[str(plan.params_file), plan.policy]))
+                        output="screen", emulate_tty=True, parameters=_parameters(plan.params_file, plan.policy)))
     return actions
 
 
