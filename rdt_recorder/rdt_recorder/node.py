@@ -112,7 +112,7 @@ class RecorderNode(Node):
         try:
             rgb = self.bridge.imgmsg_to_cv2(msg, desired_encoding="rgb8")
         except Exception as exc:  # noqa: BLE001 - cv_bridge raises its own error types
-            self.get_logger().warn(f"{role}: cannot convert a {msg.encoding} image to rgb8 ({exc}); frame skipped",
+            self.get_logger().warning(f"{role}: cannot convert a {msg.encoding} image to rgb8 ({exc}); frame skipped",
                                    throttle_duration_sec=5.0)
             return
         self.recorder.on_image(role, _stamp_ns(msg.header), rgb, self._receive_ns())
