@@ -51,8 +51,9 @@ def _seconds(stamp) -> float:
 
 
 class FakeRobotNode(Node):
-    def __init__(self):
-        super().__init__("rdt_fake_robot")
+    def __init__(self, **node_kwargs):
+        """``node_kwargs`` go to rclpy's Node (e.g. parameter_overrides in tests)."""
+        super().__init__("rdt_fake_robot", **node_kwargs)
         # ----------------------------------------------------------- parameters
         self.profile = load_profile(self._param("profile", "kinova_gen3", "robot profile name or YAML path"))
         command = self.profile.command

@@ -61,8 +61,9 @@ TORCH_DTYPES = {"bfloat16": "bfloat16", "float16": "float16", "float32": "float3
 
 
 class PolicyNode(Node):
-    def __init__(self):
-        super().__init__(NODE_NAME)
+    def __init__(self, **node_kwargs):
+        """``node_kwargs`` go to rclpy's Node (e.g. parameter_overrides, cli_args in tests)."""
+        super().__init__(NODE_NAME, **node_kwargs)
         # ------------------------------------------------------------------ parameters
         for name, (default, text) in PARAMETERS.items():
             # empty-list defaults would be typed BYTE_ARRAY by rclpy; dynamic typing accepts string/bool arrays
