@@ -1,39 +1,71 @@
 """The fake-robot node on a real ROS 2 (skipped where rclpy is missing): it publishes joint states and
-rgb8 images, follows a JointTrajectory by time, and serves the gripper action."""
+rgb8 images, follows a JointTrajectory by time, and serves the gripper action of either control_msgs
+type, a new goal preempting the running one.
+
+The module takes its own ROS_DOMAIN_ID (domain_coordinator, as launch_testing_ros does): it publishes
+robot topics, which must never reach a robot on the developer's domain or another test run in parallel."""
+import importlib.util
+import os
 import threading
 import time
 
 import numpy as np
 import pytest
 
-rclpy = pytest.importorskip("rclpy")
-
-from builtin_interfaces.msg import Duration  # noqa: E402
-from rclpy.action import ActionClient  # noqa: E402
-from rclpy.executors import MultiThreadedExecutor  # noqa: E402
-from sensor_msgs.msg import Image, JointState  # noqa: E402
-from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint  # noqa: E402
-
-from rdt_core.robots import load_profile  # noqa: E402
+MISSING = [m for m in ("rclpy", "control_msgs", "trajectory_msgs", "sensor_msgs") if importlib.util.find_spec(m) is None]
+# A skip marker, not a module-level importorskip: launch_testing's pytest plugin imports every test module
+# while collecting, and a Skipped raised there would skip the whole test directory.
+pytestmark = pytest.mark.skipif(bool(MISSING), reason=f"needs a sourced ROS 2; missing {MISSING}")
 
 
-@pytest.fixture
-def running():
+@pytest.fixture(scope="module", autouse=True)
+def own_ros_domain():
+    lease = None
+    try:
+        from domain_coordinator import get_coordinated_domain_id
+        lease = get_coordinated_domain_id()  # held (a bound port) while the object lives
+        domain = str(lease)
+    except ImportError:
+        domain = "89"
+    before = os.environ.get("ROS_DOMAIN_ID")
+    os.environ["ROS_DOMAIN_ID"] = domain
+    yield domain
+    if before is None:
+        os.environ.pop("ROS_DOMAIN_ID", None)
+    else:
+        os.environ["ROS_DOMAIN_ID"] = before
+    del lease
+
+
+def start(gripper_action_type="GripperCommand"):
+    import rclpy
+    from rclpy.executors import MultiThreadedExecutor
+    from rclpy.parameter import Parameter
+
     from rdt_bringup.fake_robot_node import FakeRobotNode
     rclpy.init()
-    fake = FakeRobotNode()
+    fake = FakeRobotNode(parameter_overrides=[Parameter("gripper_action_type", value=gripper_action_type)])
     probe = rclpy.create_node("fake_robot_probe")
-    executor = MultiThreadedExecutor()
+    executor = MultiThreadedExecutor(num_threads=4)
     executor.add_node(fake)
     executor.add_node(probe)
     thread = threading.Thread(target=executor.spin, daemon=True)
     thread.start()
+
+    def stop():
+        executor.shutdown()
+        thread.join(timeout=5)
+        fake.destroy_node()
+        probe.destroy_node()
+        rclpy.try_shutdown()
+    return fake, probe, stop
+
+
+@pytest.fixture
+def running():
+    fake, probe, stop = start()
     yield fake, probe
-    executor.shutdown()
-    fake.destroy_node()
-    probe.destroy_node()
-    rclpy.shutdown()
-    thread.join(timeout=5)
+    stop()
 
 
 def wait_for(predicate, timeout=10.0):
@@ -46,6 +78,11 @@ def wait_for(predicate, timeout=10.0):
 
 
 def test_publishes_states_and_images_and_follows_a_trajectory(running):
+    from builtin_interfaces.msg import Duration
+    from sensor_msgs.msg import Image, JointState
+    from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
+
+    from rdt_core.robots import load_profile
     fake, probe = running
     profile = load_profile("kinova_gen3")
     states, images = [], []
@@ -54,11 +91,12 @@ def test_publishes_states_and_images_and_follows_a_trajectory(running):
     assert wait_for(lambda: states and images)
     assert list(states[-1].name) == profile.stream("joints").msg_joint_names
     image = images[-1]
-    assert (image.encoding, image.width, image.height) == ("rgb8", 320, 240)
+    assert (image.encoding, image.width, image.height, image.step) == ("rgb8", 320, 240, 320 * 3)
     assert len(image.data) == 320 * 240 * 3
+    assert image.header.stamp.sec > 0 and states[-1].header.stamp.sec > 0
 
-    start = np.array(states[-1].position[:7])
-    goal = np.clip(start + 0.2, profile.lower[:7], profile.upper[:7])
+    start_q = np.array(states[-1].position[:7])
+    goal = np.clip(start_q + 0.2, profile.lower[:7], profile.upper[:7])
     pub = probe.create_publisher(JointTrajectory, profile.command["topic"], 10)
     assert wait_for(lambda: pub.get_subscription_count() > 0)
     msg = JointTrajectory(joint_names=profile.joint_names[:7], points=[
@@ -67,17 +105,55 @@ def test_publishes_states_and_images_and_follows_a_trajectory(running):
     assert wait_for(lambda: np.abs(np.array(states[-1].position[:7]) - goal).max() < 1e-3, timeout=5.0)
 
 
-def test_gripper_action_moves_the_knuckle(running):
-    from control_msgs.action import GripperCommand
+def send_goal(probe, action_type, position):
+    """The goal future of a gripper goal of either type, built as the policy node builds them."""
+    import control_msgs.action as actions
+    from rclpy.action import ActionClient
+    clients = probe.__dict__.setdefault("test_gripper_clients", {})
+    if action_type not in clients:
+        action = getattr(actions, action_type)
+        clients[action_type] = (ActionClient(probe, action, "/robotiq_gripper_controller/gripper_cmd"), action)
+        assert clients[action_type][0].wait_for_server(timeout_sec=5.0)
+    client, action = clients[action_type]
+    goal = action.Goal()
+    if action_type == "GripperCommand":
+        goal.command.position, goal.command.max_effort = position, 100.0
+    else:
+        goal.command.name, goal.command.position, goal.command.effort = (
+            ["robotiq_85_left_knuckle_joint"], [position], [100.0])
+    return client.send_goal_async(goal)
+
+
+def result_of(goal_future, timeout=10.0):
+    assert wait_for(goal_future.done)
+    handle = goal_future.result()
+    assert handle.accepted
+    result_future = handle.get_result_async()
+    assert wait_for(result_future.done, timeout=timeout)
+    return result_future.result()
+
+
+def test_gripper_command_moves_the_knuckle(running):
     fake, probe = running
-    client = ActionClient(probe, GripperCommand, "/robotiq_gripper_controller/gripper_cmd")
-    assert client.wait_for_server(timeout_sec=5.0)
-    goal = GripperCommand.Goal()
-    goal.command.position = 0.4
-    goal.command.max_effort = 100.0
-    future = client.send_goal_async(goal)
-    assert wait_for(future.done)
-    result_future = future.result().get_result_async()
-    assert wait_for(result_future.done, timeout=10.0)
-    result = result_future.result().result
+    result = result_of(send_goal(probe, "GripperCommand", 0.4)).result
     assert result.reached_goal and abs(result.position - 0.4) < 5e-3
+
+
+def test_parallel_gripper_command_and_preemption():
+    import control_msgs.action as actions
+    from action_msgs.msg import GoalStatus
+    if not hasattr(actions, "ParallelGripperCommand"):
+        pytest.skip("control_msgs has no ParallelGripperCommand here (Humble)")
+    fake, probe, stop = start("ParallelGripperCommand")
+    try:
+        far = 0.8 if fake._gripper_position() < 0.4 else 0.0  # a long move (the knuckle is velocity-limited)
+        first = send_goal(probe, "ParallelGripperCommand", far)
+        assert wait_for(first.done) and wait_for(lambda: fake._gripper_goal_seq == 1)  # first is executing
+        second = send_goal(probe, "ParallelGripperCommand", 0.4)  # preempts the first, as the controller does
+        assert result_of(first).status == GoalStatus.STATUS_ABORTED
+        done = result_of(second)
+        assert done.status == GoalStatus.STATUS_SUCCEEDED
+        assert done.result.reached_goal and list(done.result.state.name) == ["robotiq_85_left_knuckle_joint"]
+        assert abs(done.result.state.position[0] - 0.4) < 5e-3
+    finally:
+        stop()

@@ -1,25 +1,39 @@
 """The rclpy shell on a real ROS 2 graph: parameters, subscriptions, start/stop services, status topic.
-Runs where ROS 2 (rclpy, cv_bridge, rdt_msgs) is sourced; skipped elsewhere."""
+Runs where ROS 2 (rclpy, cv_bridge, rdt_msgs) is sourced; skipped elsewhere. The module takes its own
+ROS_DOMAIN_ID (domain_coordinator, as launch_testing_ros does): it publishes /joint_states and camera
+topics, which must never reach a robot on the developer's domain or another test run in parallel."""
+import importlib.util
+import os
 import threading
 import time
 
 import numpy as np
 import pytest
 
-rclpy = pytest.importorskip("rclpy")
-pytest.importorskip("cv_bridge")
-pytest.importorskip("rdt_msgs.msg")
+MISSING = [m for m in ("rclpy", "cv_bridge", "rdt_msgs", "std_srvs") if importlib.util.find_spec(m) is None]
+# A skip marker, not a module-level importorskip: launch_testing's pytest plugin imports every test module
+# while collecting, and a Skipped raised there would skip the whole test directory.
+pytestmark = pytest.mark.skipif(bool(MISSING), reason=f"needs a sourced ROS 2 + this workspace; missing {MISSING}")
 
-from rclpy.executors import MultiThreadedExecutor  # noqa: E402
-from rclpy.parameter import Parameter  # noqa: E402
-from rclpy.qos import qos_profile_sensor_data  # noqa: E402
-from sensor_msgs.msg import Image, JointState  # noqa: E402
-from std_srvs.srv import Trigger  # noqa: E402
 
-from rdt_core.episode import EpisodeReader, validate_episode  # noqa: E402
-from rdt_msgs.msg import EpisodeStatus  # noqa: E402
-from rdt_msgs.srv import StartEpisode  # noqa: E402
-from rdt_recorder.node import RecorderNode  # noqa: E402
+@pytest.fixture(scope="module", autouse=True)
+def own_ros_domain():
+    lease = None
+    try:
+        from domain_coordinator import get_coordinated_domain_id
+        lease = get_coordinated_domain_id()  # held (a bound port) while the object lives
+        domain = str(lease)
+    except ImportError:
+        domain = "88"
+    before = os.environ.get("ROS_DOMAIN_ID")
+    os.environ["ROS_DOMAIN_ID"] = domain
+    yield domain
+    if before is None:
+        os.environ.pop("ROS_DOMAIN_ID", None)
+    else:
+        os.environ["ROS_DOMAIN_ID"] = before
+    del lease
+
 
 JOINTS = ["joint_1", "joint_2", "joint_3", "joint_4", "joint_5", "joint_6", "joint_7", "robotiq_85_left_knuckle_joint"]
 
@@ -35,6 +49,18 @@ def call(node, executor, client, request, timeout=10.0):
 
 
 def test_record_an_episode_through_services(tmp_path):
+    import rclpy
+    from rclpy.executors import MultiThreadedExecutor
+    from rclpy.parameter import Parameter
+    from rclpy.qos import qos_profile_sensor_data
+    from sensor_msgs.msg import Image, JointState
+    from std_srvs.srv import Trigger
+
+    from rdt_core.episode import EpisodeReader, validate_episode
+    from rdt_msgs.msg import EpisodeStatus
+    from rdt_msgs.srv import StartEpisode
+    from rdt_recorder.node import RecorderNode
+
     rclpy.init()
     try:
         rec = RecorderNode(parameter_overrides=[
@@ -78,7 +104,11 @@ def test_record_an_episode_through_services(tmp_path):
         req.max_duration = 0.0
         res = call(pub_node, executor, start, req)
         assert res.success, res.message
-        time.sleep(1.5)
+        started = time.monotonic()
+        end = started + 10.0  # the 1 Hz status shows steps being written
+        while time.monotonic() < end and not any(st.state == "RECORDING" and st.steps > 0 for st in statuses):
+            time.sleep(0.05)
+        time.sleep(max(0.0, 1.5 - (time.monotonic() - started)))
         again = call(pub_node, executor, start, req)
         assert not again.success and "already recording" in again.message
         res = call(pub_node, executor, stop, Trigger.Request())
