@@ -75,20 +75,24 @@ class KortexApiOutput:
         self._frame = 0
 
     def send(self, now: float, result, controller) -> None:
-        if result.command is None or not result.publish:
-            return
-        q = np.degrees(result.command[self.arm_index]) % 360.0  # Kortex positions: degrees in [0, 360)
-        for act, deg in zip(self._command.actuators, q):
-            act.position = float(deg)
-        if self.gripper_index is not None:
-            frac = (result.command[self.gripper_index] - self._grip_open) / (self._grip_closed - self._grip_open)
-            self._motor.position = float(np.clip(frac, 0.0, 1.0) * 100.0)  # percent closed
-            self._motor.velocity = 100.0
+        # Low-level servoing expects a command every cycle: with nothing new (warming up: no command yet) the last
+        # command (at first the measured pose) is sent again, which holds the arm.
+        if result.command is not None and result.publish:
+            self._set_targets(result.command)
         self._frame = (self._frame + 1) % 65536
         self._command.frame_id = self._frame
         for act in self._command.actuators:
             act.command_id = self._frame
         self._cyclic.Refresh(self._command)
+
+    def _set_targets(self, command) -> None:
+        q = np.degrees(command[self.arm_index]) % 360.0  # Kortex positions: degrees in [0, 360)
+        for act, deg in zip(self._command.actuators, q):
+            act.position = float(deg)
+        if self.gripper_index is not None:
+            frac = (command[self.gripper_index] - self._grip_open) / (self._grip_closed - self._grip_open)
+            self._motor.position = float(np.clip(frac, 0.0, 1.0) * 100.0)  # percent closed
+            self._motor.velocity = 100.0
 
     def close(self) -> None:
         try:
