@@ -162,9 +162,11 @@ def test_scheduler_aligns_to_the_observation_and_crossfades():
     c = wait_poll(sch, 100.25)  # 0.25 s after the observation: rows 0..2 are in the past
     assert c.error is None and sch.accept(c, 100.25)
     assert c.first_index == 3 and sch.plan.start_time == pytest.approx(100.3)
-    # switch scheduled at execute_horizon; request once remaining time ~ measured latency + one step
-    assert not sch.should_request(100.0 + 6.4 - c.latency - 0.2)
-    assert sch.should_request(100.0 + 6.4 - c.latency - 0.05)
+    # switch scheduled at execute_horizon, at the latest at the last row (6.3 s: the plan ends there);
+    # request once the remaining time ~ measured latency + one step
+    assert sch.switch_time == pytest.approx(100.0 + 6.3)
+    assert not sch.should_request(100.0 + 6.3 - c.latency - 0.2)
+    assert sch.should_request(100.0 + 6.3 - c.latency - 0.05)
     # a second chunk with an offset of 1.0 is blended in over 3 steps: no jump at the switch
     sch.inference.predict.chunk = lambda stamp: ramp(stamp) + [1.0, 0.0]
     sch.request(obs(101.0), now=101.0)

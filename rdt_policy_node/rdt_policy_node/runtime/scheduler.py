@@ -119,6 +119,11 @@ class ChunkScheduler:
 
     # ------------------------------------------------------------------ timing
     @property
+    def next_seq(self) -> int:
+        """Sequence number the next request will get (chunks below it were requested earlier)."""
+        return self._seq
+
+    @property
     def busy(self) -> bool:
         return self._pending is not None
 
@@ -131,7 +136,9 @@ class ChunkScheduler:
         """When the current chunk reaches its execute_horizon (the next chunk should be running by then)."""
         if self.current is None:
             return -math.inf
-        return self.current.obs_stamp + self.execute_horizon * self.dt
+        # by the last row at the latest: the plan ends there, and after it the controller holds
+        rows = len(self.current.actions) if self.current.actions is not None else self.horizon
+        return self.current.obs_stamp + min(self.execute_horizon, rows - 1) * self.dt
 
     def should_request(self, now: float) -> bool:
         if self.busy:
@@ -160,9 +167,28 @@ class ChunkScheduler:
                 inpaint = self.plan.sample(times).astype(np.float32)
         chunk = Chunk(self._seq, float(obs.stamp), float(now), inpainted=0 if inpaint is None else len(inpaint))
         self._seq += 1
-        fut = self.inference.submit(obs.images, np.asarray(obs.qpos, dtype=np.float32), obs.stamp, inpaint)
+        try:
+            fut = self.inference.submit(obs.images, np.asarray(obs.qpos, dtype=np.float32), obs.stamp, inpaint)
+        except Exception as e:  # a broken worker (dead inference process, closed pool): report it, never raise
+            fut = Future()
+            fut.set_exception(e)
         self._pending = (chunk, fut)
         return chunk
+
+    def pending_for(self, now: float) -> float:
+        """Seconds the running inference has been running (0 when none is)."""
+        return 0.0 if self._pending is None else max(0.0, now - self._pending[0].request_time)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the running inference (if any) has finished; True when none is running any more.
+        For tests and shutdown; the control tick never calls it."""
+        if self._pending is None:
+            return True
+        try:
+            self._pending[1].exception(timeout=timeout)
+        except Exception:  # timeout or cancelled
+            pass
+        return self._pending[1].done()
 
     def poll(self, now: float) -> Chunk | None:
         """The finished chunk (validated: ``error`` says why it cannot be used), or None."""
@@ -172,6 +198,9 @@ class ChunkScheduler:
         self._pending = None
         chunk.ready_time = float(now)
         self.chunks_received += 1
+        if fut.cancelled():
+            chunk.error = "inference cancelled"
+            return chunk
         exc = fut.exception()
         if exc is not None:
             chunk.error = f"inference failed: {type(exc).__name__}: {exc}"
@@ -180,10 +209,13 @@ class ChunkScheduler:
             self._latencies.clear()
             self._measured = True
         self._latencies.append(chunk.latency)
-        try:
-            actions = np.array(fut.result(), dtype=np.float64)
-        except (TypeError, ValueError) as e:
-            chunk.error = f"chunk is not a numeric array: {e}"
+        try:  # anything may come back (a tensor that requires grad or lives on the GPU, a list, None)
+            raw = np.asarray(fut.result())
+            if raw.dtype.kind not in "fiu":
+                raise TypeError(f"dtype {raw.dtype} (need real numbers)")
+            actions = raw.astype(np.float64)
+        except Exception as e:
+            chunk.error = f"chunk is not a numeric array: {type(e).__name__}: {e}"
             return chunk
         chunk.actions = actions
         if actions.ndim != 2 or actions.shape[1] != self.dof or not 1 <= actions.shape[0] <= self.horizon:
