@@ -6,11 +6,18 @@ at or after that time; older messages are dropped and the first message at or af
 window starts with an empty step, so the very first observation's t-1 slots are missing (None), as in
 the official code. Optionally each frame taken into the window is JPEG-encoded and decoded, as the
 official deployment does to match the training data.
+
+A stream's age is the larger of two clocks: the caller's time minus the message's stamp, and the time
+since the message arrived (a local monotonic clock). Stamps alone cannot be trusted to go stale: a sensor
+whose clock runs ahead of ours, a stamp from a driver bug, or our clock stepping back (NTP) would keep a
+dead stream "fresh" for as long as the offset. Joint messages with non-finite positions are dropped (and
+named in ``problems``), so a driver reporting NaN makes the stream go stale instead of reaching the model.
 """
 from __future__ import annotations
 
 import math
 import threading
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Mapping, Sequence
@@ -54,9 +61,11 @@ class ObservationWindow:
     """Thread-safe: sensor callbacks add messages, the control tick takes steps, the worker reads them."""
 
     def __init__(self, camera_slots: Sequence[str | None], joint_streams: Mapping[str, Sequence[int]], dof: int,
-                 *, history: int = 2, jpeg: bool = False, jpeg_quality: int = 95, queue_len: int = 64):
+                 *, history: int = 2, jpeg: bool = False, jpeg_quality: int = 95, queue_len: int = 64,
+                 arrival_clock=time.monotonic):
         """camera_slots[i]: the camera role that fills model camera slot i (None = the robot has none there).
-        joint_streams: stream role -> the profile joint indices its messages fill (together all D joints)."""
+        joint_streams: stream role -> the profile joint indices its messages fill (together all D joints).
+        arrival_clock: local monotonic clock that times message arrivals (None: ages from stamps only)."""
         self.camera_slots = list(camera_slots)
         self.cameras = [c for c in self.camera_slots if c is not None]
         if not self.cameras:
@@ -73,6 +82,9 @@ class ObservationWindow:
         self._lock = threading.Lock()
         self._queues = {name: deque(maxlen=queue_len) for name in self.streams}
         self._latest_stamp: dict[str, float] = {}
+        self._arrival_clock = arrival_clock
+        self._arrival: dict[str, float] = {}
+        self._problems: dict[str, str] = {}
         self._latest_qpos = np.full(dof, np.nan)
         self.reset()
 
@@ -98,13 +110,29 @@ class ObservationWindow:
             self._step_count = 0
             self._last: Observation | None = None
 
+    def clear(self) -> None:
+        """Forget every message and step (after our clock jumped: their stamps are in another time base)."""
+        with self._lock:
+            for q in self._queues.values():
+                q.clear()
+            self._latest_stamp.clear()
+            self._arrival.clear()
+            self._problems.clear()
+        self.reset()
+
     # ------------------------------------------------------------------ input (sensor callbacks)
     def add_image(self, role: str, image: np.ndarray, stamp: float) -> None:
         if role not in self.cameras:
             raise KeyError(f"unknown camera {role!r}; the window has {self.cameras}")
         with self._lock:
             self._queues[role].append((float(stamp), image))
-            self._latest_stamp[role] = max(float(stamp), self._latest_stamp.get(role, -math.inf))
+            self._received(role, stamp)
+
+    def _received(self, stream: str, stamp: float) -> None:
+        self._latest_stamp[stream] = max(float(stamp), self._latest_stamp.get(stream, -math.inf))
+        if self._arrival_clock is not None:
+            self._arrival[stream] = self._arrival_clock()
+        self._problems.pop(stream, None)
 
     def add_joints(self, stream: str, positions: Sequence[float], stamp: float) -> None:
         """positions: values for the stream's joints, in the order of its profile joint indices."""
@@ -115,8 +143,12 @@ class ObservationWindow:
         if pos.shape != idx.shape:
             raise ValueError(f"joint stream {stream!r}: got {pos.shape[0] if pos.ndim else 0} values, expected {len(idx)}")
         with self._lock:
+            if not np.all(np.isfinite(pos)):
+                bad = [int(i) for i, ok in zip(idx, np.isfinite(pos)) if not ok]
+                self._problems[stream] = f"dropped a message with non-finite positions (joint columns {bad})"
+                return
             self._queues[stream].append((float(stamp), pos))
-            self._latest_stamp[stream] = max(float(stamp), self._latest_stamp.get(stream, -math.inf))
+            self._received(stream, stamp)
             self._latest_qpos[idx] = pos
 
     # ------------------------------------------------------------------ steps (control tick)
@@ -160,9 +192,27 @@ class ObservationWindow:
 
     # ------------------------------------------------------------------ health
     def ages(self, now: float) -> dict[str, float]:
-        """Seconds since the newest message of each stream (inf when none arrived yet)."""
+        """Seconds since the newest message of each stream (inf when none arrived yet): the larger of its
+        stamp's age at ``now`` and the time since it arrived."""
+        with self._lock:
+            local = self._arrival_clock() if self._arrival_clock is not None else None
+            out = {}
+            for s in self.streams:
+                age = now - self._latest_stamp.get(s, -math.inf)
+                if local is not None and s in self._arrival:
+                    age = max(age, local - self._arrival[s])
+                out[s] = age
+            return out
+
+    def stamp_ages(self, now: float) -> dict[str, float]:
+        """``now`` minus each stream's newest stamp (negative: stamped in our future, the clocks disagree)."""
         with self._lock:
             return {s: now - self._latest_stamp.get(s, -math.inf) for s in self.streams}
+
+    def problems(self) -> dict[str, str]:
+        """Stream -> what was wrong with its newest message(s) since the last good one (for hold reasons)."""
+        with self._lock:
+            return dict(self._problems)
 
     def latest_qpos(self) -> np.ndarray | None:
         """Newest measured joint positions, None until every joint was seen."""
