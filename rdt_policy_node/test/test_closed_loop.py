@@ -129,11 +129,11 @@ def test_fuzzed_chunks_never_leave_the_limits(kinova):
             return a
         if kind == 2:
             return np.zeros((rng.integers(1, 70), D + rng.choice([-1, 1])))
-        if kind == 3:
-            return rng.uniform(-5, 5, (rng.integers(1, 65), D))
+        if kind == 3:  # in range or a little outside it (clipped), any number of rows
+            return rng.uniform(kinova.lower * 1.2, kinova.upper * 1.2, (rng.integers(1, 65), D))
         if kind == 4:
-            return np.full((64, D), rng.choice([1e6, -1e6]))
-        return rng.normal(0, 3, (64, D))
+            return np.full((64, D), rng.choice([1e6, -1e6]))  # rejected: far outside the limits
+        return rng.normal(0, 3, (64, D)) if rng.random() < 0.3 else rng.uniform(kinova.lower, kinova.upper, (64, D))
 
     publish_rate = 50.0
     ctl = make_controller(kinova, fuzz, publish_rate=publish_rate, execute_horizon=4, blend_steps=2,

@@ -4,8 +4,18 @@
 
 States (rdt_msgs/PolicyStatus): WARMING_UP (no chunk yet, nothing commanded), MOVING_TO_START (slow move
 to the first action), RUNNING (DRY_RUN when commands are computed but not sent), HOLDING (stale
-observations, rejected chunk, inference error: the last command is repeated), PAUSED. After any hold or
-pause the next good chunk starts with a slow move again.
+observations, rejected chunk, inference error, the running chunk used up with no new one, the clock gone
+backwards: the last command is repeated), PAUSED. Every hold says why (``hold_reason``).
+
+After any hold or pause the next good chunk starts with a slow move again, and only a chunk requested
+after the hold began may start it (one in flight from before a pause was computed from the world the
+operator paused on). A hold keeps the last command, except for arm joints that something else moved
+while we held (measured, fresh, further than the resync tolerance from the command: a controller that
+was stopped or faulted, an arm moved by hand): those hold where they are measured, so that neither the
+hold nor the slow move after it snaps them back once the controller follows commands again. Grippers
+always keep their command (one holding an object is short of it on purpose). Nothing is commanded while the measured
+position is outside the limits (Kinova's continuous joints report angles up to pi; the profile stops at
+3.0): moving into the limits would need a first step larger than the velocity limit.
 """
 from __future__ import annotations
 
@@ -44,8 +54,12 @@ class PolicyController:
         self.phase = WARMING_UP
         self.hold_reason = ""
         self.last_command: np.ndarray | None = None
+        self._last_command_time: float | None = None
+        self._last_tick: float | None = None
         self._start_plan: Plan | None = None
         self._need_start = True
+        self._hung_context = ""
+        self._min_start_seq = 0  # chunks requested before the latest hold may not start a move
         self._last_step_time = -np.inf
         self._last_request_step = -1
         self.last_latency = float("nan")
@@ -73,18 +87,40 @@ class PolicyController:
         self.phase, self.hold_reason = phase, reason
         self._need_start = True
         self._start_plan = None
+        self._min_start_seq = self.scheduler.next_seq
         self.scheduler.reset()
+
+    def _stale_reason(self, now: float) -> str | None:
+        ahead = {s: -a for s, a in self.window.stamp_ages(now).items() if a < -self.safety.max_observation_age_s}
+        if ahead:  # alignment and ages are meaningless when the sensors' clock runs ahead of ours
+            name = max(ahead, key=ahead.get)
+            return (f"stream {name} is stamped {ahead[name]:.2f} s in the future: synchronise the clocks of the "
+                    f"sensor and policy computers (e.g. chrony)" + (f" (+{len(ahead) - 1} more)" if len(ahead) > 1 else ""))
+        reason = self.safety.stale_reason(self.window.ages(now))
+        if reason:
+            notes = "; ".join(f"{k}: {v}" for k, v in self.window.problems().items())
+            reason = f"{reason} ({notes})" if notes else reason
+        return reason
 
     def _tick(self, now: float) -> TickResult:
         self._changed = False
+        went_back = self._last_tick is not None and now < self._last_tick
+        back_by = (self._last_tick - now) if went_back else 0.0
+        self._last_tick = now
+        if went_back:  # plans, stamps and ages are all in the old time base: start over from a hold
+            self._last_step_time = -np.inf
+            self._last_request_step = -1
+            self.window.clear()
         if now - self._last_step_time >= self.step_period * 0.999 and self.window.step():
             self._last_step_time = now
         chunk = self.scheduler.poll(now)
         if chunk is not None and chunk.error is None:
             self.last_latency = chunk.latency
-        stale = self.safety.stale_reason(self.window.ages(now))
+        stale = self._stale_reason(now)
         if self.safety.paused:
             self._hold("paused", PAUSED)
+        elif went_back:
+            self._hold(f"clock went backwards by {back_by:.3f} s: holding until a fresh chunk")
         elif stale:
             self._hold(stale)
         else:
@@ -97,24 +133,97 @@ class PolicyController:
                 self._start_plan = None
                 self.phase, self.hold_reason = HOLDING, "at start pose: waiting for a fresh chunk"
                 self.scheduler.reset(Plan.hold(target, now))
+            if self.phase == RUNNING and self.scheduler.plan is not None and now > self.scheduler.plan.end_time:
+                self._hold(self._exhausted_reason(now))
+            if self.phase == HOLDING:
+                self._note_slow_inference(now)
             self._maybe_request(now)
+        if chunk is not None and chunk.error is None and chunk.first_index is None:
+            chunk.error = f"dropped: {self.hold_reason or self.phase}"  # polled while holding: never used
         return self._command(now, chunk)
+
+    def inference_timeout(self) -> float:
+        """How long an inference may run before the status calls it hung."""
+        return max(1.0, 4.0 * self.scheduler.latency_estimate)
+
+    def _exhausted_reason(self, now: float) -> str:
+        why = "the running chunk ended with no new chunk ready"
+        if self.scheduler.busy:
+            return f"{why}: inference running for {self.scheduler.pending_for(now):.2f} s " \
+                   f"(expected {self.scheduler.latency_estimate:.2f} s)"
+        return why
+
+    def _note_slow_inference(self, now: float) -> None:
+        pending = self.scheduler.pending_for(now)
+        if self.scheduler.busy and pending > self.inference_timeout():
+            reason = f"inference has not returned for {pending:.1f} s (timeout {self.inference_timeout():.1f} s)"
+            if not self.hold_reason.startswith("inference has not returned"):
+                self._changed = True
+                self._hung_context = self.hold_reason
+            self.hold_reason = f"{reason}; {self._hung_context}" if self._hung_context else reason
+
+    def _start_point(self) -> tuple[np.ndarray | None, str | None]:
+        """Where a slow move starts, and why it cannot (None, reason)."""
+        measured = self.window.latest_qpos()
+        if self.last_command is None:
+            if measured is None:
+                return None, "no joint state yet"
+            outside = self.safety.outside_limits(measured, self.safety.max_step)
+            if outside:
+                return None, f"measured position outside the profile limits ({outside}): move the arm inside " \
+                             f"them (e.g. with the vendor's tools) before starting the policy"
+            return measured, None
+        return self.last_command.copy(), None
+
+    def _resync_hold(self, now: float) -> None:
+        """Hold arm joints that something else moved away from the last command where they are measured."""
+        measured = self.window.latest_qpos()
+        if measured is None or self.last_command is None:
+            return
+        ages = self.window.ages(now)
+        if any(not ages[s] <= self.safety.max_observation_age_s for s in self.window.joint_streams):
+            return  # no fresh measurement: keep the command
+        moved = (np.abs(measured - self.last_command) > self.safety.resync_tolerance) & ~self.safety.grippers
+        if not moved.any():
+            return
+        target = np.where(moved, measured, self.last_command)
+        if self.safety.outside_limits(target):
+            return  # never command outside the limits; keep holding the last command
+        names = ", ".join(self.safety.joint_names[i] for i in np.flatnonzero(moved))
+        self.last_command = target
+        self._changed = True
+        note = f"re-synced {names} to the measured position (moved while holding)"
+        self.hold_reason = f"{self.hold_reason}; {note}" if self.hold_reason else note
 
     def _use_chunk(self, chunk: Chunk, now: float) -> None:
         if chunk.error is not None:
             self._hold(chunk.error)
             return
+        problem = self.safety.chunk_problem(chunk.actions)
+        if problem:
+            chunk.error = problem
+            self._hold(problem)
+            return
         if self.phase == MOVING_TO_START:
             chunk.error = "dropped: arrived during the move to the start pose"
             return
         if self._need_start:
-            start = self.last_command if self.last_command is not None else self.window.latest_qpos()
-            if start is None:
-                chunk.error = "dropped: no joint state yet"
+            if chunk.seq < self._min_start_seq:
+                chunk.error = "dropped: requested before the hold; waiting for a fresh chunk"
                 return
-            first = int(np.clip(np.ceil((now - chunk.obs_stamp) / self.scheduler.dt - 1e-9), 0, len(chunk.actions) - 1))
-            chunk.first_index = first
-            self._start_plan = self.safety.start_move(start, chunk.actions[first], now)
+            first = int(np.ceil((now - chunk.obs_stamp) / self.scheduler.dt - 1e-9))
+            if first >= len(chunk.actions):
+                chunk.error = (f"dropped: arrived {now - chunk.obs_stamp:.3f} s after its observation, past its "
+                               f"last action")
+                self.hold_reason = chunk.error
+                return
+            start, why = self._start_point()
+            if start is None:
+                chunk.error = f"dropped: {why}"
+                self.hold_reason = why
+                return
+            chunk.first_index = max(first, 0)
+            self._start_plan = self.safety.start_move(start, chunk.actions[chunk.first_index], now)
             self.phase, self.hold_reason = MOVING_TO_START, ""
             self._need_start = False
             self._changed = True
@@ -138,7 +247,14 @@ class PolicyController:
         self._last_request_step = obs.step
 
     def _command(self, now: float, chunk: Chunk | None) -> TickResult:
-        previous = self.last_command if self.last_command is not None else self.window.latest_qpos()
+        if self.phase in (HOLDING, PAUSED):
+            self._resync_hold(now)
+        if self.last_command is not None:
+            previous, dt = self.last_command, now - self._last_command_time
+        else:
+            previous, dt = self.window.latest_qpos(), None
+            if previous is not None and self.safety.outside_limits(previous, self.safety.max_step):
+                previous = None  # never command a first step larger than the limits allow
         if previous is None:
             return TickResult(None, False, self.phase, self.hold_reason or "no joint state yet", chunk, False)
         if self.phase in (HOLDING, PAUSED):
@@ -151,10 +267,11 @@ class PolicyController:
             desired = None
         if desired is None:
             return TickResult(None, False, self.phase, self.hold_reason, chunk, False)
-        command, why = self.safety.limit(desired, previous)
+        command, why = self.safety.limit(desired, previous, dt)
         if why:
             self._hold(why)
         self.last_command = command
+        self._last_command_time = now
         state = DRY_RUN if (self.safety.dry_run and self.phase == RUNNING) else self.phase
         return TickResult(command, not self.safety.dry_run, state, self.hold_reason, chunk, self._changed)
 

@@ -1,0 +1,344 @@
+"""Safety audit of the runtime: what reaches the arm when the model, the worker, the sensors or the clock misbehave.
+
+Each test drives the real PolicyController (real worker thread) with simulated time: a Rig feeds sensors
+stamped with the simulated clock, waits for the worker before each tick (so results do not depend on the
+machine's speed), ticks, and lets the simulated arm follow every published command exactly.
+"""
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+from rdt_core.robots import load_profile
+from rdt_policy_node.runtime import HOLDING, MOVING_TO_START, PAUSED, RUNNING, WARMING_UP, make_controller
+
+
+@pytest.fixture(scope="module")
+def kinova():
+    return load_profile("kinova_gen3")
+
+
+class SimClock:
+    """A settable clock, used as the window's arrival clock (a local monotonic clock)."""
+
+    def __init__(self):
+        self.t = 0.0
+
+    def __call__(self):
+        return self.t
+
+
+class Rig:
+    """Controller + simulated arm (follows commands exactly) + sensors, in simulated time."""
+
+    def __init__(self, profile, predictor, rate=50.0, q0=None, **kw):
+        opts = dict(publish_rate=rate, execute_horizon=16, blend_steps=2, start_move_duration_s=0.2,
+                    start_velocity_scale=1.0, max_observation_age_s=0.2, initial_latency_s=0.05)
+        opts.update(kw)
+        self.ctl = make_controller(profile, predictor, **opts)
+        self.mono = SimClock()  # local arrival clock: always moves forward with the simulation
+        self.ctl.window._arrival_clock = self.mono
+        self.profile, self.rate = profile, rate
+        self.q = np.zeros(profile.dof) if q0 is None else np.asarray(q0, dtype=np.float64)
+        self.now = 0.0
+        self.log = []  # (now, TickResult)
+        self.muted = set()
+        self.sensor_offset = 0.0  # sensor clocks ahead (+) of the node's
+
+    def feed(self):
+        for role in self.ctl.window.cameras:
+            if role not in self.muted:
+                self.ctl.window.add_image(role, np.zeros((8, 8, 3), np.uint8), self.now + self.sensor_offset)
+        if "joints" not in self.muted:
+            self.ctl.window.add_joints("joints", self.q, self.now + self.sensor_offset)
+
+    def tick(self, dt=None, wait=True):
+        dt = 1.0 / self.rate if dt is None else dt
+        self.now += dt
+        self.mono.t += max(dt, 1.0 / self.rate)
+        self.feed()
+        if wait:
+            self.ctl.scheduler.wait(5.0)
+        res = self.ctl.tick(self.now)
+        self.log.append((self.now, res))
+        if res.command is not None and res.publish:
+            self.q = res.command.copy()
+        return res
+
+    def run(self, seconds, **kw):
+        out = []
+        for _ in range(int(round(seconds * self.rate))):
+            out.append(self.tick(**kw))
+        return out
+
+    def commands(self):
+        return np.array([(t, *r.command) for t, r in self.log if r.command is not None and r.publish])
+
+    def close(self):
+        self.ctl.close()
+
+
+def ramp_predictor(profile, speed=0.3):
+    """A smooth in-range chunk moving every arm joint at ``speed`` of its velocity limit from qpos."""
+    def predict(images, qpos, stamp, inpaint_actions=None):
+        t = np.arange(64)[:, None] / profile.control_frequency
+        return np.clip(np.asarray(qpos, float) + speed * profile.max_velocity * t, profile.lower, profile.upper)
+    return predict
+
+
+def assert_safe(profile, rig, publish_rate):
+    cmd = rig.commands()
+    q = cmd[:, 1:]
+    assert np.all(np.isfinite(q))
+    assert np.all(q >= profile.lower - 1e-12) and np.all(q <= profile.upper + 1e-12)
+    steps = np.abs(np.diff(q, axis=0))
+    assert np.all(steps <= profile.max_velocity / publish_rate + 1e-9)
+
+
+# ---------------------------------------------------------------- a worker that hangs or fails
+def test_hung_inference_holds_with_a_reason_once_the_chunk_is_used_up(kinova):
+    release = threading.Event()
+    calls = []
+
+    def predict(images, qpos, stamp, inpaint_actions=None):
+        calls.append(stamp)
+        if len(calls) > 2:
+            release.wait(30)  # the third inference never returns (a hung GPU, a deadlock)
+        return ramp_predictor(kinova)(images, qpos, stamp)
+
+    rig = Rig(kinova, predict)
+    try:
+        for _ in range(int(4.0 * rig.rate)):
+            rig.tick(wait=len(calls) <= 2)
+        states = [r.state for _, r in rig.log]
+        assert RUNNING in states and states[-1] == HOLDING
+        # the chunk running when the worker hung: its last row is at obs + 63 / 25 s; hold on the next tick
+        running = [t for t, r in rig.log if r.state == RUNNING]
+        first_hold = next(t for t, r in rig.log if r.state == HOLDING and t > running[0])
+        assert first_hold - running[-1] == pytest.approx(1 / rig.rate)
+        reasons = [r.hold_reason for t, r in rig.log if t >= first_hold]
+        assert all("ended with no new chunk ready" in r for r in reasons)
+        assert "inference has not returned for" in reasons[-1]  # after the timeout the status says it hung
+        c = rig.commands()
+        after = c[c[:, 0] >= first_hold, 1:]
+        assert np.ptp(after, axis=0).max() == 0.0  # standing still, not wandering on an old chunk
+    finally:
+        release.set()
+        rig.close()
+
+
+def test_chunk_arriving_after_its_horizon_never_sets_the_start_target(kinova):
+    # the very first inference on a GPU can take seconds (lazy CUDA init, autotuning): the chunk then
+    # describes a world several seconds old and must not pick the target of the slow move
+    rig = Rig(kinova, ramp_predictor(kinova))
+    try:
+        rig.tick()  # request on the first observation
+        assert rig.ctl.scheduler.busy
+        rig.ctl.scheduler.wait(5.0)
+        rig.now += 4.0  # 4 s > 64 rows at 25 Hz
+        rig.mono.t += 4.0
+        res = rig.tick()
+        assert res.chunk is not None and "past its last action" in res.chunk.error
+        assert res.state in (WARMING_UP, HOLDING) and res.command is None and "past its last action" in res.hold_reason
+        rig.run(1.0)  # a fresh chunk then starts normally
+        assert {MOVING_TO_START, RUNNING} <= {r.state for _, r in rig.log}
+    finally:
+        rig.close()
+
+
+def test_chunk_in_flight_during_a_pause_does_not_start_the_resume(kinova):
+    gate = threading.Event()
+    gate.set()
+
+    def predict(images, qpos, stamp, inpaint_actions=None):
+        gate.wait(30)
+        return ramp_predictor(kinova)(images, qpos, stamp)
+
+    rig = Rig(kinova, predict)
+    try:
+        rig.run(1.5)
+        assert rig.log[-1][1].state == RUNNING
+        gate.clear()
+        while not rig.ctl.scheduler.busy:
+            rig.tick(wait=False)
+        stale_seq = rig.ctl.scheduler._pending[0].seq
+        rig.ctl.pause()
+        rig.run(0.2, wait=False)
+        rig.ctl.resume()
+        gate.set()
+        rig.ctl.scheduler.wait(5.0)
+        res = rig.tick()
+        assert res.chunk is not None and res.chunk.seq == stale_seq
+        assert "requested before the hold" in res.chunk.error and res.state == HOLDING
+        rig.run(1.0)
+        assert [s for s in (MOVING_TO_START, RUNNING) if s in {r.state for _, r in rig.log[-50:]}] == \
+            [MOVING_TO_START, RUNNING]
+        assert_safe(kinova, rig, rig.rate)
+    finally:
+        gate.set()
+        rig.close()
+
+
+@pytest.mark.parametrize("bad", ["grad_tensor", "bf16_tensor", "complex", "bool", "none"])
+def test_whatever_the_predictor_returns_the_tick_does_not_raise(kinova, bad):
+    def predict(images, qpos, stamp, inpaint_actions=None):
+        good = ramp_predictor(kinova)(images, qpos, stamp)
+        return {"grad_tensor": lambda: torch.tensor(good, requires_grad=True),
+                "bf16_tensor": lambda: torch.tensor(good).bfloat16(),
+                "complex": lambda: good + 1j,
+                "bool": lambda: good > 0,
+                "none": lambda: None}[bad]()
+
+    rig = Rig(kinova, predict)
+    try:
+        rig.run(0.5)
+        chunks = [r.chunk for _, r in rig.log if r.chunk is not None]
+        assert chunks and all("not a numeric array" in c.error or "shape" in c.error for c in chunks)
+        assert all(r.state in (WARMING_UP, HOLDING) for _, r in rig.log)
+        assert all(r.command is None for _, r in rig.log)
+    finally:
+        rig.close()
+
+
+def test_broken_worker_is_reported_not_raised(kinova):
+    rig = Rig(kinova, ramp_predictor(kinova))
+    try:
+        rig.run(1.0)
+        rig.ctl.scheduler.inference.close()  # a worker that can take no more work (like a dead process pool)
+        rig.run(1.0)  # must not raise out of the control tick
+        assert rig.log[-1][1].state == HOLDING
+        assert any("inference failed" in r.hold_reason for _, r in rig.log)
+    finally:
+        rig.close()
+
+
+def test_chunk_far_outside_the_limits_is_rejected_not_clipped(kinova):
+    # e.g. a checkpoint trained in degrees on a radian profile: clipping would drive joints into their stops
+    rig = Rig(kinova, lambda images, qpos, stamp, inpaint_actions=None: np.degrees(
+        ramp_predictor(kinova)(images, qpos, stamp) + 0.5))
+    try:
+        rig.run(0.5)
+        assert all(r.command is None for _, r in rig.log)
+        assert "outside the joint limits" in rig.log[-1][1].hold_reason
+        assert "normalisation" in rig.log[-1][1].hold_reason
+    finally:
+        rig.close()
+
+
+# ---------------------------------------------------------------- sensors and clocks
+def test_sensors_with_a_clock_ahead_still_go_stale(kinova):
+    rig = Rig(kinova, ramp_predictor(kinova))
+    rig.sensor_offset = 0.15  # the sensor PC's clock is ahead (within the age limit): stamps stay "fresh" longer
+    try:
+        rig.run(1.5)
+        assert rig.log[-1][1].state == RUNNING
+        rig.muted.add("cam_high")
+        t_mute = rig.now
+        rig.run(0.5)
+        holds = [t for t, r in rig.log if r.state == HOLDING and "cam_high" in r.hold_reason]
+        assert holds and holds[0] - t_mute <= 0.2 + 1.5 / rig.rate  # by arrival time, whatever the stamps say
+    finally:
+        rig.close()
+
+
+def test_sensors_stamped_far_in_the_future_hold_and_name_the_clock_problem(kinova):
+    rig = Rig(kinova, ramp_predictor(kinova))
+    rig.sensor_offset = 5.0  # the sensor PC's clock is 5 s ahead: no stamp would look stale for 5 s
+    try:
+        rig.run(1.0)
+        assert all(r.command is None for _, r in rig.log)
+        assert "in the future" in rig.log[-1][1].hold_reason and "chrony" in rig.log[-1][1].hold_reason
+    finally:
+        rig.close()
+
+
+def test_clock_going_backwards_holds_and_says_why(kinova):
+    rig = Rig(kinova, ramp_predictor(kinova))
+    try:
+        rig.run(1.5)
+        assert rig.log[-1][1].state == RUNNING
+        before = rig.q.copy()
+        res = rig.tick(dt=-2.0)  # the system clock is stepped back (NTP)
+        assert res.state == HOLDING and "backwards" in res.hold_reason
+        np.testing.assert_array_equal(res.command, before)
+        rig.run(1.5)
+        assert rig.log[-1][1].state == RUNNING  # recovers through a fresh chunk and a slow move
+        assert_safe(kinova, rig, rig.rate)
+    finally:
+        rig.close()
+
+
+def test_velocity_limit_holds_for_irregular_ticks(kinova):
+    # a command stream's speed is step / real interval: ticks that come early must move less
+    rng = np.random.default_rng(3)
+    rig = Rig(kinova, ramp_predictor(kinova, speed=2.0))  # asks for twice the limit
+    try:
+        rig.run(1.0)
+        for _ in range(300):
+            rig.tick(dt=float(rng.choice([0.2, 0.5, 1.0, 3.0])) / rig.rate)
+        c = rig.commands()
+        dt = np.clip(np.diff(c[:, 0]), 0, 1 / rig.rate)
+        steps = np.abs(np.diff(c[:, 1:], axis=0))
+        assert np.all(steps <= kinova.max_velocity * dt[:, None] + 1e-9)
+        assert RUNNING in {r.state for _, r in rig.log[-300:]}
+    finally:
+        rig.close()
+
+
+def test_measured_position_outside_the_limits_is_never_jumped_into(kinova):
+    q0 = np.zeros(kinova.dof)
+    q0[0] = 3.1  # Kinova joint_1 is continuous: the driver reports up to pi, the profile stops at 3.0
+    rig = Rig(kinova, ramp_predictor(kinova), q0=q0)
+    try:
+        rig.run(1.0)
+        assert all(r.command is None for _, r in rig.log)
+        assert "joint_1 at 3.100 outside" in rig.log[-1][1].hold_reason
+    finally:
+        rig.close()
+
+
+def test_non_finite_joint_state_stops_motion_and_is_named(kinova):
+    rig = Rig(kinova, ramp_predictor(kinova))
+    try:
+        rig.run(1.5)
+        assert rig.log[-1][1].state == RUNNING
+        rig.muted.add("joints")
+        t_bad = rig.now
+        for _ in range(25):
+            rig.ctl.window.add_joints("joints", np.r_[np.nan, rig.q[1:]], rig.now)
+            rig.tick()
+        holds = [(t, r.hold_reason) for t, r in rig.log if r.state == HOLDING and t > t_bad]
+        assert holds and holds[0][0] - t_bad <= 0.2 + 1.5 / rig.rate
+        assert "joints" in holds[0][1] and "non-finite" in holds[0][1]
+    finally:
+        rig.close()
+
+
+def test_hold_and_resume_after_the_arm_was_moved_keep_it_where_it_is(kinova):
+    rig = Rig(kinova, ramp_predictor(kinova))
+    try:
+        rig.run(1.5)
+        rig.ctl.pause()
+        rig.run(0.3)
+        held = rig.q.copy()
+        # while paused, joint_2 is moved by something else (a controller that faulted and was restarted,
+        # by hand); the gripper is short of its command (it holds an object)
+        rig.q[1] += 0.4
+        rig.q[-1] = held[-1] - 0.2
+        res = rig.tick()
+        assert res.state == PAUSED and "re-synced joint_2" in res.hold_reason and res.plan_changed
+        assert res.command[1] == pytest.approx(held[1] + 0.4)  # held where it is: no snap back by 0.4 rad
+        assert res.command[-1] == held[-1]  # the gripper keeps its command: the grasp is not loosened
+        np.testing.assert_array_equal(np.delete(res.command, 1), np.delete(held, 1))
+        rig.q[-1] = held[-1] - 0.2
+        rig.ctl.resume()
+        resumed = len(rig.log)
+        rig.run(1.0)
+        i = next(k for k, (_, r) in enumerate(rig.log) if r.state == MOVING_TO_START and k >= resumed)
+        assert rig.log[i][1].command[1] == pytest.approx(held[1] + 0.4)  # the slow move starts there too
+        later = rig.commands()
+        later = later[later[:, 0] > rig.log[i - 1][0]]
+        assert np.all(np.abs(np.diff(later[:, 1:], axis=0)) <= kinova.max_velocity / rig.rate + 1e-9)
+    finally:
+        rig.close()
