@@ -129,11 +129,13 @@ def encode_instruction(out_dir: Path) -> Path:
 
 
 # ------------------------------------------------------------------------------------------- 2. train
-def train_tiny(episode_dir: Path, instructions: Path, run_dir: Path, minutes: float):
+def train_tiny(episode_dir: Path, instructions: Path, run_dir: Path, minutes: float, steps: int | None = None):
+    """About ``minutes`` of training, or exactly ``steps`` optimizer steps when given."""
     from rdt_training.train import TrainConfig, train
 
     cfg = TrainConfig(data=[str(episode_dir)], output_dir=str(run_dir), instructions=str(instructions),
-                      init="tiny", vision="tiny", max_steps=100_000, max_minutes=minutes, batch_size=16,
+                      init="tiny", vision="tiny", max_steps=steps or 100_000,
+                      max_minutes=None if steps else minutes, batch_size=16,
                       lr=3e-4, checkpoint_every=100_000, sample_every=0, heldout_episodes=1,
                       sample_batches=1, log_every=20, progress=False, log_with=None, skip_still=False,
                       cache_features=True, cpu_threads=2)
@@ -242,6 +244,8 @@ def main(argv=None) -> int:
     ap.add_argument("--episodes", type=int, default=6)
     ap.add_argument("--episode-seconds", type=float, default=5.0)
     ap.add_argument("--train-minutes", type=float, default=1.0)
+    ap.add_argument("--train-steps", type=int, default=None,
+                    help="train exactly this many steps instead of --train-minutes (repeatable runs)")
     ap.add_argument("--policy-seconds", type=float, default=12.0)
     args = ap.parse_args(argv)
 
@@ -260,8 +264,10 @@ def main(argv=None) -> int:
     episodes = record_episodes(out / "episodes", episodes=args.episodes, seconds=args.episode_seconds)
     lang = encode_instruction(out / "instructions")
 
-    _log(f"2/4 training the tiny RDT for {args.train_minutes:g} min on {len(episodes)} episodes (CPU)")
-    trained = train_tiny(out / "episodes", out / "instructions", out / "run", args.train_minutes)
+    budget = f"{args.train_steps} steps" if args.train_steps else f"{args.train_minutes:g} min"
+    _log(f"2/4 training the tiny RDT for {budget} on {len(episodes)} episodes (CPU)")
+    trained = train_tiny(out / "episodes", out / "instructions", out / "run", args.train_minutes,
+                         args.train_steps)
     losses = trained.losses
     _log(f"    {trained.steps} steps, loss {np.mean(losses[:10]):.2e} (first 10) -> "
          f"{np.mean(losses[-10:]):.2e} (last 10); export: {trained.export_dir}")
