@@ -71,6 +71,25 @@ def test_jpeg_roundtrip_is_lossy_but_close():
     assert 0 < np.abs(y.astype(int) - x).mean() < 10
 
 
+def test_window_jpeg_roundtrip_happens_on_arrival_not_in_the_control_tick(kinova, monkeypatch):
+    import rdt_policy_node.runtime.observation as observation
+
+    rng = np.random.default_rng(0)
+    frame = (rng.random((24, 32, 3)) * 255).astype(np.uint8)
+    w = ObservationWindow.from_profile(kinova, jpeg=True)
+    for role in w.cameras:
+        w.add_image(role, frame, 1.0)
+    w.add_joints("joints", np.zeros(8), 1.0)
+
+    def no_encoding_here(*a, **k):
+        raise AssertionError("JPEG work inside step(): the control tick would wait for it")
+    monkeypatch.setattr(observation, "jpeg_roundtrip", no_encoding_here)
+    assert w.step()
+    got = w.observation().images[3]
+    np.testing.assert_array_equal(got, jpeg_roundtrip(frame))  # the model still sees the round-tripped frame
+    assert not np.array_equal(got, frame)
+
+
 # ---------------------------------------------------------------- interpolation
 def test_plan_samples_linearly_and_holds_outside():
     p = Plan([0.0, 1.0, 2.0], [[0.0], [1.0], [3.0]])

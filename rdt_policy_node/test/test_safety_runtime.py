@@ -40,18 +40,28 @@ class Rig:
         self.mono = SimClock()  # local arrival clock: always moves forward with the simulation
         self.ctl.window._arrival_clock = self.mono
         self.profile, self.rate = profile, rate
-        self.q = np.zeros(profile.dof) if q0 is None else np.asarray(q0, dtype=np.float64)
+        self.q = np.clip(np.zeros(profile.dof), profile.lower, profile.upper) if q0 is None else \
+            np.asarray(q0, dtype=np.float64)
         self.now = 0.0
         self.log = []  # (now, TickResult)
         self.muted = set()
+        self.nan_joints = False  # the joint driver reports NaN positions
         self.sensor_offset = 0.0  # sensor clocks ahead (+) of the node's
+        self.fed = {}  # stream -> arrival-clock time of its last good message
 
     def feed(self):
         for role in self.ctl.window.cameras:
             if role not in self.muted:
                 self.ctl.window.add_image(role, np.zeros((8, 8, 3), np.uint8), self.now + self.sensor_offset)
-        if "joints" not in self.muted:
-            self.ctl.window.add_joints("joints", self.q, self.now + self.sensor_offset)
+                self.fed[role] = self.mono.t
+        for stream, idx in self.ctl.window.joint_streams.items():
+            if stream not in self.muted:
+                q = self.q[idx].copy()
+                if self.nan_joints:
+                    q[0] = np.nan
+                self.ctl.window.add_joints(stream, q, self.now + self.sensor_offset)
+                if not self.nan_joints:
+                    self.fed[stream] = self.mono.t
 
     def tick(self, dt=None, wait=True):
         dt = 1.0 / self.rate if dt is None else dt
@@ -341,4 +351,106 @@ def test_hold_and_resume_after_the_arm_was_moved_keep_it_where_it_is(kinova):
         later = later[later[:, 0] > rig.log[i - 1][0]]
         assert np.all(np.abs(np.diff(later[:, 1:], axis=0)) <= kinova.max_velocity / rig.rate + 1e-9)
     finally:
+        rig.close()
+
+
+# ---------------------------------------------------------------- fuzz: everything at once, seeded
+class FuzzPredictor:
+    """Good chunks most of the time; otherwise NaN, inf, 1e6, wrong shapes and dtypes, exceptions, jumps
+    between far-apart in-range rows, or a hang until ``release`` is set."""
+
+    def __init__(self, profile, seed):
+        self.profile, self.rng = profile, np.random.default_rng(seed)  # used only in the worker thread
+        self.release = threading.Event()
+        self.release.set()
+
+    def __call__(self, images, qpos, stamp, inpaint_actions=None):
+        self.release.wait(60)
+        p, rng, D = self.profile, self.rng, self.profile.dof
+        good = ramp_predictor(p, speed=float(rng.uniform(0.1, 1.5)))(images, qpos, stamp)
+        kind = rng.integers(12)
+        if kind == 0:
+            good[rng.integers(64), rng.integers(D)] = [np.nan, np.inf, -np.inf][rng.integers(3)]
+        elif kind == 1:
+            good[rng.integers(64):] = rng.choice([1e6, -1e6])
+        elif kind == 2:
+            return np.zeros((int(rng.integers(0, 70)), D + int(rng.choice([-1, 1]))))
+        elif kind == 3:
+            return good[: rng.integers(1, 64)]  # short chunk: ends early
+        elif kind == 4:
+            return rng.uniform(p.lower, p.upper, (64, D))  # in range, huge jumps between rows
+        elif kind == 5:
+            raise RuntimeError("CUDA error: an illegal memory access was encountered")
+        elif kind == 6:
+            return torch.tensor(good, requires_grad=True)
+        elif kind == 7:
+            return good.astype(np.float16)
+        return good
+
+
+@pytest.mark.parametrize("seed,dry_run,profile", [(0, False, "kinova_gen3"), (1, False, "aloha"),
+                                                  (2, True, "kinova_gen3")])
+def test_fuzz_every_command_and_trajectory_point_stays_inside_the_limits(seed, dry_run, profile):
+    kinova = load_profile(profile)  # (either profile)
+    rng = np.random.default_rng(seed)
+    pred = FuzzPredictor(kinova, seed + 100)
+    rate, max_age = 50.0, 0.2
+    rig = Rig(kinova, pred, rate=rate, max_observation_age_s=max_age, dry_run=dry_run,
+              chunking_mode=["crossfade", "rtc"][seed % 2], execute_horizon=int(rng.integers(4, 65)),
+              blend_steps=int(rng.integers(0, 6)), start_move_duration_s=0.1)
+    period, max_step = 1 / rate, kinova.max_velocity / rate
+    until = {"mute": (0.0, None), "pause": 0.0, "hang": 0.0, "nan": 0.0}
+    prev_cmd, prev_t, seen = None, None, set()
+    try:
+        for _ in range(2500):
+            t = rig.mono.t
+            if t >= until["mute"][0] and until["mute"][1] is not None:
+                rig.muted.discard(until["mute"][1])
+                until["mute"] = (0.0, None)
+            if until["mute"][1] is None and rng.random() < 0.004:
+                stream = str(rng.choice(rig.ctl.window.streams))
+                rig.muted.add(stream)
+                until["mute"] = (t + rng.uniform(0.05, 0.6), stream)
+            if rig.ctl.safety.paused and t >= until["pause"]:
+                rig.ctl.resume()
+            elif not rig.ctl.safety.paused and rng.random() < 0.003:
+                rig.ctl.pause()
+                until["pause"] = t + rng.uniform(0.05, 0.5)
+            if not pred.release.is_set() and t >= until["hang"]:
+                pred.release.set()
+            elif pred.release.is_set() and rng.random() < 0.002:
+                pred.release.clear()
+                until["hang"] = t + rng.uniform(0.5, 3.0)
+            rig.nan_joints = t < until["nan"]
+            if not rig.nan_joints and rng.random() < 0.003:
+                until["nan"] = t + rng.uniform(0.05, 0.4)
+            r = rng.random()
+            dt = period * (1.0 if r < 0.85 else 0.3 if r < 0.9 else 2.5 if r < 0.95 else 10.0 if r < 0.99 else
+                           -rng.uniform(2.5, 50))
+            res = rig.tick(dt=dt, wait=pred.release.is_set())
+            seen.add(res.state)
+            if res.state in (HOLDING, PAUSED):
+                assert res.hold_reason, f"{res.state} without a reason"
+            assert res.publish is (not dry_run and res.command is not None) or res.command is None
+            if res.command is None:
+                continue
+            cmd = res.command
+            assert np.all(np.isfinite(cmd)) and np.all(cmd >= kinova.lower) and np.all(cmd <= kinova.upper)
+            if prev_cmd is not None:
+                allowed = kinova.max_velocity * min(max(rig.now - prev_t, 0.0), period)
+                assert np.all(np.abs(cmd - prev_cmd) <= allowed + 1e-9), (res.state, res.hold_reason)
+            stale = [s for s in rig.ctl.window.streams if rig.mono.t - rig.fed.get(s, -np.inf) > max_age + 1e-9]
+            if stale and prev_cmd is not None:  # hold within one tick: nothing moves
+                assert res.state in (HOLDING, PAUSED) and np.array_equal(cmd, prev_cmd), (stale, res.state)
+            times, pos = rig.ctl.trajectory(rig.now, 1.5, period)
+            assert np.all(np.diff(times) > 0) and times[0] > 0
+            assert np.all(pos >= kinova.lower) and np.all(pos <= kinova.upper) and np.all(np.isfinite(pos))
+            steps = np.abs(np.diff(np.vstack([cmd, pos]), axis=0))
+            assert np.all(steps <= max_step + 1e-9)
+            if res.state in (HOLDING, PAUSED):
+                assert len(pos) == 1 and np.array_equal(pos[0], cmd)
+            prev_cmd, prev_t = cmd.copy(), rig.now
+        assert {RUNNING if not dry_run else "DRY_RUN", HOLDING, MOVING_TO_START} <= seen
+    finally:
+        pred.release.set()
         rig.close()

@@ -181,9 +181,12 @@ class PolicyController:
         if measured is None or self.last_command is None:
             return
         ages = self.window.ages(now)
-        if any(not ages[s] <= self.safety.max_observation_age_s for s in self.window.joint_streams):
+        age = max(ages[s] for s in self.window.joint_streams)
+        if not age <= self.safety.max_observation_age_s:
             return  # no fresh measurement: keep the command
-        moved = (np.abs(measured - self.last_command) > self.safety.resync_tolerance) & ~self.safety.grippers
+        # the measurement is ``age`` old: following our commands the arm may have moved that much since
+        tolerance = self.safety.resync_tolerance + self.safety.max_velocity * max(age, 0.0)
+        moved = (np.abs(measured - self.last_command) > tolerance) & ~self.safety.grippers
         if not moved.any():
             return
         target = np.where(moved, measured, self.last_command)
@@ -247,7 +250,7 @@ class PolicyController:
         self._last_request_step = obs.step
 
     def _command(self, now: float, chunk: Chunk | None) -> TickResult:
-        if self.phase in (HOLDING, PAUSED):
+        if self.phase in (HOLDING, PAUSED) and not self.safety.dry_run:  # dry run: the arm never follows
             self._resync_hold(now)
         if self.last_command is not None:
             previous, dt = self.last_command, now - self._last_command_time

@@ -4,8 +4,9 @@ Alignment follows the official RDT deployment (scripts/agilex_inference.py): a s
 oldest of the newest camera stamps; it needs every stream (cameras and joint streams) to have a message
 at or after that time; older messages are dropped and the first message at or after it is used. The
 window starts with an empty step, so the very first observation's t-1 slots are missing (None), as in
-the official code. Optionally each frame taken into the window is JPEG-encoded and decoded, as the
-official deployment does to match the training data.
+the official code. Optionally each frame is JPEG-encoded and decoded, as the official deployment does to
+match the training data; that happens in ``add_image`` (the sensor callback's thread, outside the lock),
+never in the control tick, where a few milliseconds per frame would make a 100 Hz timer late.
 
 A stream's age is the larger of two clocks: the caller's time minus the message's stamp, and the time
 since the message arrived (a local monotonic clock). Stamps alone cannot be trusted to go stale: a sensor
@@ -124,6 +125,8 @@ class ObservationWindow:
     def add_image(self, role: str, image: np.ndarray, stamp: float) -> None:
         if role not in self.cameras:
             raise KeyError(f"unknown camera {role!r}; the window has {self.cameras}")
+        if self.jpeg:
+            image = jpeg_roundtrip(image, self.jpeg_quality)
         with self._lock:
             self._queues[role].append((float(stamp), image))
             self._received(role, stamp)
@@ -166,10 +169,7 @@ class ObservationWindow:
                 while q[0][0] < frame_time:
                     q.popleft()
                 taken[s] = q.popleft()
-        images = {}
-        for c in self.cameras:
-            img = taken[c][1]
-            images[c] = jpeg_roundtrip(img, self.jpeg_quality) if self.jpeg else img
+        images = {c: taken[c][1] for c in self.cameras}
         qpos = np.empty(self.dof)
         for s, idx in self.joint_streams.items():
             qpos[idx] = taken[s][1]
