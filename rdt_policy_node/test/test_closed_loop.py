@@ -61,11 +61,19 @@ def test_scripted_run_is_continuous_and_logs_are_readable(kinova, tmp_path):
     switches = [c["ready_time"] for c in chunks if c["status"] == "used"][1:]
     assert len(switches) >= 3
     assert_commands_safe(kinova, cmd, 25.0)
-    # the runtime tracks the policy: at chunk switches the commanded step stays well below the limit
+    # no kink at chunk switches: around a switch (the new chunk drives the command from the tick after
+    # the one that polled it) each step differs from the step before it by far less than the velocity
+    # limit allows per tick. (A step itself may be at the limit when the plan is that fast, e.g. the gripper
+    # catching up: that is the limiter working, not a discontinuity; asserting on the step was flaky.)
+    # Without blending (crossfade, blend_steps=0) these kinks reach 1.1-1.4 x the limit on this scenario.
+    # Arm joints only: the scripted gripper often runs at its (low) velocity limit, and the limiter
+    # switching on or off kinks the command wherever that happens, switch or not.
+    arm = ~kinova.gripper_mask
     for s in switches[1:]:
         i = np.searchsorted(cmd[:, 0], s)
-        jump = np.abs(cmd[i, 1:] - cmd[i - 1, 1:])
-        assert np.all(jump < 0.8 * kinova.max_velocity / 25.0)
+        for j in range(i, min(i + 3, len(cmd))):
+            kink = np.abs(cmd[j, 1:] - 2 * cmd[j - 1, 1:] + cmd[j - 2, 1:])[arm]
+            assert np.all(kink < 0.25 * kinova.max_velocity[arm] / 25.0)
     png = plot_closed_loop(tmp_path)
     assert png.stat().st_size > 10_000
 
