@@ -21,7 +21,8 @@ POLICY_PARAMS = {
     "profile", "checkpoint", "vision_encoder", "instruction", "instruction_dir", "camera_topics",
     "camera_compressed", "joint_state_topics", "control_rate_hz", "publish_rate_hz", "execute_horizon",
     "blend_steps", "chunking_mode", "max_observation_age_s", "jpeg_roundtrip", "device", "dtype", "dry_run",
-    "command_backend", "gripper_action_type", "trajectory_lead_s", "start_move_duration_s", "trajectory_topic",
+    "command_backend", "gripper_action_type", "trajectory_lead_s", "trajectory_horizon_s", "start_move_duration_s",
+    "trajectory_topic",
     "gripper_action"}
 RECORDER_PARAMS = {
     "profile", "output_dir", "instruction", "episode_seconds", "camera_topics", "camera_compressed",
@@ -32,7 +33,7 @@ FAKE_PARAMS = {
     "joint_command_topics", "float64_array_topics", "autonomous_expert", "command_timeout_s"}
 DOCUMENTED = {POLICY_NODE: POLICY_PARAMS, RECORDER_NODE: RECORDER_PARAMS, FAKE_ROBOT_NODE: FAKE_PARAMS}
 REQUIRED = {
-    POLICY_NODE: POLICY_PARAMS - {"trajectory_lead_s", "trajectory_topic", "gripper_action",
+    POLICY_NODE: POLICY_PARAMS - {"trajectory_lead_s", "trajectory_horizon_s", "trajectory_topic", "gripper_action",
                                   "gripper_action_type"},
     RECORDER_NODE: RECORDER_PARAMS - {"action_topics"},
     FAKE_ROBOT_NODE: {"profile", "rate_hz", "camera_rate_hz", "image_width", "image_height", "seed"},

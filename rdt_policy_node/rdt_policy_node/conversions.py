@@ -81,6 +81,18 @@ def trajectory_points(times: np.ndarray, positions: np.ndarray, lead_s: float) -
     return out
 
 
+def trajectory_sent_until(now: float, times: np.ndarray) -> float:
+    """Until when a sent trajectory keeps the controller supplied. A single-point hold never runs out: the
+    controller keeps holding its point, and re-sending it would restart the hold from the measured state
+    (a softer hold, the arm sagging under load), so it is sent again only when the plan changes."""
+    return float("inf") if len(times) == 1 else now + float(times[-1])
+
+
+def should_send_trajectory(now: float, plan_changed: bool, sent_until: float, horizon_s: float) -> bool:
+    """A new trajectory on every plan change, and before the last one runs out (a third of its horizon left)."""
+    return plan_changed or now + horizon_s / 3 >= sent_until
+
+
 def joint_state_groups(profile, command: dict) -> list[dict]:
     """sensor_msgs/JointState command topics: [{topic, index (profile columns), names (message names)}]."""
     section = command if command.get("backend") == "joint_state" else command.get("fallback", {})

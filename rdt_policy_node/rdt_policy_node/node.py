@@ -48,7 +48,8 @@ PARAMETERS = {  # name: (default, description)
     "command_backend": ("", "joint_trajectory | kortex_api | interbotix | joint_state | float64_array "
                             "(empty = the profile's command.backend)"),
     "gripper_action_type": ("", "GripperCommand (Humble) | ParallelGripperCommand (Jazzy); empty = profile"),
-    "trajectory_lead_s": (0.1, "JointTrajectory header.stamp this far in the future, so the controller splices"),
+    "trajectory_lead_s": (0.1, "JointTrajectory header.stamp this far in the future (first segment never in the past)"),
+    "trajectory_horizon_s": (0.5, "length of each JointTrajectory: the most motion the controller runs unsupervised"),
     "start_move_duration_s": (3.0, "minimum duration of the slow move to the first action"),
     "trajectory_topic": ("", "JointTrajectory topic (empty = the profile's command.topic)"),
     "gripper_action": ("", "gripper action server name (empty = the profile's command.gripper_action)"),

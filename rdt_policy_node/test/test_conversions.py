@@ -4,7 +4,8 @@ import pytest
 
 from rdt_core.robots import load_profile
 from rdt_policy_node.conversions import (chunk_fields, interbotix_groups, joint_state_groups, resolve_instruction,
-                                         seconds_to_stamp, stamp_to_seconds, status_fields, trajectory_points)
+                                         seconds_to_stamp, should_send_trajectory, stamp_to_seconds, status_fields,
+                                         trajectory_points, trajectory_sent_until)
 from rdt_policy_node.runtime import Chunk
 
 
@@ -59,3 +60,14 @@ def test_resolve_instruction_by_path_or_name(tmp_path):
     assert resolve_instruction(str(tmp_path / "pick_cup.pt"), None) == tmp_path / "pick_cup.pt"
     with pytest.raises(FileNotFoundError, match="pick_cup"):
         resolve_instruction("open_drawer", str(tmp_path))
+
+
+def test_a_hold_trajectory_is_sent_once_a_running_one_before_it_runs_out():
+    """Re-sending a single-point hold every tick would restart it from the measured state (a soft hold)."""
+    hold_until = trajectory_sent_until(10.0, np.array([0.01]))
+    assert not any(should_send_trajectory(10.0 + k * 0.01, False, hold_until, 0.5) for k in range(1000))
+    assert should_send_trajectory(20.0, True, hold_until, 0.5)          # a new plan (resume) goes out at once
+    run_until = trajectory_sent_until(10.0, np.arange(1, 51) * 0.01)   # 0.5 s of points
+    assert run_until == 10.5
+    assert not should_send_trajectory(10.3, False, run_until, 0.5)
+    assert should_send_trajectory(10.34, False, run_until, 0.5)         # a third of the horizon left
