@@ -238,3 +238,50 @@ def test_worker_thread_does_not_block_the_caller():
     polled = sch.poll(0.0)
     assert polled is None and time.monotonic() - t0 < 0.2
     assert wait_poll(sch, 0.0).error is None and threading.active_count() >= 1
+
+
+def test_a_hung_model_does_not_keep_the_process_from_exiting(tmp_path):
+    """The node must stop (launch's SIGINT) even while inference never returns."""
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent("""
+        import threading, time
+        from rdt_policy_node.runtime.scheduler import ThreadInference
+        started = threading.Event()
+        def hung(images, qpos, stamp):
+            started.set()
+            threading.Event().wait()
+        worker = ThreadInference(hung)
+        running = worker.submit(None, None, 0.0, None)
+        queued = worker.submit(None, None, 0.0, None)
+        assert started.wait(10)
+        worker.close()
+        assert queued.cancelled() and not running.done()
+        try:
+            worker.submit(None, None, 0.0, None)
+        except RuntimeError as exc:
+            print("refused:", exc)
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "refused: inference worker is closed" in proc.stdout
+
+
+def test_thread_inference_returns_results_and_exceptions():
+    from rdt_policy_node.runtime.scheduler import ThreadInference
+
+    def predict(images, qpos, stamp, inpaint_actions=None):
+        if stamp < 0:
+            raise ValueError("bad stamp")
+        return np.full((4, 2), stamp) if inpaint_actions is None else inpaint_actions
+
+    worker = ThreadInference(predict)
+    try:
+        assert worker.submit(None, None, 2.0, None).result(10).tolist() == [[2.0, 2.0]] * 4
+        assert worker.submit(None, None, 1.0, np.ones((1, 2))).result(10).tolist() == [[1.0, 1.0]]
+        with pytest.raises(ValueError, match="bad stamp"):
+            worker.submit(None, None, -1.0, None).result(10)
+    finally:
+        worker.close()

@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import math
 import multiprocessing
+import queue
+import threading
 import time
 from collections import deque
-from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import Callable
 
@@ -53,17 +55,50 @@ def call_predictor(predict: Callable, images, qpos, stamp, inpaint):
 
 
 class ThreadInference:
-    """Runs the predictor in one worker thread (torch releases the GIL during its kernels)."""
+    """Runs the predictor in one worker thread (torch releases the GIL during its kernels).
+
+    The thread is a daemon and owns its queue, rather than a ThreadPoolExecutor (whose threads Python joins
+    at exit): a model that never returns must not keep the node from shutting down.
+    """
 
     def __init__(self, predict: Callable):
         self.predict = predict
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rdt-inference")
+        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self._closed = False
+        self._thread = threading.Thread(target=self._work, name="rdt-inference", daemon=True)
+        self._thread.start()
 
     def submit(self, images, qpos, stamp, inpaint) -> Future:
-        return self._pool.submit(call_predictor, self.predict, images, qpos, stamp, inpaint)
+        if self._closed:
+            raise RuntimeError("inference worker is closed")
+        future: Future = Future()
+        self._jobs.put((future, (images, qpos, stamp, inpaint)))
+        return future
+
+    def _work(self) -> None:
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                return
+            future, args = job
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(call_predictor(self.predict, *args))
+            except BaseException as exc:  # reported through the future: the tick turns it into a hold
+                future.set_exception(exc)
 
     def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        """Cancel what has not started and let the worker end; does not wait for a running inference."""
+        self._closed = True
+        while True:
+            try:
+                job = self._jobs.get_nowait()
+            except queue.Empty:
+                break
+            if job is not None:
+                job[0].cancel()
+        self._jobs.put(None)
 
 
 _CHILD_PREDICTOR = None
