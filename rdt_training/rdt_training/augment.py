@@ -1,7 +1,7 @@
 """Image augmentation as the official RDT training offers it (colour jitter and corruption), in OpenCV.
 
 The official pipeline uses torchvision's ColorJitter(brightness=0.3, contrast=0.4, saturation=0.5,
-hue=0.03) and an imgaug sequence (one additive noise, then at most one blur). Neither library is a
+hue=0.03) and an imgaug sequence (one additive noise and at most one blur, in random order). Neither library is a
 dependency here, so the same operations and ranges are written with OpenCV / numpy. Half of the valid
 frames are augmented, each with "corruption only", "colour only" or "both".
 """
@@ -47,37 +47,58 @@ def _motion_kernel(k: int, angle_deg: float) -> np.ndarray:
     return kernel / max(kernel.sum(), 1e-6)
 
 
-def corrupt(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """One additive noise (Gaussian, Laplace or Poisson, up to 5% of 255), then at most one blur."""
+def additive_noise(img: np.ndarray, rng: np.random.Generator, *, kind: str | None = None,
+                   scale: float | None = None) -> np.ndarray:
+    """One of imgaug's additive noises (Gaussian, Laplace, Poisson), strength drawn from 0..5% of 255,
+    per channel half of the time. Poisson samples get a random sign, as imgaug's AdditivePoissonNoise
+    does (``RandomSign(Poisson(lam))``: the noise is about +-lam, not lam's square root)."""
     x = img.astype(np.float32)
-    scale = rng.uniform(0.0, 0.05 * 255)
+    if scale is None:
+        scale = rng.uniform(0.0, 0.05 * 255)
     shape = x.shape if rng.random() < 0.5 else x.shape[:2] + (1,)   # per channel half of the time
-    kind = rng.integers(3)
-    if kind == 0:
+    if kind is None:
+        kind = ("gaussian", "laplace", "poisson")[int(rng.integers(3))]
+    if kind == "gaussian":
         x = x + rng.normal(0.0, scale, shape)
-    elif kind == 1:
+    elif kind == "laplace":
         x = x + rng.laplace(0.0, max(scale, 1e-6), shape)
+    elif kind == "poisson":
+        x = x + rng.poisson(max(scale, 0.0), shape) * rng.choice(np.array([-1.0, 1.0]), shape)
     else:
-        lam = max(scale, 1e-6)
-        x = x + (rng.poisson(lam, shape) - lam)
-    x = np.clip(x, 0, 255).astype(np.uint8)
-    if rng.random() < 0.5:                                            # SomeOf((0, 1), [...])
-        if rng.random() < 0.5:
-            which = rng.integers(3)
-            if which == 0:
-                sigma = rng.uniform(0.0, 3.0)
-                if sigma > 0.1:
-                    x = cv2.GaussianBlur(x, (0, 0), sigma)
-            elif which == 1:
-                k = int(rng.integers(2, 8))
-                x = cv2.blur(x, (k, k))
-            else:
-                k = int(rng.integers(1, 6)) * 2 + 1                      # odd 3..11
-                x = cv2.medianBlur(x, k)
+        raise ValueError(f"unknown noise kind {kind!r}; use 'gaussian', 'laplace' or 'poisson'")
+    return np.clip(x, 0, 255).astype(np.uint8)
+
+
+def random_blur(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """imgaug's SomeOf((0, 1), [OneOf(Gaussian, average, median blur), MotionBlur]): half of the time
+    nothing, else one of the two branches."""
+    x = img
+    if rng.random() < 0.5:
+        return x
+    if rng.random() < 0.5:
+        which = rng.integers(3)
+        if which == 0:
+            sigma = rng.uniform(0.0, 3.0)
+            if sigma > 0.1:
+                x = cv2.GaussianBlur(x, (0, 0), sigma)
+        elif which == 1:
+            k = int(rng.integers(2, 8))
+            x = cv2.blur(x, (k, k))
         else:
-            k = int(rng.integers(3, 37))
-            x = cv2.filter2D(x, -1, _motion_kernel(k, rng.uniform(0, 360)))
+            k = int(rng.integers(1, 6)) * 2 + 1                      # odd 3..11
+            x = cv2.medianBlur(x, k)
+    else:
+        k = int(rng.integers(3, 37))
+        x = cv2.filter2D(x, -1, _motion_kernel(k, rng.uniform(0, 360)))
     return x
+
+
+def corrupt(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The official image_corrupt: one additive noise and at most one blur, in random order
+    (imgaug Sequential(random_order=True))."""
+    if rng.random() < 0.5:
+        return random_blur(additive_noise(img, rng), rng)
+    return additive_noise(random_blur(img, rng), rng)
 
 
 def augment_image(img: np.ndarray, rng: np.random.Generator, *, prob: float = 0.5) -> np.ndarray:

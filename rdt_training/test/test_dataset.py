@@ -12,7 +12,7 @@ from rdt_core.episode import EpisodeReader
 from rdt_core.robots import load_profile
 
 from conftest import INSTRUCTIONS, record_episode, write_instructions
-from rdt_training.augment import augment_image, color_jitter, corrupt
+from rdt_training.augment import additive_noise, augment_image, color_jitter, corrupt
 from rdt_training.dataset import DatasetError, EpisodeDataset, collate, index_episodes
 from rdt_training.features import FeatureStore
 
@@ -177,3 +177,25 @@ def test_feature_cache_matches_on_the_fly_encoding(episodes_dir, tmp_path):
         np.testing.assert_allclose(c["image_features"], want, atol=2e-2, rtol=1e-2)   # float16 storage
     # another encoder -> another cache key: nothing stale is reused
     assert FeatureStore(tmp_path / "cache", VisionEncoder.tiny(seed=1)).build(plain.episodes) == 4
+
+
+def test_poisson_noise_has_a_random_sign_as_imgaug():
+    # imgaug's AdditivePoissonNoise adds RandomSign(Poisson(lam)): |noise| is about lam, mean 0
+    grey = np.full((64, 64, 3), 128, np.uint8)
+    out = additive_noise(grey, np.random.default_rng(0), kind="poisson", scale=10.0).astype(float) - 128
+    assert 8.5 < np.abs(out).mean() < 11.5
+    assert abs(out.mean()) < 1.0
+
+
+def test_corruption_runs_noise_and_blur_in_random_order(monkeypatch):
+    import rdt_training.augment as aug
+    calls = []
+    monkeypatch.setattr(aug, "additive_noise", lambda img, rng: calls.append("noise") or img)
+    monkeypatch.setattr(aug, "random_blur", lambda img, rng: calls.append("blur") or img)
+    rng = np.random.default_rng(0)
+    orders = set()
+    for _ in range(20):
+        calls.clear()
+        aug.corrupt(np.zeros((4, 4, 3), np.uint8), rng)
+        orders.add(tuple(calls))
+    assert orders == {("noise", "blur"), ("blur", "noise")}      # imgaug Sequential(random_order=True)
