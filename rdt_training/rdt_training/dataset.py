@@ -245,6 +245,13 @@ class EpisodeDataset(Dataset):
                 raise DatasetError(
                     f"no instruction embedding for {missing} in {self.instructions.source}; run "
                     f"`rdt-encode-instruction --model T5_DIR --dataset EPISODE_DIR --out EMB_DIR` and pass EMB_DIR")
+            if self.cond_mask_prob > 0 and self.instructions.empty() is None:
+                log.warning(
+                    "condition masking (cond_mask_prob=%s) cannot mask the instruction: %s holds no embedding "
+                    "of the empty instruction (the official data/empty_lang_embed.pt). Write it with "
+                    "`python -m rdt_training.instructions --model T5_DIR --out EMB_DIR` (or copy the official "
+                    "file into EMB_DIR); the state, frames and control frequency are still masked",
+                    self.cond_mask_prob, self.instructions.source or "the instruction bank")
         counts = np.array([e.num_samples for e in self.episodes], dtype=np.int64)
         self._ends = np.cumsum(counts)
         if state_mean is None:   # the dataset-wide mean (for state condition masking)

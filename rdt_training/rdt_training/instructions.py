@@ -3,6 +3,12 @@
 Training never loads T5 itself (it needs ~20 GB): `rdt-encode-instruction --dataset DIR --out EMB_DIR`
 (rdt_core) writes one official ``.pt`` per distinct instruction beforehand, and this bank maps each
 episode's instruction text to its embedding.
+
+Condition masking (official ``cond_mask_prob``) replaces the instruction with the T5 embedding of the
+empty string (the official ``data/empty_lang_embed.pt``). ``rdt-encode-instruction`` refuses empty
+texts, so it is written here: ``python -m rdt_training.instructions --model T5_DIR --out EMB_DIR`` puts
+``empty_lang_embed.pt`` into the embeddings folder, where the bank finds it (copying the official file
+there works too).
 """
 from __future__ import annotations
 
@@ -11,11 +17,15 @@ from typing import Mapping
 
 import torch
 
-from rdt_core.encoders.language import load_instruction_embedding
+from rdt_core.encoders.language import (InstructionEmbedding, load_instruction_embedding,
+                                        save_instruction_embedding)
+
+EMPTY_FILE = "empty_lang_embed.pt"       # the official name of the empty instruction's embedding
 
 
 def _canonical(text: str) -> str:
-    """The official loader drops a trailing full stop before looking an instruction up."""
+    """Instruction texts match without surrounding spaces and a trailing full stop ("Pick the cube." and
+    "Pick the cube" name one embedding)."""
     text = text.strip()
     return text[:-1] if text.endswith(".") else text
 
@@ -27,9 +37,11 @@ class InstructionBank:
     """
 
     def __init__(self, embeddings: Mapping[str, torch.Tensor], *, default: torch.Tensor | None = None,
-                 source: str = ""):
+                 source: str = "", empty: torch.Tensor | None = None):
         self._by_text = {_canonical(k): self._as_2d(v) for k, v in embeddings.items()}
         self._default = None if default is None else self._as_2d(default)
+        if empty is not None:
+            self._by_text[""] = self._as_2d(empty)
         self.source = source
 
     @staticmethod
@@ -44,9 +56,22 @@ class InstructionBank:
         return emb
 
     @classmethod
-    def load(cls, source) -> "InstructionBank":
+    def load(cls, source, *, empty=None) -> "InstructionBank":
         """``source``: a folder of official .pt files, a single .pt (used for every episode), a mapping
-        text -> tensor/path, or an InstructionBank."""
+        text -> tensor/path, or an InstructionBank. ``empty``: the embedding of the empty instruction (a
+        .pt path or a tensor) for condition masking, when the folder does not hold one."""
+        bank = cls._load(source)
+        if empty is not None:
+            if isinstance(empty, (str, Path)):
+                empty = load_instruction_embedding(empty).embeddings
+            bank._by_text[""] = cls._as_2d(empty)
+            if bank.dim != int(empty.shape[-1]):
+                raise ValueError(f"the empty-instruction embedding is {int(empty.shape[-1])} wide, the instruction "
+                                 f"embeddings are {bank.dim}; encode both with the same T5")
+        return bank
+
+    @classmethod
+    def _load(cls, source) -> "InstructionBank":
         if isinstance(source, InstructionBank):
             return source
         if isinstance(source, Mapping):
@@ -74,7 +99,8 @@ class InstructionBank:
 
     @property
     def dim(self) -> int:
-        any_emb = self._default if self._default is not None else next(iter(self._by_text.values()))
+        texts = [k for k in self._by_text if k] or list(self._by_text)
+        any_emb = self._default if self._default is not None else self._by_text[texts[0]]
         return int(any_emb.shape[-1])
 
     def __contains__(self, text: str) -> bool:
@@ -90,8 +116,51 @@ class InstructionBank:
                        f"encode it with `rdt-encode-instruction --instruction {text!r} --out DIR`")
 
     def empty(self) -> torch.Tensor | None:
-        """Embedding of the empty instruction, used for condition masking when available."""
+        """Embedding of the empty instruction (condition masking), None when the bank has none."""
         return self._by_text.get("")
 
     def missing(self, texts) -> list[str]:
         return sorted({t for t in texts if t not in self})
+
+
+def encode_empty_instruction(encoder) -> torch.Tensor:
+    """(1, L, D) T5 embedding of the empty instruction, tokenised as the official training tokenises ""
+    (only the end-of-sequence token): what the official ``data/empty_lang_embed.pt`` holds.
+    ``encoder``: an ``rdt_core.encoders.language.T5InstructionEncoder``."""
+    ids = encoder.tokenizer("", return_tensors="pt")["input_ids"].view(1, -1)
+    if ids.shape[1] == 0:
+        raise ValueError("the tokenizer gives no token for the empty string; use the T5 tokenizer (it adds </s>)")
+    first = next(encoder.model.parameters())
+    with torch.inference_mode():
+        out = encoder.model(input_ids=ids.to(first.device)).last_hidden_state
+    return out.detach().float().cpu().clone()
+
+
+def main(argv=None) -> int:
+    """``python -m rdt_training.instructions --model T5_DIR --out EMB_DIR``: write empty_lang_embed.pt."""
+    import argparse
+    import sys
+
+    from rdt_core.encoders.language import T5InstructionEncoder
+
+    ap = argparse.ArgumentParser(prog="python -m rdt_training.instructions",
+                                 description="Write the T5 embedding of the empty instruction (condition masking).")
+    ap.add_argument("--model", required=True, help="local T5-v1.1-XXL directory (the one the instructions used)")
+    ap.add_argument("--out", required=True, help=f"embeddings folder (writes {EMPTY_FILE}) or a .pt path")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = ap.parse_args(argv)
+    out = Path(args.out).expanduser()
+    path = out if out.suffix == ".pt" else out / EMPTY_FILE
+    try:
+        encoder = T5InstructionEncoder(args.model, device=args.device)
+        emb = encode_empty_instruction(encoder)
+    except (FileNotFoundError, ValueError, RuntimeError) as exc:
+        print(f"{ap.prog}: {exc}", file=sys.stderr)
+        return 2
+    save_instruction_embedding(path, InstructionEmbedding("empty_lang_embed", "", emb))
+    print(f"{path}  {tuple(emb.shape)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

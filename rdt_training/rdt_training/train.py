@@ -61,6 +61,8 @@ class TrainConfig:
     data: list                              # episode folders / files
     output_dir: str = "runs/rdt"
     instructions: str | None = None         # folder of .pt (rdt-encode-instruction --out) or one .pt
+    empty_instruction: str | None = None    # T5 embedding of "" for language masking (default: the
+                                            # folder's empty_lang_embed.pt, if any)
     init: str = "tiny"                      # "tiny"|"170m"|"1b" (from scratch), an HF dir, a DeepSpeed .pt /
                                             # checkpoint dir, or a previous run's output dir
     vision: str = "tiny"                    # SigLIP dir (google/siglip-so400m-patch14-384) or "tiny"
@@ -343,7 +345,7 @@ def train(config: TrainConfig) -> TrainResult:
     main = accelerator.is_main_process
 
     # ---- data
-    bank = InstructionBank.load(cfg.instructions)
+    bank = InstructionBank.load(cfg.instructions, empty=cfg.empty_instruction)
     profiles = cfg.profile_map or cfg.profile or None
     episodes, skipped = index_episodes(cfg.data, profiles=profiles, skip_still=cfg.skip_still,
                                        still_threshold=cfg.still_threshold, min_steps=cfg.min_steps)
@@ -568,6 +570,9 @@ def _instruction_files(source, episodes) -> list[Path]:
 HELP = {
     "output_dir": "run folder: checkpoints/, logs/ (TensorBoard), export/",
     "instructions": "folder of instruction .pt files (rdt-encode-instruction --dataset ... --out DIR) or one .pt",
+    "empty_instruction": "T5 embedding of the empty instruction, which condition masking puts in place of the "
+                         "instruction (official data/empty_lang_embed.pt; `python -m rdt_training.instructions "
+                         "--model T5_DIR --out DIR` writes it); default: empty_lang_embed.pt in --instructions",
     "init": "tiny|170m|1b from scratch, an HF checkpoint dir (e.g. robotics-diffusion-transformer/rdt-1b), "
             "a DeepSpeed .pt / checkpoint dir, or a previous run's output dir",
     "vision": "local SigLIP dir (google/siglip-so400m-patch14-384) or 'tiny' (random tiny tower, demos/tests)",
