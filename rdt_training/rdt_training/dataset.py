@@ -6,7 +6,8 @@ steps uniformly (episodes weighted by length), keeps each HDF5 file open once pe
 only the frames a sample needs.
 
 A sample (see :func:`collate` for the batch):
-  state (1, 128)            unified state at t (robot units mapped by the episode's robot profile)
+  state (1, 128)            unified state at t (robot units mapped by the episode's robot profile), plus
+                            the official state noise when ``state_noise_snr`` is set
   actions (chunk, 128)      actions t .. t+chunk-1, padded with the last one
   state_elem_mask (128,)    1 where the robot has a slot in the unified vector
   state_mean/std/norm (128,) statistics of the episode's states (official per-episode values)
@@ -220,7 +221,8 @@ class EpisodeDataset(Dataset):
                  chunk_size: int = 64, img_history_size: int = 2, skip_still: bool = True,
                  still_threshold: float = 1e-2, min_steps: int = 2, allow_mixed_robots: bool = False,
                  instructions=None, image_aug: bool = False, cond_mask_prob: float = 0.0,
-                 state_mean: np.ndarray | None = None, feature_store=None, decode_images: bool = True):
+                 state_noise_snr: float | None = None, state_mean: np.ndarray | None = None,
+                 feature_store=None, decode_images: bool = True):
         if episodes is None:
             if sources is None:
                 raise DatasetError("give episode folders (sources) or indexed episodes")
@@ -236,6 +238,8 @@ class EpisodeDataset(Dataset):
         self.img_history_size = int(img_history_size)
         self.image_aug = bool(image_aug)
         self.cond_mask_prob = float(cond_mask_prob)
+        # official state_noise_snr (dB): Gaussian noise of std state_std / sqrt(10^(snr/10)) on the state
+        self.state_noise_snr = None if state_noise_snr is None else float(state_noise_snr)
         self.decode_images = decode_images
         self.feature_store = feature_store
         self.instructions = None if instructions is None else InstructionBank.load(instructions)
@@ -334,13 +338,16 @@ class EpisodeDataset(Dataset):
         ep_i, step = self.locate(int(index))
         ep = self.episodes[ep_i]
         prof = ep.profile
-        rng = self.rng() if (self.image_aug or self.cond_mask_prob > 0) else None
+        rng = self.rng() if (self.image_aug or self.cond_mask_prob > 0 or self.state_noise_snr is not None) else None
         masked = (lambda: rng.random() < self.cond_mask_prob) if self.cond_mask_prob > 0 else (lambda: False)
 
         acts = ep.action[step:step + self.chunk_size]
         if acts.shape[0] < self.chunk_size:
             acts = np.concatenate([acts, np.repeat(acts[-1:], self.chunk_size - acts.shape[0], axis=0)])
         state = prof.qpos_to_unified(ep.qpos[step:step + 1]).astype(np.float32)
+        if self.state_noise_snr is not None:   # before masking, as officially (a masked state has none)
+            sigma = ep.state_std / np.sqrt(10.0 ** (self.state_noise_snr / 10.0))
+            state = (state + rng.normal(0.0, 1.0, state.shape) * sigma).astype(np.float32)
         elem_mask = np.asarray(prof.unified_mask(), dtype=np.float32)
         sample = {
             "episode": ep_i, "step": step,

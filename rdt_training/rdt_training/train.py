@@ -95,6 +95,7 @@ class TrainConfig:
     feature_cache_dir: str | None = None    # default <output_dir>/feature_cache
     image_aug: bool = False
     cond_mask_prob: float = 0.1             # official condition masking (state, images, freq, language)
+    state_noise_snr: float | None = 40.0    # official fine-tuning (finetune.sh): state noise at 40 dB SNR
     skip_still: bool = True
     still_threshold: float = 1e-2
     min_steps: int = 2
@@ -373,7 +374,7 @@ def train(config: TrainConfig) -> TrainResult:
     runner = build_runner(cfg.init, vision, bank.dim, texts_len)
     common["chunk_size"], common["img_history_size"] = runner.pred_horizon, runner.img_history_size
     train_ds = EpisodeDataset(episodes=train_eps, image_aug=cfg.image_aug, cond_mask_prob=cfg.cond_mask_prob,
-                              **common)
+                              state_noise_snr=cfg.state_noise_snr, **common)
     sample_ds = EpisodeDataset(episodes=heldout_eps, **common)
     loader_kw = dict(collate_fn=collate, num_workers=cfg.num_workers, persistent_workers=cfg.num_workers > 0)
     train_loader = torch.utils.data.DataLoader(train_ds, batch_size=cfg.batch_size, shuffle=True,
@@ -593,9 +594,15 @@ HELP = {
     "image_aug": "official colour jitter + corruption on half of the frames",
     "cond_mask_prob": "official condition masking probability (state, frames, control frequency, language)",
     "skip_still": "skip the still frames at the start of each episode (official rule)",
+    "state_noise_snr": "Gaussian noise on the input state at this signal-to-noise ratio in dB (std = the "
+                       "episode's state std / sqrt(10^(snr/10))), as the official fine-tuning; 'none' = off",
     "log_with": "tensorboard | wandb | none",
     "export_dir": "where the policy-ready export goes (default OUTPUT_DIR/export)",
 }
+
+
+def _optional_float(text: str) -> float | None:
+    return None if text.strip().lower() in ("none", "off", "") else float(text)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -613,7 +620,9 @@ def _parser() -> argparse.ArgumentParser:
         flag = "--" + f.name.replace("_", "-")
         default = getattr(defaults, f.name)
         help_text = HELP.get(f.name)
-        if isinstance(default, bool):
+        if f.name == "state_noise_snr":
+            ap.add_argument(flag, type=_optional_float, default=default, help=help_text)
+        elif isinstance(default, bool):
             ap.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=help_text)
         elif isinstance(default, tuple):
             ap.add_argument(flag, type=float, nargs=len(default), default=default, help=help_text)

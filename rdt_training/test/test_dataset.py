@@ -199,3 +199,19 @@ def test_corruption_runs_noise_and_blur_in_random_order(monkeypatch):
         aug.corrupt(np.zeros((4, 4, 3), np.uint8), rng)
         orders.add(tuple(calls))
     assert orders == {("noise", "blur"), ("blur", "noise")}      # imgaug Sequential(random_order=True)
+
+
+def test_state_noise_at_the_official_snr(episodes_dir, kinova):
+    # official state_noise_snr: state += N(0, state_std / sqrt(10^(snr/10))), per filled dimension
+    torch.manual_seed(0)
+    ds = EpisodeDataset(episodes_dir, state_noise_snr=20.0)
+    clean = EpisodeDataset(episodes_dir)
+    i = 7
+    noise = np.stack([ds[i]["state"][0] - clean[i]["state"][0] for _ in range(400)])
+    ep = ds.episodes[ds.locate(i)[0]]
+    idx = kinova.unified_indices
+    moving = idx[ep.state_std[idx] > 1e-3]
+    np.testing.assert_allclose(noise[:, moving].std(0), ep.state_std[moving] / 10.0, rtol=0.2)
+    assert np.abs(noise[:, moving].mean(0)).max() < 0.3 * ep.state_std[moving].max() / 10.0 + 1e-6
+    unfilled = np.setdiff1d(np.arange(128), idx)
+    assert not noise[:, unfilled].any()

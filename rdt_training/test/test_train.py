@@ -118,3 +118,15 @@ def test_bad_setups_are_refused_clearly(episodes_dir, instructions_dir, tmp_path
     assert main([str(tmp_path / "missing"), "--instructions", str(instructions_dir),
                  "--output-dir", str(tmp_path / "o")]) == 2
     assert "not found" in capsys.readouterr().err
+
+
+def test_defaults_are_the_official_fine_tuning_recipe():
+    # finetune.sh + main.py of the official repository
+    from rdt_training.train import _parser
+    cfg = TrainConfig(data=[])
+    assert (cfg.lr, cfg.lr_scheduler, cfg.weight_decay, tuple(cfg.adam_betas), cfg.adam_eps, cfg.max_grad_norm) == \
+        (1e-4, "constant", 1e-2, (0.9, 0.999), 1e-8, 1.0)
+    assert cfg.cond_mask_prob == 0.1 and cfg.state_noise_snr == 40.0 and cfg.ema is False
+    args = _parser().parse_args(["eps/", "--state-noise-snr", "none"])
+    assert args.state_noise_snr is None
+    assert _parser().parse_args(["eps/", "--state-noise-snr", "30"]).state_noise_snr == 30.0
