@@ -252,6 +252,21 @@ def _optimizer(params, cfg: TrainConfig, device: torch.device):
     return torch.optim.AdamW(params, **kwargs), "AdamW"
 
 
+OFFICIAL_EMA = {"update_after_step": 0, "inv_gamma": 1.0, "power": 0.75, "min_value": 0.0, "max_value": 0.9999}
+
+
+def make_ema(parameters, settings: dict | None = None):
+    """diffusers' EMAModel on the official schedule (configs/base.yaml ``model.ema``, models/ema_model.py):
+    decay = 1 - (1 + n / inv_gamma) ** -power after n = updates - update_after_step - 1, 0 until then,
+    within [min_value, max_value]. The official model counts updates before incrementing, diffusers
+    after, so diffusers gets update_after_step + 1 to give the same decay at every update."""
+    from diffusers.training_utils import EMAModel
+    e = {**OFFICIAL_EMA, **(settings or {})}
+    return EMAModel(parameters, decay=e["max_value"], min_decay=e["min_value"],
+                    update_after_step=int(e["update_after_step"]) + 1, use_ema_warmup=True,
+                    inv_gamma=e["inv_gamma"], power=e["power"])
+
+
 def _split_episodes(episodes, heldout: int):
     if heldout > 0 and len(episodes) > heldout:
         return episodes[:-heldout], episodes[-heldout:]
@@ -389,11 +404,7 @@ def train(config: TrainConfig) -> TrainResult:
                                  num_training_steps=cfg.max_steps * accelerator.num_processes)
     ema = None
     if cfg.ema:
-        from diffusers.training_utils import EMAModel
-        e = runner.config.get("config", {}).get("ema", {})      # the official config's EMA settings
-        ema = EMAModel(runner.parameters(), decay=e.get("max_value", 0.9999), min_decay=e.get("min_value", 0.0),
-                       update_after_step=e.get("update_after_step", 0), use_ema_warmup=True,
-                       inv_gamma=e.get("inv_gamma", 1.0), power=e.get("power", 0.75))
+        ema = make_ema(runner.parameters(), runner.config.get("config", {}).get("ema", {}))
         ema.to(device)
         accelerator.register_for_checkpointing(ema)
 
@@ -493,7 +504,7 @@ def train(config: TrainConfig) -> TrainResult:
             if not accelerator.sync_gradients:
                 continue
             global_step += 1
-            if ema is not None:
+            if ema is not None and not accelerator.optimizer_step_was_skipped:   # official: updated weights only
                 ema.step(accelerator.unwrap_model(runner).parameters())
             step_loss = accelerator.gather(torch.stack(micro_losses).mean()[None]).mean().item()
             micro_losses = []

@@ -130,3 +130,25 @@ def test_defaults_are_the_official_fine_tuning_recipe():
     args = _parser().parse_args(["eps/", "--state-noise-snr", "none"])
     assert args.state_noise_snr is None
     assert _parser().parse_args(["eps/", "--state-noise-snr", "30"]).state_noise_snr == 30.0
+
+
+def test_ema_follows_the_official_schedule_update_by_update():
+    from rdt_training.train import OFFICIAL_EMA, make_ema
+
+    def official_decay(n_done):          # models/ema_model.py get_decay(optimization_step), before its += 1
+        step = max(0, n_done - OFFICIAL_EMA["update_after_step"] - 1)
+        if step <= 0:
+            return 0.0
+        value = 1 - (1 + step / OFFICIAL_EMA["inv_gamma"]) ** -OFFICIAL_EMA["power"]
+        return max(OFFICIAL_EMA["min_value"], min(value, OFFICIAL_EMA["max_value"]))
+
+    p = torch.nn.Parameter(torch.zeros(3, dtype=torch.float64))
+    ema = make_ema([p])
+    want = torch.zeros(3, dtype=torch.float64)
+    for n in range(12):
+        with torch.no_grad():
+            p.fill_(float(n + 1) ** 2)                      # the optimizer moved the weights
+        ema.step([p])
+        d = official_decay(n)
+        want = d * want + (1 - d) * p.detach()
+        torch.testing.assert_close(ema.shadow_params[0], want)
