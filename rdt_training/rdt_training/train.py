@@ -267,6 +267,27 @@ def make_ema(parameters, settings: dict | None = None):
                     inv_gamma=e["inv_gamma"], power=e["power"])
 
 
+def _profile_at_training_frequency(profile, episodes):
+    """The export's profile with the control frequency the model was trained with.
+
+    RDTPolicy feeds the profile's control_frequency to the model (ctrl_freqs) and the runtime steps
+    through the chunk at it; the dataset fed each episode's recorded frequency. When they differ the
+    recorded one is what the actions mean, so the exported profile carries it."""
+    from rdt_core.robots import RobotProfile
+    mine = [e for e in episodes if e.robot == profile.name] or list(episodes)
+    freqs = sorted({float(e.ctrl_freq) for e in mine})
+    if len(freqs) > 1:
+        log.warning("the episodes were recorded at %s Hz; the export keeps the profile's %s Hz, which the "
+                    "policy feeds the model", freqs, profile.control_frequency)
+        return profile
+    if freqs and freqs[0] != float(profile.control_frequency):
+        log.warning("the episodes were recorded at %s Hz, the %s profile says %s Hz: the exported profile "
+                    "carries %s Hz (the model learned actions %s s apart)", freqs[0], profile.name,
+                    profile.control_frequency, freqs[0], 1.0 / freqs[0])
+        return RobotProfile.from_dict({**profile.to_dict(), "control_frequency": freqs[0]})
+    return profile
+
+
 def _split_episodes(episodes, heldout: int):
     if heldout > 0 and len(episodes) > heldout:
         return episodes[:-heldout], episodes[-heldout:]
@@ -374,6 +395,7 @@ def train(config: TrainConfig) -> TrainResult:
         profile = episodes[0].profile
     else:
         raise TrainingError(f"the episodes come from {robots}; name the robot the export is for with --profile")
+    profile = _profile_at_training_frequency(profile, episodes)
 
     vis_dtype = torch.bfloat16 if accelerator.mixed_precision == "bf16" else torch.float32
     vision, vision_source = build_vision(cfg.vision, device, vis_dtype)

@@ -152,3 +152,19 @@ def test_ema_follows_the_official_schedule_update_by_update():
         d = official_decay(n)
         want = d * want + (1 - d) * p.detach()
         torch.testing.assert_close(ema.shadow_params[0], want)
+
+
+def test_export_carries_the_control_frequency_the_model_was_trained_with(tmp_path, kinova, instructions_dir):
+    # episodes recorded at 10 Hz with a kinova profile: the model saw ctrl_freq 10, so the policy must feed 10
+    from rdt_core.robots import RobotProfile
+
+    from conftest import record_episode
+    slow = RobotProfile.from_dict({**kinova.to_dict(), "control_frequency": 10.0})
+    for k in range(2):
+        record_episode(tmp_path / "eps" / f"e{k}.hdf5", slow, steps=10, seed=k)
+    r = train(_config(tmp_path / "eps", instructions_dir, tmp_path / "run", max_steps=1, sample_every=0,
+                      checkpoint_every=0, batch_size=4, log_with=None))
+    assert json.loads((r.export_dir / "profile.json").read_text())["control_frequency"] == 10.0
+    policy = RDTPolicy.from_paths(r.export_dir, r.export_dir / "vision", None,
+                                  sorted((r.export_dir / "instructions").glob("*.pt"))[0])
+    assert policy.control_frequency == 10.0 and policy._ctrl_freqs.tolist() == [10]
