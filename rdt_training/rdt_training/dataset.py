@@ -221,7 +221,7 @@ class EpisodeDataset(Dataset):
                  chunk_size: int = 64, img_history_size: int = 2, skip_still: bool = True,
                  still_threshold: float = 1e-2, min_steps: int = 2, allow_mixed_robots: bool = False,
                  instructions=None, image_aug: bool = False, cond_mask_prob: float = 0.0,
-                 state_noise_snr: float | None = None, state_mean: np.ndarray | None = None,
+                 state_noise_snr: float | None = None, state_mean=None,
                  feature_store=None, decode_images: bool = True):
         if episodes is None:
             if sources is None:
@@ -258,9 +258,22 @@ class EpisodeDataset(Dataset):
                     self.cond_mask_prob, self.instructions.source or "the instruction bank")
         counts = np.array([e.num_samples for e in self.episodes], dtype=np.int64)
         self._ends = np.cumsum(counts)
-        if state_mean is None:   # the dataset-wide mean (for state condition masking)
-            state_mean = np.concatenate([e.unified_states() for e in self.episodes]).mean(0)
-        self.state_mean = np.asarray(state_mean, dtype=np.float32)
+        # State condition masking puts the mean state of the episode's dataset in place of the state
+        # (official: dataset_stat.json's state_mean of that dataset); here a dataset is one robot.
+        # state_mean: None (computed from these episodes), one (128,) array, or {robot: (128,) array}.
+        robots = sorted({e.robot for e in self.episodes})
+        if isinstance(state_mean, Mapping):
+            missing = [r for r in robots if r not in state_mean]
+            if missing:
+                raise DatasetError(f"state_mean has no entry for robot(s) {missing}; give one per robot")
+            self.state_means = {r: np.asarray(state_mean[r], dtype=np.float32) for r in robots}
+        elif state_mean is not None:
+            self.state_means = {r: np.asarray(state_mean, dtype=np.float32) for r in robots}
+        else:
+            self.state_means = {r: np.concatenate([e.unified_states() for e in self.episodes if e.robot == r])
+                                .mean(0).astype(np.float32) for r in robots}
+        self.state_mean = self.state_means[robots[0]] if len(robots) == 1 else \
+            np.concatenate([e.unified_states() for e in self.episodes]).mean(0).astype(np.float32)
         self._readers: dict[int, EpisodeReader] = {}
         self._pid = os.getpid()
         self._rng: np.random.Generator | None = None
@@ -352,7 +365,7 @@ class EpisodeDataset(Dataset):
         sample = {
             "episode": ep_i, "step": step,
             "ctrl_freq": 0.0 if masked() else ep.ctrl_freq,
-            "state": self.state_mean[None].copy() if masked() else state,
+            "state": self.state_means[ep.robot][None].copy() if masked() else state,
             "actions": prof.action_to_unified(acts).astype(np.float32),
             "state_elem_mask": np.zeros_like(elem_mask) if masked() else elem_mask,
             "state_mean": ep.state_mean, "state_std": ep.state_std, "state_norm": ep.state_norm,

@@ -288,6 +288,16 @@ def _profile_at_training_frequency(profile, episodes):
     return profile
 
 
+def _state_means(episodes, stats: dict) -> dict:
+    """{robot: mean unified state over all its episodes}: what state condition masking puts in place of the
+    state (official: the dataset's state_mean in dataset_stat.json, one dataset per robot)."""
+    robots = sorted({e.robot for e in episodes})
+    if len(robots) == 1:
+        return {robots[0]: np.asarray(stats["state_mean"], np.float32)}
+    return {r: np.asarray(compute_stats([e for e in episodes if e.robot == r])["state_mean"], np.float32)
+            for r in robots}
+
+
 def _split_episodes(episodes, heldout: int):
     if heldout > 0 and len(episodes) > heldout:
         return episodes[:-heldout], episodes[-heldout:]
@@ -406,7 +416,7 @@ def train(config: TrainConfig) -> TrainResult:
             store.build(episodes, progress=cfg.progress and main)
 
     common = dict(chunk_size=None, img_history_size=None, instructions=bank, feature_store=store,
-                  state_mean=np.asarray(stats["state_mean"], np.float32))
+                  state_mean=_state_means(episodes, stats))
     texts_len = max(bank.get(e.instruction).shape[0] for e in episodes)
     runner = build_runner(cfg.init, vision, bank.dim, texts_len)
     common["chunk_size"], common["img_history_size"] = runner.pred_horizon, runner.img_history_size

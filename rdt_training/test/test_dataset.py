@@ -215,3 +215,20 @@ def test_state_noise_at_the_official_snr(episodes_dir, kinova):
     assert np.abs(noise[:, moving].mean(0)).max() < 0.3 * ep.state_std[moving].max() / 10.0 + 1e-6
     unfilled = np.setdiff1d(np.arange(128), idx)
     assert not noise[:, unfilled].any()
+
+
+def test_masked_state_is_the_mean_of_its_own_robot(tmp_path, kinova):
+    # official: a masked state becomes dataset_stat.json's state_mean of the sample's own dataset
+    aloha = load_profile("aloha")
+    for sub, prof in (("k", kinova), ("a", aloha)):
+        for k in range(2):
+            record_episode(tmp_path / sub / f"e{k}.hdf5", prof, steps=8, seed=k)
+    profiles = {tmp_path / "k": kinova, tmp_path / "a": aloha}
+    ds = EpisodeDataset([tmp_path / "k", tmp_path / "a"], profiles=profiles, cond_mask_prob=1.0)
+    for robot, prof in (("kinova_gen3", kinova), ("aloha", aloha)):
+        eps = [e for e in ds.episodes if e.robot == robot]
+        want = np.concatenate([e.unified_states() for e in eps]).mean(0)
+        i = next(i for i in range(len(ds)) if ds.episodes[ds.locate(i)[0]].robot == robot)
+        np.testing.assert_allclose(ds[i]["state"][0], want, atol=1e-6)
+        unfilled = np.setdiff1d(np.arange(128), prof.unified_indices)
+        assert not ds[i]["state"][0][unfilled].any()       # nothing of the other robot's slots
