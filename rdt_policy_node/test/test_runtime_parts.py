@@ -7,7 +7,7 @@ import pytest
 
 from rdt_core.robots import load_profile
 from rdt_policy_node.runtime import (Chunk, ChunkScheduler, Interpolator, ObservationWindow, Plan, Safety,
-                                     interpolate_action, jpeg_roundtrip)
+                                     TrackingWatchdog, interpolate_action, jpeg_roundtrip)
 from rdt_policy_node.runtime.observation import Observation
 
 
@@ -132,6 +132,83 @@ def test_safety_limits_position_velocity_and_non_finite(kinova):
     np.testing.assert_allclose(far, kinova.upper)
     cmd, why = s.limit(np.zeros(3), prev)
     assert "shape" in why
+
+
+def test_safety_margins_are_checked(kinova):
+    tight = Safety.from_profile(kinova, publish_rate=25.0, chunk_range_margin=0.0)
+    loose = Safety.from_profile(kinova, publish_rate=25.0)
+    a = np.zeros((64, kinova.dof))
+    a[5, 2] = kinova.upper[2] + 0.1  # a little past joint_3's limit: clipped by the default margin, not by 0
+    assert loose.chunk_problem(a) is None and "joint_3" in tight.chunk_problem(a)
+    assert Safety.from_profile(kinova, publish_rate=25.0, resync_tolerance_s=0.2).resync_tolerance[0] == \
+        pytest.approx(0.2 * kinova.max_velocity[0])
+    with pytest.raises(ValueError, match="chunk_range_margin"):
+        Safety.from_profile(kinova, publish_rate=25.0, chunk_range_margin=-0.1)
+    with pytest.raises(ValueError, match="resync_tolerance_s"):
+        Safety.from_profile(kinova, publish_rate=25.0, resync_tolerance_s=float("nan"))
+
+
+# ---------------------------------------------------------------- TrackingWatchdog
+def ramp_watchdog(lag_s=0.3, timeout_s=0.5, rate=50.0, v=0.5, delay_s=0.0, stop_at=None, until=3.0, **kw):
+    """Commands ramp joint 0 at ``v`` rad/s; the measured joint follows ``delay_s`` behind, or stops at
+    ``stop_at`` seconds. Returns (first trip time or None, its reason)."""
+    w = TrackingWatchdog(["a", "b"], kw.pop("tolerance", 0.1), lag_s=lag_s, timeout_s=timeout_s, **kw)
+    for k in range(int(until * rate)):
+        t = k / rate
+        q = np.array([v * max(t - delay_s, 0.0), 0.0])
+        if stop_at is not None:
+            q[0] = v * min(t, stop_at)
+        why = w.check(t, q, 0.0)
+        if why:
+            return t, why
+        w.record(t, np.array([v * t, 0.0]))
+    return None, None
+
+
+def test_watchdog_allows_the_lag_and_trips_after_the_timeout():
+    # following 0.5 s behind: within the 0.3 s lag (+ a tick) + 0.1 rad / 0.5 rad/s; 0.6 s behind is not
+    assert ramp_watchdog(delay_s=0.5) == (None, None)
+    assert ramp_watchdog(delay_s=0.6)[0] is not None
+    # stopped at 1 s: further than 0.1 rad from every command of the last 0.3 s from 1.5 s on, so it
+    # trips 0.5 s later (within a tick), naming the joint, its error and how long
+    t, why = ramp_watchdog(stop_at=1.0)
+    assert 2.0 <= t <= 2.0 + 1.5 / 50
+    assert why.startswith("a is 0.50 rad behind its command for 0.5 s") and "collision" in why and "resume" in why
+    assert ramp_watchdog(stop_at=1.0, timeout_s=0.0)[0] == pytest.approx(1.5, abs=1.5 / 50)
+    assert ramp_watchdog(stop_at=1.0, lag_s=1.0)[0] == pytest.approx(2.7, abs=1.5 / 50)
+    # a per-joint floor, one publish tick of motion (lead) on top, unwatched or disabled joints never trip
+    assert ramp_watchdog(stop_at=1.0, tolerance=[0.35, 0.1])[0] == pytest.approx(2.5, abs=1.5 / 50)
+    assert ramp_watchdog(stop_at=1.0, lead=0.25)[0] == pytest.approx(2.5, abs=1.5 / 50)
+    assert ramp_watchdog(stop_at=1.0, monitored=[False, True]) == (None, None)
+    assert ramp_watchdog(stop_at=1.0, enabled=False) == (None, None)
+
+
+def test_watchdog_timer_restarts_and_the_measurement_age_counts():
+    w = TrackingWatchdog(["a"], 0.1, lag_s=0.0, timeout_s=0.5)
+    w.record(0.0, [1.0])
+    assert w.check(0.1, [0.0]) is None and w.check(0.5, [0.0]) is None
+    assert w.check(0.55, [1.0]) is None  # back on track: the spell ends
+    assert w.check(0.6, [0.0]) is None and w.check(1.05, [0.0]) is None
+    assert "for 0.5 s" in w.check(1.1, [0.0])
+    w.reset_timer()
+    assert w.check(1.2, [0.0]) is None
+    # a 0.5 s old measurement is compared with the commands in effect 0.5 s ago too
+    w = TrackingWatchdog(["a"], 0.1, lag_s=0.0, timeout_s=0.0)
+    w.record(0.0, [0.0])
+    w.record(1.0, [1.0])
+    assert w.check(1.2, [0.0], measured_age=0.5) is None
+    assert w.check(1.2, [0.0], measured_age=0.1) is not None
+    w.clear()
+    assert w.check(1.3, [0.0]) is None  # no commands: nothing to compare
+
+
+def test_watchdog_rejects_bad_settings():
+    with pytest.raises(ValueError, match="one value or one per joint"):
+        TrackingWatchdog(["a", "b", "c"], [0.1, 0.2])
+    with pytest.raises(ValueError, match="> 0"):
+        TrackingWatchdog(["a"], 0.0)
+    with pytest.raises(ValueError, match="lag_s and timeout_s"):
+        TrackingWatchdog(["a"], 0.1, timeout_s=-1.0)
 
 
 def test_safety_staleness_and_start_move(kinova):

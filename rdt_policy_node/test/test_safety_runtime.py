@@ -4,6 +4,7 @@ Each test drives the real PolicyController (real worker thread) with simulated t
 stamped with the simulated clock, waits for the worker before each tick (so results do not depend on the
 machine's speed), ticks, and lets the simulated arm follow every published command exactly.
 """
+import collections
 import threading
 
 import numpy as np
@@ -30,7 +31,8 @@ class SimClock:
 
 
 class Rig:
-    """Controller + simulated arm (follows commands exactly) + sensors, in simulated time."""
+    """Controller + simulated arm + sensors, in simulated time. The arm follows every published command
+    exactly, ``delay_ticks`` ticks late; joints in ``stuck`` do not move (blocked, or not listening)."""
 
     def __init__(self, profile, predictor, rate=50.0, q0=None, **kw):
         opts = dict(publish_rate=rate, execute_horizon=16, blend_steps=2, start_move_duration_s=0.2,
@@ -48,6 +50,9 @@ class Rig:
         self.nan_joints = False  # the joint driver reports NaN positions
         self.sensor_offset = 0.0  # sensor clocks ahead (+) of the node's
         self.fed = {}  # stream -> arrival-clock time of its last good message
+        self.stuck = set()
+        self.delay_ticks = 0
+        self._sent = collections.deque()
 
     def feed(self):
         for role in self.ctl.window.cameras:
@@ -73,7 +78,12 @@ class Rig:
         res = self.ctl.tick(self.now)
         self.log.append((self.now, res))
         if res.command is not None and res.publish:
-            self.q = res.command.copy()
+            self._sent.append(res.command.copy())
+        while len(self._sent) > self.delay_ticks:
+            q = self._sent.popleft()
+            for j in self.stuck:
+                q[j] = self.q[j]
+            self.q = q
         return res
 
     def run(self, seconds, **kw):
@@ -453,4 +463,120 @@ def test_fuzz_every_command_and_trajectory_point_stays_inside_the_limits(seed, d
         assert {RUNNING if not dry_run else "DRY_RUN", HOLDING, MOVING_TO_START} <= seen
     finally:
         pred.release.set()
+        rig.close()
+
+
+# ---------------------------------------------------------------- tracking-error watchdog
+TRACKING = "behind its command"
+
+
+def sweep_predictor(profile, speed):
+    """Chunks that agree with each other: every joint sweeps at ``speed`` (per joint or one) of its velocity limit from
+    where the first observation found it, on the clock (a blocked joint does not hold its commands back,
+    unlike ramp_predictor's chunks, which start from the measured position)."""
+    first = {}
+
+    def predict(images, qpos, stamp, inpaint_actions=None):
+        first.setdefault("t", stamp)
+        first.setdefault("q", np.asarray(qpos, float))
+        t = stamp - first["t"] + np.arange(64)[:, None] / profile.control_frequency
+        away = np.where(first["q"] > (profile.lower + profile.upper) / 2, -1.0, 1.0)  # towards the far limit
+        return np.clip(first["q"] + away * speed * profile.max_velocity * t, profile.lower, profile.upper)
+    return predict
+
+
+def test_arm_that_stops_following_trips_holds_where_it_is_and_waits_for_resume(kinova):
+    # joint_3 is blocked (a collision) while the policy moves every arm joint at half its velocity limit
+    rig = Rig(kinova, sweep_predictor(kinova, speed=0.5), tracking_tolerance=0.1, tracking_lag_s=0.2,
+              tracking_timeout_s=0.3)
+    try:
+        rig.run(1.0)
+        assert rig.log[-1][1].state == RUNNING
+        rig.stuck.add(2)
+        t_block, q_block = rig.now, rig.q.copy()
+        rig.run(1.0)
+        trips = [(t, r) for t, r in rig.log if TRACKING in r.hold_reason]
+        assert trips, "a blocked joint must stop the policy"
+        t_trip, res = trips[0]
+        # off track once every command of the last 0.2 s is more than 0.1 rad + one tick away, then 0.3 s
+        v, tick = 0.5 * kinova.max_velocity[2], 1 / rig.rate
+        expected = t_block + 0.2 + (0.1 + kinova.max_velocity[2] * tick) / v + 0.3
+        assert expected - 2 * tick <= t_trip <= expected + 2 * tick
+        assert res.state == HOLDING and res.hold_reason.startswith("joint_3 is ") and "for 0.3 s" in res.hold_reason
+        assert res.plan_changed and "(+" not in res.hold_reason  # only joint_3 is named
+        # every arm joint holds where it is measured (not at the commands it was chasing), the gripper keeps
+        # its command
+        arm = ~kinova.gripper_mask
+        before = rig.log[[t for t, _ in rig.log].index(t_trip) - 1][1].command
+        np.testing.assert_array_equal(res.command[arm], rig.q[arm])
+        assert res.command[2] == q_block[2] and res.command[-1] == before[-1]
+        # latched: nothing moves and no chunk is asked for, however long it waits
+        n = len(rig.log)
+        rig.stuck.clear()  # even once the obstacle is gone
+        rig.run(2.0)
+        later = [r for _, r in rig.log[n:]]
+        assert all(r.state == HOLDING and r.hold_reason == res.hold_reason for r in later)
+        assert all(np.array_equal(r.command, res.command) for r in later)
+        assert not rig.ctl.scheduler.busy and all(r.chunk is None for r in later[5:])
+        rig.ctl.pause()
+        rig.run(0.1)
+        assert rig.log[-1][1].state == PAUSED and TRACKING in rig.log[-1][1].hold_reason
+        assert rig.ctl.resume() == res.hold_reason  # the operator's resume clears it
+        n = len(rig.log)
+        rig.run(3.0)
+        states = [r.state for _, r in rig.log[n:]]
+        assert MOVING_TO_START in states and states[-1] == RUNNING
+        assert not any(TRACKING in r.hold_reason for _, r in rig.log[n:])
+        after = np.array([r.command for _, r in rig.log[n - 1:]])  # from the held pose, within the limits
+        assert np.all(np.abs(np.diff(after, axis=0)) <= kinova.max_velocity / rig.rate + 1e-9)
+    finally:
+        rig.close()
+
+
+@pytest.mark.parametrize("delay_ticks,trips", [(12, False), (30, True)])
+def test_arm_following_late_trips_only_beyond_the_lag_allowance(kinova, delay_ticks, trips):
+    # the arm follows 0.24 s (0.6 s) late at the full velocity limit: the default 0.3 s lag allowance
+    # (+ 0.15 rad) covers the first, not the second
+    rig = Rig(kinova, sweep_predictor(kinova, speed=1.0))
+    rig.delay_ticks = delay_ticks
+    try:
+        rig.run(3.0)
+        tripped = any(TRACKING in r.hold_reason for _, r in rig.log)
+        assert tripped is trips
+        assert RUNNING in {r.state for _, r in rig.log}
+    finally:
+        rig.close()
+
+
+@pytest.mark.parametrize("profile", ["kinova_gen3", "aloha"])
+def test_a_stalled_gripper_is_not_a_tracking_fault_unless_asked(profile):
+    robot = load_profile(profile)
+    grippers = set(np.flatnonzero(robot.gripper_mask))
+    results = {}
+    for watch_grippers in (False, True):
+        # grippers cross their range in 3 s
+        speed = np.where(robot.gripper_mask, (robot.upper - robot.lower) / 3.0 / robot.max_velocity, 0.3)
+        rig = Rig(robot, sweep_predictor(robot, speed=speed), tracking_grippers=watch_grippers,
+                  tracking_timeout_s=0.2)
+        try:
+            rig.run(0.6)
+            rig.stuck |= grippers  # closed on an object: short of the command
+            rig.run(2.0)
+            results[watch_grippers] = [r.hold_reason for _, r in rig.log if TRACKING in r.hold_reason]
+        finally:
+            rig.close()
+    assert results[False] == []
+    names = [robot.joint_names[j] for j in grippers]
+    assert results[True] and results[True][0].split(" is ")[0] in names and " rad" not in results[True][0]
+
+
+@pytest.mark.parametrize("options", [{"dry_run": True}, {"tracking_watchdog": False}])
+def test_watchdog_off_in_dry_run_and_when_disabled(kinova, options):
+    rig = Rig(kinova, sweep_predictor(kinova, speed=0.5), tracking_timeout_s=0.0, **options)
+    rig.stuck |= set(range(kinova.dof))  # dry run: the arm does not move anyway
+    try:
+        rig.run(2.0)
+        assert not any(TRACKING in r.hold_reason for _, r in rig.log)
+        assert {"DRY_RUN", RUNNING} & {r.state for _, r in rig.log}
+    finally:
         rig.close()

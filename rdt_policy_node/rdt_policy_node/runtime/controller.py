@@ -7,6 +7,10 @@ to the first action), RUNNING (DRY_RUN when commands are computed but not sent),
 observations, rejected chunk, inference error, the running chunk used up with no new one, the clock gone
 backwards: the last command is repeated), PAUSED. Every hold says why (``hold_reason``).
 
+A tracking fault (runtime.tracking: a joint that does not follow the commands while RUNNING or moving to
+the start, e.g. blocked by a collision) holds every arm joint at its measured position, not at the
+command it failed to reach, and latches: nothing moves again until ``resume()`` (an operator action).
+
 After any hold or pause the next good chunk starts with a slow move again, and only a chunk requested
 after the hold began may start it (one in flight from before a pause was computed from the world the
 operator paused on). A hold keeps the last command, except for arm joints that something else moved
@@ -29,6 +33,7 @@ from .interpolation import Interpolator, Plan
 from .observation import ObservationWindow
 from .safety import Safety
 from .scheduler import Chunk, ChunkScheduler
+from .tracking import TrackingWatchdog
 
 WARMING_UP, MOVING_TO_START, RUNNING, HOLDING, PAUSED, DRY_RUN = (
     "WARMING_UP", "MOVING_TO_START", "RUNNING", "HOLDING", "PAUSED", "DRY_RUN")
@@ -46,8 +51,12 @@ class TickResult:
 
 class PolicyController:
     def __init__(self, window: ObservationWindow, scheduler: ChunkScheduler, interpolator: Interpolator,
-                 safety: Safety, *, control_frequency: float, clock=time.monotonic):
+                 safety: Safety, *, control_frequency: float, clock=time.monotonic,
+                 tracking: TrackingWatchdog | None = None):
         self.window, self.scheduler, self.interpolator, self.safety = window, scheduler, interpolator, safety
+        self.tracking = tracking if tracking is not None else TrackingWatchdog(
+            safety.joint_names, 1.0, enabled=False)
+        self.fault = ""  # a latched tracking fault: holds until resume()
         self.step_period = 1.0 / float(control_frequency)
         self.clock = clock
         self._lock = threading.RLock()
@@ -69,9 +78,15 @@ class PolicyController:
         with self._lock:
             self.safety.paused = True
 
-    def resume(self) -> None:
+    def resume(self) -> str:
+        """Leave a pause and clear a latched tracking fault (the operator checked the arm); the next fresh
+        chunk starts with a slow move. Returns the fault that was cleared ("" when none)."""
         with self._lock:
             self.safety.paused = False
+            cleared, self.fault = self.fault, ""
+            if cleared and self.phase == HOLDING:
+                self.hold_reason = "resumed after a tracking fault: waiting for a fresh chunk"
+            return cleared
 
     def close(self) -> None:
         self.scheduler.close()
@@ -89,6 +104,25 @@ class PolicyController:
         self._start_plan = None
         self._min_start_seq = self.scheduler.next_seq
         self.scheduler.reset()
+        self.tracking.reset_timer()
+
+    def _check_tracking(self, now: float) -> str | None:
+        """The watchdog's trip reason, looked at while the arm should be following our commands."""
+        if self.safety.dry_run or self.phase not in (RUNNING, MOVING_TO_START):
+            self.tracking.reset_timer()
+            return None
+        ages = self.window.ages(now)
+        age = max(ages[s] for s in self.window.joint_streams)
+        return self.tracking.check(now, self.window.latest_qpos(), age)
+
+    def _trip(self, reason: str) -> None:
+        """Latch a tracking fault and hold every arm joint where it is measured (pushing on towards the
+        command would press into whatever stopped it); grippers keep their command (a grasp)."""
+        self.fault = reason
+        self._hold(reason)
+        measured = self.window.latest_qpos()
+        if measured is not None and self.last_command is not None:
+            self.last_command = np.where(self.safety.grippers, self.last_command, self.safety.clip(measured))
 
     def _stale_reason(self, now: float) -> str | None:
         ahead = {s: -a for s, a in self.window.stamp_ages(now).items() if a < -self.safety.max_observation_age_s}
@@ -111,6 +145,7 @@ class PolicyController:
             self._last_step_time = -np.inf
             self._last_request_step = -1
             self.window.clear()
+            self.tracking.clear()
         if now - self._last_step_time >= self.step_period * 0.999 and self.window.step():
             self._last_step_time = now
         chunk = self.scheduler.poll(now)
@@ -118,7 +153,9 @@ class PolicyController:
             self.last_latency = chunk.latency
         stale = self._stale_reason(now)
         if self.safety.paused:
-            self._hold("paused", PAUSED)
+            self._hold(f"paused; {self.fault}" if self.fault else "paused", PAUSED)
+        elif self.fault:
+            self._hold(self.fault)
         elif went_back:
             self._hold(f"clock went backwards by {back_by:.3f} s: holding until a fresh chunk")
         elif stale:
@@ -126,21 +163,28 @@ class PolicyController:
         else:
             if self.phase == PAUSED:
                 self.phase, self.hold_reason = HOLDING, "resumed: waiting for a fresh chunk"
-            if chunk is not None:
-                self._use_chunk(chunk, now)
-            if self.phase == MOVING_TO_START and now >= self._start_plan.end_time:
-                target = self._start_plan.values[-1]
-                self._start_plan = None
-                self.phase, self.hold_reason = HOLDING, "at start pose: waiting for a fresh chunk"
-                self.scheduler.reset(Plan.hold(target, now))
-            if self.phase == RUNNING and self.scheduler.plan is not None and now > self.scheduler.plan.end_time:
-                self._hold(self._exhausted_reason(now))
-            if self.phase == HOLDING:
-                self._note_slow_inference(now)
-            self._maybe_request(now)
+            fault = self._check_tracking(now)
+            if fault:
+                self._trip(fault)
+            else:
+                self._follow_plan(chunk, now)
         if chunk is not None and chunk.error is None and chunk.first_index is None:
             chunk.error = f"dropped: {self.hold_reason or self.phase}"  # polled while holding: never used
         return self._command(now, chunk)
+
+    def _follow_plan(self, chunk: Chunk | None, now: float) -> None:
+        if chunk is not None:
+            self._use_chunk(chunk, now)
+        if self.phase == MOVING_TO_START and now >= self._start_plan.end_time:
+            target = self._start_plan.values[-1]
+            self._start_plan = None
+            self.phase, self.hold_reason = HOLDING, "at start pose: waiting for a fresh chunk"
+            self.scheduler.reset(Plan.hold(target, now))
+        if self.phase == RUNNING and self.scheduler.plan is not None and now > self.scheduler.plan.end_time:
+            self._hold(self._exhausted_reason(now))
+        if self.phase == HOLDING:
+            self._note_slow_inference(now)
+        self._maybe_request(now)
 
     def inference_timeout(self) -> float:
         """How long an inference may run before the status calls it hung."""
@@ -275,6 +319,7 @@ class PolicyController:
             self._hold(why)
         self.last_command = command
         self._last_command_time = now
+        self.tracking.record(now, command)
         state = DRY_RUN if (self.safety.dry_run and self.phase == RUNNING) else self.phase
         return TickResult(command, not self.safety.dry_run, state, self.hold_reason, chunk, self._changed)
 
