@@ -298,6 +298,20 @@ def _state_means(episodes, stats: dict) -> dict:
             for r in robots}
 
 
+def make_lr_scheduler(optimizer, cfg: TrainConfig, num_processes: int = 1):
+    """diffusers' get_scheduler in optimizer steps. accelerate steps a prepared scheduler once per process
+    at every optimizer step, hence the factor. diffusers' "constant" ignores warm-up (the official
+    default --lr_warmup_steps 500 has no effect with its constant schedule); a warm-up asked for with
+    "constant" is given with "constant_with_warmup" instead of being dropped silently."""
+    from diffusers.optimization import get_scheduler
+    name = cfg.lr_scheduler
+    if name == "constant" and cfg.warmup_steps > 0:
+        log.info("--warmup-steps %d with --lr-scheduler constant: using constant_with_warmup", cfg.warmup_steps)
+        name = "constant_with_warmup"
+    return get_scheduler(name, optimizer=optimizer, num_warmup_steps=cfg.warmup_steps * num_processes,
+                         num_training_steps=cfg.max_steps * num_processes)
+
+
 def _split_episodes(episodes, heldout: int):
     if heldout > 0 and len(episodes) > heldout:
         return episodes[:-heldout], episodes[-heldout:]
@@ -361,7 +375,6 @@ def train(config: TrainConfig) -> TrainResult:
     """Run (or continue) a fine-tuning run; returns the loss history and where the export is."""
     from accelerate import Accelerator
     from accelerate.utils import DeepSpeedPlugin, ProjectConfiguration, set_seed
-    from diffusers.optimization import get_scheduler
     from tqdm.auto import tqdm
 
     cfg = config
@@ -431,9 +444,7 @@ def train(config: TrainConfig) -> TrainResult:
 
     # ---- model, optimizer, schedule
     optimizer, opt_name = _optimizer([p for p in runner.parameters() if p.requires_grad], cfg, device)
-    lr_scheduler = get_scheduler(cfg.lr_scheduler, optimizer=optimizer,
-                                 num_warmup_steps=cfg.warmup_steps * accelerator.num_processes,
-                                 num_training_steps=cfg.max_steps * accelerator.num_processes)
+    lr_scheduler = make_lr_scheduler(optimizer, cfg, accelerator.num_processes)
     ema = None
     if cfg.ema:
         ema = make_ema(runner.parameters(), runner.config.get("config", {}).get("ema", {}))

@@ -168,3 +168,21 @@ def test_export_carries_the_control_frequency_the_model_was_trained_with(tmp_pat
     policy = RDTPolicy.from_paths(r.export_dir, r.export_dir / "vision", None,
                                   sorted((r.export_dir / "instructions").glob("*.pt"))[0])
     assert policy.control_frequency == 10.0 and policy._ctrl_freqs.tolist() == [10]
+
+
+def test_warmup_is_not_dropped_with_the_constant_schedule():
+    from rdt_training.train import make_lr_scheduler
+
+    def lrs(**kw):
+        opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=1e-4)
+        sched = make_lr_scheduler(opt, TrainConfig(data=[], max_steps=10, **kw))
+        out = []
+        for _ in range(5):
+            out.append(sched.get_last_lr()[0])
+            opt.step()
+            sched.step()
+        return out
+
+    assert lrs(lr_scheduler="constant") == [1e-4] * 5                       # official default: no warm-up
+    np.testing.assert_allclose(lrs(lr_scheduler="constant", warmup_steps=4), [0, 2.5e-5, 5e-5, 7.5e-5, 1e-4])
+    assert lrs(lr_scheduler="cosine", warmup_steps=2)[:3] == [0, 5e-5, 1e-4]
