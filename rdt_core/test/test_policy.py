@@ -210,3 +210,34 @@ def test_from_paths_loads_checkpoint_profile_json_vision_and_instruction(tmp_pat
     (ckpt / "profile.json").unlink()
     with pytest.raises(FileNotFoundError, match="no robot profile given and no profile.json"):
         RDTPolicy.from_paths(ckpt, tmp_path / "siglip", None, tmp_path / "instr.pt")
+
+
+def test_agilex_step_is_the_official_deployment_step():
+    """scripts/agilex_model.py written out: state = qpos / [1]*6+[4.7908]+[1]*6+[4.7888] at the AgileX indices
+    (left arm 50-55, left gripper 60, right arm 0-5, right gripper 10), mask 1 there, ctrl_freq 25, every
+    language token attended; the chunk comes back at those indices times [1]*6+[11.8997]+[1]*6+[13.9231]."""
+    indices = [50, 51, 52, 53, 54, 55, 60, 0, 1, 2, 3, 4, 5, 10]
+    state_div = np.array([1, 1, 1, 1, 1, 1, 4.7908, 1, 1, 1, 1, 1, 1, 4.7888])
+    action_div = np.array([1, 1, 1, 1, 1, 1, 11.8997, 1, 1, 1, 1, 1, 1, 13.9231])
+    pol = RDTPolicy.tiny("agilex", seed=2)
+    seen = {}
+    original = pol.runner.predict_action
+
+    def spy(**kwargs):                       # the real runner, its inputs and output recorded
+        seen.update(kwargs)
+        seen["out"] = original(**kwargs)
+        return seen["out"]
+
+    pol.runner.predict_action = spy
+    rng = np.random.default_rng(0)
+    qpos = np.concatenate([rng.uniform(-1, 1, 6), [3.1], rng.uniform(-1, 1, 6), [2.2]])
+    actions = pol.predict([None] * 3 + _frames(4, n=3), qpos)
+
+    want_state = np.zeros(128)
+    want_state[indices] = qpos / state_div
+    np.testing.assert_allclose(seen["state_tokens"][0, 0].numpy(), want_state, atol=1e-6)
+    want_mask = np.zeros(128)
+    want_mask[indices] = 1
+    np.testing.assert_array_equal(seen["action_mask"][0, 0].numpy(), want_mask)
+    assert seen["ctrl_freqs"].tolist() == [25] and seen["lang_attn_mask"].all()
+    np.testing.assert_allclose(actions, seen["out"][0][:, indices].numpy() * action_div, rtol=1e-6, atol=1e-6)
