@@ -15,6 +15,7 @@ Raw logs in DIR (times in seconds since the start of the run, one monotonic cloc
 from __future__ import annotations
 
 import argparse
+import collections
 import csv
 import json
 import math
@@ -57,16 +58,52 @@ def build_predictor(profile, checkpoint: str, vision_encoder=None, instruction=N
 
 
 class SimulatedSensors(threading.Thread):
-    """Steps the FakeRobot in real time and publishes its joints and camera frames into the window."""
+    """Steps the FakeRobot in real time and publishes its joints and camera frames into the window; it is
+    also the arm's controller: commands take effect ``command_delay_s`` after they are sent (a controller's
+    lag), and tests can mute a stream, block a joint (a collision) or stop the controller."""
 
     def __init__(self, robot, window: ObservationWindow, clock, t0: float, lock: threading.Lock, *,
-                 joint_rate_hz: float = 100.0, camera_rate_hz: float = 30.0):
+                 joint_rate_hz: float = 100.0, camera_rate_hz: float = 30.0, command_delay_s: float = 0.0):
         super().__init__(name="fake-robot-sensors", daemon=True)
         self.robot, self.window, self.clock, self.t0, self.lock = robot, window, clock, t0, lock
         self.joint_period, self.camera_period = 1.0 / joint_rate_hz, 1.0 / camera_rate_hz
+        self.command_delay_s = float(command_delay_s)
         self.muted: set[str] = set()
         self.joint_log: list = []
+        self.blocked: dict[int, float] = {}  # joint index -> where an obstacle holds it
+        self.controller_stopped = False  # the arm's controller stopped: nothing moves, joints still published
+        self._queue: collections.deque = collections.deque()  # (sent time, command) not yet in effect
+        self._command = None  # the command in effect
         self._halt = threading.Event()
+
+    # ------------------------------------------------------------------ the arm's controller
+    def command(self, t: float, positions) -> None:
+        """A command sent at ``t``; in effect from t + command_delay_s."""
+        with self.lock:
+            self._queue.append((t, np.asarray(positions, dtype=np.float64).copy()))
+            if self.command_delay_s <= 0:
+                self._apply_due(t)
+
+    def _apply_due(self, now: float) -> None:  # under self.lock
+        while self._queue and self._queue[0][0] <= now - self.command_delay_s:
+            self._command = self._queue.popleft()[1]
+        if self._command is not None:
+            cmd = self._command.copy()
+            for j, q in self.blocked.items():
+                cmd[j] = q
+            self.robot.command(cmd)
+
+    def block(self, joint) -> None:
+        """An obstacle stops ``joint`` (name or index) where it is now: it follows no command until unblock()."""
+        j = self.robot.profile.joint_names.index(joint) if isinstance(joint, str) else int(joint)
+        with self.lock:
+            self.blocked[j] = float(self.robot.joint_positions()[j])
+            self._apply_due(self.clock())
+
+    def unblock(self) -> None:
+        with self.lock:
+            self.blocked.clear()
+            self._apply_due(self.clock())
 
     def run(self) -> None:
         last = self.clock()
@@ -74,7 +111,9 @@ class SimulatedSensors(threading.Thread):
         while not self._halt.is_set():
             now = self.clock()
             with self.lock:
-                self.robot.step(now - last)
+                self._apply_due(now)
+                if not self.controller_stopped and now > last:
+                    self.robot.step(now - last)
                 q = np.array(self.robot.joint_positions(), dtype=np.float64)
                 frames = self.robot.render() if now >= next_cam else None
             last = now
@@ -128,12 +167,15 @@ def run_closed_loop(profile="kinova_gen3", checkpoint="tiny", latency: float = 0
                     start_move_duration_s: float = 1.0, start_velocity_scale: float = 0.25,
                     image_size=(96, 128), camera_rate_hz: float = 30.0,
                     joint_rate_hz: float = 100.0, seed: int = 0, events=(), plot: bool = False,
-                    use_actions_interpolation: bool = False, arm_steps_length=None) -> ClosedLoopResult:
+                    use_actions_interpolation: bool = False, arm_steps_length=None, command_delay_s: float = 0.0,
+                    runtime_options: dict | None = None) -> ClosedLoopResult:
     """Run the policy against a FakeRobot for ``duration`` seconds of wall time and write the logs to ``out``.
 
     predictor: a callable (images, qpos, stamp[, inpaint_actions=]) -> (H, D); default built from
     ``checkpoint``. events: (time_s, fn(loop_state: dict)) pairs run once from the control loop (tests use
-    them to mute a sensor or pause). mode: "async" (this runtime) or "sync" (the official baseline)."""
+    them to mute a sensor, block a joint with ``loop_state["sensors"].block(name)`` or pause). mode:
+    "async" (this runtime) or "sync" (the official baseline). command_delay_s: the simulated arm's
+    controller lag. runtime_options: more make_controller keywords (tracking watchdog, safety margins)."""
     from rdt_core.fake_robot import FakeRobot
     from rdt_core.robots import load_profile
 
@@ -150,8 +192,7 @@ def run_closed_loop(profile="kinova_gen3", checkpoint="tiny", latency: float = 0
     command_rows, tick_rows, chunk_rows = [], [], []
 
     def send(now, cmd):
-        with lock:
-            robot.command(cmd)
+        sensors.command(now, cmd)
         command_rows.append((now - t0, *map(float, cmd)))
 
     if mode == "async":
@@ -161,14 +202,15 @@ def run_closed_loop(profile="kinova_gen3", checkpoint="tiny", latency: float = 0
                                      start_move_duration_s=start_move_duration_s,
                                      start_velocity_scale=start_velocity_scale,
                                      interpolation="max_step" if arm_steps_length is not None else "linear",
-                                     arm_steps_length=arm_steps_length, initial_latency_s=max(latency, 0.05))
+                                     arm_steps_length=arm_steps_length, initial_latency_s=max(latency, 0.05),
+                                     **(runtime_options or {}))
         window = controller.window
     else:
         controller = None
         window = ObservationWindow.from_profile(profile)
     t0 = clock()
     sensors = SimulatedSensors(robot, window, clock, t0, lock, joint_rate_hz=joint_rate_hz,
-                               camera_rate_hz=camera_rate_hz)
+                               camera_rate_hz=camera_rate_hz, command_delay_s=command_delay_s)
     state = {"sensors": sensors, "controller": controller, "robot": robot, "window": window}
     pending = sorted(events, key=lambda e: e[0])
     sensors.start()
@@ -189,7 +231,7 @@ def run_closed_loop(profile="kinova_gen3", checkpoint="tiny", latency: float = 0
                               np.array(command_rows).reshape(-1, profile.dof + 1), joints, chunk_rows, tick_rows,
                               late)
     result.summary = {"profile": profile.name, "checkpoint": checkpoint, "mode": mode, "latency_s": latency,
-                      "duration_s": duration, "publish_rate_hz": publish_rate, "commands": len(command_rows),
+                      "duration_s": duration, "publish_rate_hz": publish_rate, "command_delay_s": command_delay_s, "commands": len(command_rows),
                       "chunks": len(chunk_rows), "late_ticks": late,
                       "untrained": checkpoint == "tiny", "scripted": checkpoint == "scripted"}
     if out is not None:
@@ -358,13 +400,16 @@ def main(argv=None) -> int:
     p.add_argument("--execute-horizon", type=int, default=None)
     p.add_argument("--blend-steps", type=int, default=5)
     p.add_argument("--chunking-mode", choices=["crossfade", "rtc"], default="crossfade")
+    p.add_argument("--command-delay", type=float, default=0.0,
+                   help="seconds before the fake arm's controller acts on a command (a real controller's lag)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--plot", action="store_true", help="also write policy.png")
     a = p.parse_args(argv)
     try:
         res = run_closed_loop(a.profile, a.checkpoint, a.latency, a.duration, a.out, a.mode, a.vision_encoder,
                               a.instruction, publish_rate=a.publish_rate, execute_horizon=a.execute_horizon,
-                              blend_steps=a.blend_steps, chunking_mode=a.chunking_mode, seed=a.seed, plot=a.plot)
+                              blend_steps=a.blend_steps, chunking_mode=a.chunking_mode, seed=a.seed, plot=a.plot,
+                              command_delay_s=a.command_delay)
     except (ValueError, FileNotFoundError) as e:
         print(f"rdt-closed-loop: {e}", file=sys.stderr)
         return 2

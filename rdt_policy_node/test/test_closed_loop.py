@@ -1,4 +1,5 @@
 """Closed loop without ROS: the runtime drives rdt_core's FakeRobot with real threads and clocks."""
+import re
 import time
 
 import numpy as np
@@ -22,6 +23,9 @@ def assert_commands_safe(profile, commands, publish_rate):
     assert np.all(q >= profile.lower - 1e-9) and np.all(q <= profile.upper + 1e-9)
     steps = np.abs(np.diff(q, axis=0))
     assert np.all(steps <= profile.max_velocity / publish_rate + 1e-9)
+
+
+TRACKING = "behind its command"
 
 
 def states_after(ticks, t):
@@ -48,6 +52,7 @@ def test_tiny_model_with_300ms_inference_never_misses_a_tick(kinova, tmp_path):
     assert all(ch["first_action_index"] >= 7 for ch in used)  # >= 300 ms at 25 Hz were dropped as past
     assert RUNNING in [s for _, s, _ in res.ticks]
     assert_commands_safe(kinova, c, 25.0)  # continuous across every chunk switch, inside the limits
+    assert not any(TRACKING in r for _, _, r in res.ticks)  # the tracking watchdog (on by default) is quiet
     assert (tmp_path / "commands.csv").exists() and (tmp_path / "chunks.csv").exists()
 
 
@@ -214,3 +219,80 @@ def test_cli_writes_logs_and_plot(tmp_path, capsys):
     assert len(header) == 1 + load_profile("aloha").dof and len(cmd) > 10
     assert main(["--checkpoint", "/nonexistent", "--out", str(tmp_path / "x")]) == 2
     assert "vision encoder" in capsys.readouterr().err  # a clear message, no traceback
+
+
+# ---------------------------------------------------------------- tracking-error watchdog, real FakeRobot
+class Sweep:
+    """Chunks that agree with each other: every arm joint sweeps at ``speed`` rad/s from where the first
+    observation found it, on the clock, so a blocked joint's commands keep moving away from it; grippers
+    stay."""
+
+    def __init__(self, profile, speed):
+        self.profile, self.speed = profile, speed
+        self.t0 = self.q0 = None
+
+    def __call__(self, images, qpos, stamp, inpaint_actions=None):
+        p = self.profile
+        if self.t0 is None:
+            self.t0, self.q0 = stamp, np.asarray(qpos, dtype=np.float64)
+        t = stamp - self.t0 + np.arange(64)[:, None] / p.control_frequency
+        v = np.where(p.gripper_mask, 0.0, self.speed)
+        return np.clip(self.q0 + v * t, p.lower, p.upper)
+
+
+@pytest.mark.parametrize("profile,joint", [("kinova_gen3", "joint_3"), ("aloha", "right_elbow")])
+def test_blocked_joint_holds_where_it_is_until_resume(profile, joint):
+    # defaults: tolerance 0.15 rad after 0.3 s of lag, for 0.5 s; 300 ms inference
+    robot = load_profile(profile)
+    j, v, t_block, t_resume = robot.joint_names.index(joint), 0.3, 1.5, 3.7
+    events = [(t_block, lambda st: st["sensors"].block(joint)),
+              (t_resume, lambda st: (st["sensors"].unblock(), st["controller"].resume()))]
+    res = run_closed_loop(robot, "sweep", predictor=Sweep(robot, v), latency=0.3, duration=5.5, events=events,
+                          start_move_duration_s=0.3, start_velocity_scale=1.0)
+    ticks, c, meas = res.ticks, res.commands, res.joints
+    tick = 1 / robot.control_frequency
+    t_b = next(t for t, _, _ in ticks if t >= t_block)  # the event ran just before this tick
+    assert [s for t, s, _ in ticks if t < t_b][-1] == RUNNING  # blocked while running
+    trips = [(t, r) for t, s, r in ticks if s == HOLDING and TRACKING in r and t < t_resume]
+    assert trips, "a blocked joint must make the controller hold"
+    assert not any(TRACKING in r for t, _, r in ticks if t < t_b)  # 300 ms inference: no false alarm
+    t_trip, reason = trips[0]
+    assert re.match(rf"{joint} is \d\.\d\d rad behind its command for 0\.[56] s: ", reason.replace(
+        " (tolerance 0.15 rad after 0.3 s of lag)", "")), reason
+    # within the configured time: not before its command was 0.15 rad away for 0.5 s; at the latest 0.5 s
+    # after every command of the last 0.3 s (+ the joint state's age) was 0.15 rad + one tick away
+    q_b = meas[np.searchsorted(meas[:, 0], t_b) + 2, j + 1]
+    away = c[(c[:, 0] > t_b) & (np.abs(c[:, j + 1] - q_b) > 0.15), 0]
+    lead = robot.max_velocity[j] * tick
+    assert away[0] + 0.5 - tick <= t_trip <= t_b + 0.3 + 0.05 + (0.15 + lead) / v + 0.5 + 0.25
+    # held where it is measured, and nothing moves (commands nor arm) until resume()
+    i = np.searchsorted(c[:, 0], t_trip)
+    assert c[i, 0] == pytest.approx(t_trip) and c[i, j + 1] == pytest.approx(q_b, abs=1e-9)
+    m = (meas[:, 0] > t_trip + 0.1) & (meas[:, 0] < t_resume)
+    assert np.ptp(meas[m, 1:], axis=0).max() < 1e-9
+    k = np.searchsorted(c[:, 0], t_resume)
+    assert np.ptp(c[i:k, 1:], axis=0).max() == 0.0
+    assert all(s == HOLDING and r == reason for t, s, r in ticks if t_trip <= t < t_resume)
+    # resume(): the slow move, then running again; every step inside the limits but the one to the arm
+    after = states_after(ticks, t_resume)
+    assert MOVING_TO_START in after and after[-1] == RUNNING
+    assert not any(TRACKING in r for t, _, r in ticks if t > t_trip and r != reason)
+    assert_commands_safe(robot, c[:i], robot.control_frequency)
+    assert_commands_safe(robot, c[i:], robot.control_frequency)
+
+
+@pytest.mark.parametrize("profile", ["kinova_gen3", "aloha"])
+def test_normal_closed_loop_runs_never_trip_the_tracking_watchdog(profile):
+    # 300 ms inference and an arm controller that acts on each command 0.15 s late (a real controller's lag)
+    robot = load_profile(profile)
+    res = run_closed_loop(robot, "scripted", latency=0.3, duration=4.5, command_delay_s=0.15,
+                          start_move_duration_s=0.3, start_velocity_scale=1.0, execute_horizon=24)
+    assert RUNNING in [s for _, s, _ in res.ticks]
+    assert len([c for c in res.chunks if c["status"] == "used"]) >= 3
+    assert not any(TRACKING in r for _, _, r in res.ticks)
+    # the arm did lag: measured joints behind the commands by about the delay times the speed
+    c, m = res.commands, res.joints
+    lagged = np.array([np.interp(c[:, 0] - 0.15, c[:, 0], c[:, k + 1]) for k in range(robot.dof)]).T
+    measured = np.array([np.interp(c[:, 0], m[:, 0], m[:, k + 1]) for k in range(robot.dof)]).T
+    late = c[:, 0] > 1.0
+    assert np.abs(measured - lagged)[late].mean() < np.abs(measured - c[:, 1:])[late].mean()
