@@ -203,6 +203,8 @@ def test_cli_dataset_reads_instruction_attributes_of_episodes(t5_dir, tmp_path, 
     assert "1 episode(s) have no instruction" in captured.err
     index = json.loads((out / "instructions.json").read_text())
     assert sorted(index) == ["pick up the red cube", "put it in the box"]
+    empty = load_instruction_embedding(out / "empty_lang_embed.pt")   # --dataset: training's masking needs it
+    assert empty.instruction == "" and empty.embeddings.shape[0] == 1
     assert main(["--dataset", str(tmp_path / "nowhere"), "--out", str(out)]) == 2
 
 

@@ -253,7 +253,7 @@ class EpisodeDataset(Dataset):
                 log.warning(
                     "condition masking (cond_mask_prob=%s) cannot mask the instruction: %s holds no embedding "
                     "of the empty instruction (the official data/empty_lang_embed.pt). Write it with "
-                    "`python -m rdt_training.instructions --model T5_DIR --out EMB_DIR` (or copy the official "
+                    "`rdt-encode-instruction --model T5_DIR --dataset EPISODE_DIR --out EMB_DIR` (or copy the official "
                     "file into EMB_DIR); the state, frames and control frequency are still masked",
                     self.cond_mask_prob, self.instructions.source or "the instruction bank")
         counts = np.array([e.num_samples for e in self.episodes], dtype=np.int64)

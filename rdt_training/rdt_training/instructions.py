@@ -5,10 +5,9 @@ Training never loads T5 itself (it needs ~20 GB): `rdt-encode-instruction --data
 episode's instruction text to its embedding.
 
 Condition masking (official ``cond_mask_prob``) replaces the instruction with the T5 embedding of the
-empty string (the official ``data/empty_lang_embed.pt``). ``rdt-encode-instruction`` refuses empty
-texts, so it is written here: ``python -m rdt_training.instructions --model T5_DIR --out EMB_DIR`` puts
-``empty_lang_embed.pt`` into the embeddings folder, where the bank finds it (copying the official file
-there works too).
+empty string (the official ``data/empty_lang_embed.pt``): ``rdt-encode-instruction --dataset DIR`` (or
+``--empty``) writes ``empty_lang_embed.pt`` into the embeddings folder, where the bank finds it (copying
+the official file there works too).
 """
 from __future__ import annotations
 
@@ -17,10 +16,9 @@ from typing import Mapping
 
 import torch
 
-from rdt_core.encoders.language import (InstructionEmbedding, load_instruction_embedding,
-                                        save_instruction_embedding)
+from rdt_core.encoders.language import EMPTY_INSTRUCTION_FILE, load_instruction_embedding
 
-EMPTY_FILE = "empty_lang_embed.pt"       # the official name of the empty instruction's embedding
+EMPTY_FILE = EMPTY_INSTRUCTION_FILE      # the official name of the empty instruction's embedding
 
 
 def _canonical(text: str) -> str:
@@ -121,46 +119,3 @@ class InstructionBank:
 
     def missing(self, texts) -> list[str]:
         return sorted({t for t in texts if t not in self})
-
-
-def encode_empty_instruction(encoder) -> torch.Tensor:
-    """(1, L, D) T5 embedding of the empty instruction, tokenised as the official training tokenises ""
-    (only the end-of-sequence token): what the official ``data/empty_lang_embed.pt`` holds.
-    ``encoder``: an ``rdt_core.encoders.language.T5InstructionEncoder``."""
-    ids = encoder.tokenizer("", return_tensors="pt")["input_ids"].view(1, -1)
-    if ids.shape[1] == 0:
-        raise ValueError("the tokenizer gives no token for the empty string; use the T5 tokenizer (it adds </s>)")
-    first = next(encoder.model.parameters())
-    with torch.inference_mode():
-        out = encoder.model(input_ids=ids.to(first.device)).last_hidden_state
-    return out.detach().float().cpu().clone()
-
-
-def main(argv=None) -> int:
-    """``python -m rdt_training.instructions --model T5_DIR --out EMB_DIR``: write empty_lang_embed.pt."""
-    import argparse
-    import sys
-
-    from rdt_core.encoders.language import T5InstructionEncoder
-
-    ap = argparse.ArgumentParser(prog="python -m rdt_training.instructions",
-                                 description="Write the T5 embedding of the empty instruction (condition masking).")
-    ap.add_argument("--model", required=True, help="local T5-v1.1-XXL directory (the one the instructions used)")
-    ap.add_argument("--out", required=True, help=f"embeddings folder (writes {EMPTY_FILE}) or a .pt path")
-    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    args = ap.parse_args(argv)
-    out = Path(args.out).expanduser()
-    path = out if out.suffix == ".pt" else out / EMPTY_FILE
-    try:
-        encoder = T5InstructionEncoder(args.model, device=args.device)
-        emb = encode_empty_instruction(encoder)
-    except (FileNotFoundError, ValueError, RuntimeError) as exc:
-        print(f"{ap.prog}: {exc}", file=sys.stderr)
-        return 2
-    save_instruction_embedding(path, InstructionEmbedding("empty_lang_embed", "", emb))
-    print(f"{path}  {tuple(emb.shape)}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

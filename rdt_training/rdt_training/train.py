@@ -626,8 +626,8 @@ HELP = {
     "output_dir": "run folder: checkpoints/, logs/ (TensorBoard), export/",
     "instructions": "folder of instruction .pt files (rdt-encode-instruction --dataset ... --out DIR) or one .pt",
     "empty_instruction": "T5 embedding of the empty instruction, which condition masking puts in place of the "
-                         "instruction (official data/empty_lang_embed.pt; `python -m rdt_training.instructions "
-                         "--model T5_DIR --out DIR` writes it); default: empty_lang_embed.pt in --instructions",
+                         "instruction (official data/empty_lang_embed.pt; `rdt-encode-instruction --dataset ... "
+                         "--out DIR` writes it); default: empty_lang_embed.pt in --instructions",
     "init": "tiny|170m|1b from scratch, an HF checkpoint dir (e.g. robotics-diffusion-transformer/rdt-1b), "
             "a DeepSpeed .pt / checkpoint dir, or a previous run's output dir",
     "vision": "local SigLIP dir (google/siglip-so400m-patch14-384) or 'tiny' (random tiny tower, demos/tests)",

@@ -12,7 +12,8 @@ from rdt_core.encoders.language import InstructionEmbedding, load_instruction_em
 
 from conftest import LANG_DIM, write_instructions
 from rdt_training.dataset import EpisodeDataset
-from rdt_training.instructions import EMPTY_FILE, InstructionBank, encode_empty_instruction, main
+from rdt_core.encoders.language import main as encode_instruction_cli
+from rdt_training.instructions import EMPTY_FILE, InstructionBank
 
 
 @pytest.fixture(scope="module")
@@ -35,15 +36,17 @@ def t5_dir(tmp_path_factory):
 def test_empty_instruction_is_t5_of_the_end_token_alone(t5_dir, tmp_path):
     from rdt_core.encoders.language import T5InstructionEncoder
     enc = T5InstructionEncoder(t5_dir, dtype=torch.float32)
-    emb = encode_empty_instruction(enc)
+    emb = enc.encode_empty()
     want = enc.model(input_ids=torch.tensor([[1]])).last_hidden_state       # "" -> [</s>]
     assert emb.shape == (1, 1, LANG_DIM)
     torch.testing.assert_close(emb, want.float())
-    # the module's command line writes it into the embeddings folder under the official name
+    # rdt-encode-instruction --empty writes it into the embeddings folder under the official name
     folder = write_instructions(tmp_path / "emb")
-    assert main(["--model", str(t5_dir), "--out", str(folder), "--device", "cpu"]) == 0
+    assert encode_instruction_cli(["--model", str(t5_dir), "--out", str(folder), "--device", "cpu",
+                                   "--dtype", "float32", "--empty"]) == 0
     saved = load_instruction_embedding(folder / EMPTY_FILE)
     assert saved.instruction == "" and saved.embeddings.shape == (1, 1, LANG_DIM)
+    torch.testing.assert_close(saved.embeddings, want.float())
 
 
 def test_condition_masking_swaps_in_the_empty_instruction(episodes_dir, tmp_path):
@@ -74,7 +77,7 @@ def test_empty_instruction_given_apart_and_checked(tmp_path):
 def test_masking_without_an_empty_instruction_says_so(episodes_dir, instructions_dir, caplog):
     with caplog.at_level(logging.WARNING, logger="rdt_training.dataset"):
         EpisodeDataset(episodes_dir, instructions=instructions_dir, cond_mask_prob=0.1)
-    assert "cannot mask the instruction" in caplog.text and "rdt_training.instructions" in caplog.text
+    assert "cannot mask the instruction" in caplog.text and "rdt-encode-instruction" in caplog.text
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="rdt_training.dataset"):
         EpisodeDataset(episodes_dir, instructions=instructions_dir, cond_mask_prob=0.0)

@@ -30,6 +30,7 @@ __all__ = [
 OFFICIAL_TEXT_ENCODER = "google/t5-v1_1-xxl"
 T5_XXL_DIM = 4096
 INDEX_FILE = "instructions.json"
+EMPTY_INSTRUCTION_FILE = "empty_lang_embed.pt"  # official name of the empty instruction (condition masking)
 
 
 class InstructionFileError(ValueError):
@@ -167,6 +168,18 @@ class T5InstructionEncoder:
         return int(self.model.config.d_model)
 
     @torch.inference_mode()
+    def encode_empty(self) -> torch.Tensor:
+        """(1, L, D) embedding of the empty instruction, tokenised as the official training tokenises ""
+        (the end-of-sequence token alone): the official ``data/empty_lang_embed.pt`` that condition masking
+        puts in place of the instruction."""
+        ids = self.tokenizer("", return_tensors="pt")["input_ids"].view(1, -1)
+        if ids.shape[1] == 0:
+            raise ValueError("the tokenizer gives no token for the empty string; use the T5 tokenizer (it adds </s>)")
+        first = next(self.model.parameters())
+        with torch.inference_mode():
+            out = self.model(input_ids=ids.to(first.device)).last_hidden_state
+        return out.detach().float().cpu().clone()
+
     def encode(self, text: str) -> torch.Tensor:
         """(1, L, D) last hidden state on the CPU, tokenised as the official encode_lang.py (ends with </s>)."""
         if not isinstance(text, str) or not text.strip():
@@ -306,28 +319,42 @@ def main(argv=None) -> int:
     parser.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32", "float16"])
     parser.add_argument("--max-length", type=int, default=1024, help="tokenizer max length (official: 1024)")
     parser.add_argument("--force", action="store_true", help="re-encode texts that are already cached")
+    parser.add_argument("--empty", action="store_true",
+                        help=f"also write the empty instruction ({EMPTY_INSTRUCTION_FILE}, used by training's "
+                             f"condition masking); implied by --dataset")
     args = parser.parse_args(argv)
 
     texts = list(args.instruction)
+    encoder = None
+
+    def build():
+        nonlocal encoder
+        if encoder is None:
+            if args.model is None:
+                raise RuntimeError("some instructions are not cached yet: pass --model <t5-v1_1-xxl dir>")
+            encoder = T5InstructionEncoder(args.model, device=args.device, dtype=_parse_dtype(args.dtype),
+                                           offload_folder=args.offload_folder, max_length=args.max_length)
+        return encoder
+
     try:
         for folder in args.dataset:
             texts += dataset_instructions(folder)
-        if not texts:
-            parser.error("give at least one --instruction TEXT or --dataset DIR")
-
-        def build():
-            if args.model is None:
-                raise RuntimeError("some instructions are not cached yet: pass --model <t5-v1_1-xxl dir>")
-            return T5InstructionEncoder(args.model, device=args.device, dtype=_parse_dtype(args.dtype),
-                                        offload_folder=args.offload_folder, max_length=args.max_length)
-
-        paths = encode_instructions(texts, build, args.out, cache=not args.force)
+        want_empty = args.empty or bool(args.dataset)
+        if not texts and not want_empty:
+            parser.error("give at least one --instruction TEXT, --dataset DIR or --empty")
+        paths = encode_instructions(texts, build, args.out, cache=not args.force) if texts else {}
+        empty_path = Path(args.out).expanduser() / EMPTY_INSTRUCTION_FILE
+        if want_empty and (args.force or not empty_path.is_file()):
+            save_instruction_embedding(empty_path, InstructionEmbedding("empty_lang_embed", "",
+                                                                        build().encode_empty()))
     except (FileNotFoundError, ValueError, RuntimeError) as exc:
         print(f"rdt-encode-instruction: error: {exc}", file=sys.stderr)
         return 2
     for text, path in paths.items():
         emb = load_instruction_embedding(path)
         print(f"{path}  {tuple(emb.embeddings.shape)}  {text!r}")
+    if want_empty:
+        print(f"{empty_path}  {tuple(load_instruction_embedding(empty_path).embeddings.shape)}  '' (empty)")
     return 0
 
 
