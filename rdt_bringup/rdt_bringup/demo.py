@@ -113,7 +113,8 @@ def encode_instruction(out_dir: Path) -> Path:
     from tokenizers import Tokenizer, models, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast, T5Config, T5EncoderModel
 
-    from rdt_core.encoders.language import T5InstructionEncoder, encode_instructions
+    from rdt_core.encoders.language import (EMPTY_INSTRUCTION_FILE, InstructionEmbedding, T5InstructionEncoder,
+                                            encode_instructions, save_instruction_embedding)
 
     words = ["<pad>", "</s>", "<unk>"] + sorted(set(INSTRUCTION.split()))
     tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
@@ -125,6 +126,9 @@ def encode_instruction(out_dir: Path) -> Path:
     t5 = T5EncoderModel(T5Config(vocab_size=len(words), d_model=32, d_kv=8, d_ff=64, num_layers=1,
                                  num_heads=4)).eval()
     encoder = T5InstructionEncoder.from_model(t5, tokenizer)
+    # the empty instruction too: training's condition masking puts it in place of the instruction
+    save_instruction_embedding(out_dir / EMPTY_INSTRUCTION_FILE,
+                               InstructionEmbedding("empty_lang_embed", "", encoder.encode_empty()))
     return encode_instructions([INSTRUCTION], encoder, out_dir)[INSTRUCTION]
 
 
@@ -143,12 +147,12 @@ def train_tiny(episode_dir: Path, instructions: Path, run_dir: Path, minutes: fl
 
 
 # ------------------------------------------------------------------------------------------ 3. deploy
-def run_policy(export_dir: Path, out_dir: Path, seconds: float):
+def run_policy(export_dir: Path, instruction_file: str, out_dir: Path, seconds: float):
     from rdt_policy_node.closed_loop import plot_closed_loop, run_closed_loop
 
     result = run_closed_loop(PROFILE, checkpoint=str(export_dir), duration=seconds, out=out_dir,
                              vision_encoder=str(export_dir / "vision"),
-                             instruction=str(next((export_dir / "instructions").glob("*.pt"))),
+                             instruction=str(export_dir / "instructions" / instruction_file),
                              image_size=IMAGE_SIZE, seed=SCENE_SEED)
     plot = plot_closed_loop(out_dir, out_dir / "policy.png")
     return result, plot
@@ -273,7 +277,7 @@ def main(argv=None) -> int:
          f"{np.mean(losses[-10:]):.2e} (last 10); export: {trained.export_dir}")
 
     _log(f"3/4 running the trained policy closed-loop for {args.policy_seconds:.0f} s (real time)")
-    result, policy_png = run_policy(trained.export_dir, out / "policy", args.policy_seconds)
+    result, policy_png = run_policy(trained.export_dir, lang.name, out / "policy", args.policy_seconds)
     shutil.copy(policy_png, out / "policy.png")
     latencies = np.array([c["latency_s"] for c in result.chunks if c.get("latency_s") is not None], float)
     if latencies.size:

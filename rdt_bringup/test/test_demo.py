@@ -1,5 +1,6 @@
 """`make demo` end to end, shortened: real recorder threads, real training, real closed loop, real files."""
 import json
+from pathlib import Path
 
 from rdt_bringup import demo
 from rdt_core.episode import EpisodeReader, validate_episode
@@ -26,8 +27,9 @@ def test_demo_records_trains_deploys_and_reports(tmp_path):
     # 2. training ran and exported what the policy loads
     assert summary["train_steps"] == 40 and summary["loss_last10"] < 0.8 * summary["loss_first10"]
     export = out / "run" / "export"
-    policy = RDTPolicy.from_paths(export, export / "vision", None,
-                                  next((export / "instructions").glob("*.pt")))
+    lang = export / "instructions" / Path(summary["instruction_embedding"]).name
+    policy = RDTPolicy.from_paths(export, export / "vision", None, lang)
+    assert policy.instruction.instruction == demo.INSTRUCTION
     assert policy.profile.name == "kinova_gen3" and policy.horizon == 64
 
     # 3. the closed loop produced chunks and commands; 4. the report and its figures exist
