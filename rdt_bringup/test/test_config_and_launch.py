@@ -22,8 +22,8 @@ POLICY_PARAMS = {
     "camera_compressed", "joint_state_topics", "control_rate_hz", "publish_rate_hz", "execute_horizon",
     "blend_steps", "chunking_mode", "max_observation_age_s", "jpeg_roundtrip", "device", "dtype", "dry_run",
     "command_backend", "gripper_action_type", "trajectory_lead_s", "trajectory_horizon_s", "start_move_duration_s",
-    "trajectory_topic",
-    "gripper_action"}
+    "trajectory_topic", "gripper_action", "kortex_ip", "chunk_range_margin", "resync_tolerance_s",
+    "tracking_watchdog", "tracking_tolerance", "tracking_lag_s", "tracking_timeout_s", "tracking_grippers"}
 RECORDER_PARAMS = {
     "profile", "output_dir", "instruction", "episode_seconds", "camera_topics", "camera_compressed",
     "joint_state_topics", "action_topics", "jpeg_quality", "tolerance_s", "keyboard"}
@@ -34,7 +34,7 @@ FAKE_PARAMS = {
 DOCUMENTED = {POLICY_NODE: POLICY_PARAMS, RECORDER_NODE: RECORDER_PARAMS, FAKE_ROBOT_NODE: FAKE_PARAMS}
 REQUIRED = {
     POLICY_NODE: POLICY_PARAMS - {"trajectory_lead_s", "trajectory_horizon_s", "trajectory_topic", "gripper_action",
-                                  "gripper_action_type"},
+                                  "gripper_action_type", "kortex_ip"},
     RECORDER_NODE: RECORDER_PARAMS - {"action_topics"},
     FAKE_ROBOT_NODE: {"profile", "rate_hz", "camera_rate_hz", "image_width", "image_height", "seed"},
 }
@@ -62,6 +62,18 @@ def test_parameter_file_has_the_three_nodes_with_documented_parameters(profile):
         assert set(values) <= DOCUMENTED[node], f"{node}: undocumented {set(values) - DOCUMENTED[node]}"
         assert REQUIRED[node] <= set(values), f"{node}: missing {REQUIRED[node] - set(values)}"
         assert values["profile"] == profile
+
+
+def test_policy_parameters_documented_here_are_the_ones_the_node_declares():
+    # read rdt_policy_node/node.py's PARAMETERS without importing rclpy: a YAML parameter the node does
+    # not declare is silently ignored by ROS, a declared one missing here is undocumented
+    node_py = PKG.parent / "rdt_policy_node" / "rdt_policy_node" / "node.py"
+    if not node_py.is_file():
+        pytest.skip(f"{node_py} not beside this package (run from the source workspace)")
+    tree = ast.parse(node_py.read_text())
+    declared = next(node.value for node in tree.body if isinstance(node, ast.Assign)
+                    and any(isinstance(t, ast.Name) and t.id == "PARAMETERS" for t in node.targets))
+    assert set(ast.literal_eval(declared)) == POLICY_PARAMS
 
 
 @pytest.mark.parametrize("profile", PROFILES)
@@ -106,6 +118,11 @@ def test_parameter_values_are_sane():
                                              "float64_array")
         assert policy["gripper_action_type"] in ("GripperCommand", "ParallelGripperCommand") \
             if "gripper_action_type" in policy else True
+        assert 0 <= policy["chunk_range_margin"] <= 1 and 0 <= policy["resync_tolerance_s"] <= 1
+        assert isinstance(policy["tracking_watchdog"], bool) and isinstance(policy["tracking_grippers"], bool)
+        assert len(policy["tracking_tolerance"]) in (1, load_profile(profile).dof)
+        assert all(0 < t < 1 for t in policy["tracking_tolerance"])
+        assert 0 < policy["tracking_lag_s"] < 2 and 0 < policy["tracking_timeout_s"] < 5
         recorder = params(profile)[RECORDER_NODE]
         assert 0 < recorder["tolerance_s"] <= 1.0 / load_profile(profile).control_frequency
         assert 1 <= recorder["jpeg_quality"] <= 100

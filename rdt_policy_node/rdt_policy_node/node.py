@@ -51,6 +51,16 @@ PARAMETERS = {  # name: (default, description)
     "trajectory_lead_s": (0.1, "JointTrajectory header.stamp this far in the future (first segment never in the past)"),
     "trajectory_horizon_s": (0.5, "length of each JointTrajectory: the most motion the controller runs unsupervised"),
     "start_move_duration_s": (3.0, "minimum duration of the slow move to the first action"),
+    "chunk_range_margin": (0.25, "a chunk row may exceed a joint limit by this fraction of the joint's range "
+                                 "before the whole chunk is rejected (within it rows are clipped)"),
+    "resync_tolerance_s": (0.1, "while holding, an arm joint further than max_velocity * this from the command "
+                                "was moved by something else and is held where it is measured"),
+    "tracking_watchdog": (True, "hold (until ~/resume) when a joint does not follow the commands while running"),
+    "tracking_tolerance": ([0.15], "tracking error floor in robot units (rad): one value for every joint or one "
+                                   "per profile joint"),
+    "tracking_lag_s": (0.3, "how far behind its commands a joint may follow (controller lag + joint state latency)"),
+    "tracking_timeout_s": (0.5, "how long a joint may stay off track before the tracking hold"),
+    "tracking_grippers": (False, "watch grippers too (a gripper closed on an object stops short by design)"),
     "trajectory_topic": ("", "JointTrajectory topic (empty = the profile's command.topic)"),
     "gripper_action": ("", "gripper action server name (empty = the profile's command.gripper_action)"),
     "kortex_ip": ("", "arm IP for command_backend kortex_api (empty = the profile's command.kortex_ip or 192.168.1.10)"),
@@ -99,7 +109,11 @@ class PolicyNode(Node):
             execute_horizon=int(p["execute_horizon"]) or None, blend_steps=int(p["blend_steps"]),
             chunking_mode=p["chunking_mode"], max_observation_age_s=float(p["max_observation_age_s"]),
             jpeg=bool(p["jpeg_roundtrip"]), dry_run=bool(p["dry_run"]),
-            start_move_duration_s=float(p["start_move_duration_s"]))
+            start_move_duration_s=float(p["start_move_duration_s"]),
+            chunk_range_margin=float(p["chunk_range_margin"]), resync_tolerance_s=float(p["resync_tolerance_s"]),
+            tracking_watchdog=bool(p["tracking_watchdog"]), tracking_tolerance=self._floats(p["tracking_tolerance"]),
+            tracking_lag_s=float(p["tracking_lag_s"]), tracking_timeout_s=float(p["tracking_timeout_s"]),
+            tracking_grippers=bool(p["tracking_grippers"]))
         self.bridge = CvBridge()
 
         # ------------------------------------------------------------------ subscriptions
@@ -152,6 +166,17 @@ class PolicyNode(Node):
         import torch
 
         return getattr(torch, TORCH_DTYPES[name])
+
+    @staticmethod
+    def _floats(value) -> list:
+        """A number or a list of numbers (a dynamically typed parameter: 0.15, [0.15], [1, 2]; rclpy gives
+        arrays as array.array)."""
+        import numpy as np
+
+        try:
+            return np.asarray(value, dtype=np.float64).reshape(-1).tolist()
+        except (TypeError, ValueError):
+            raise ValueError(f"tracking_tolerance: expected a number or a list of numbers, got {value!r}") from None
 
     def _now(self) -> float:
         return self.get_clock().now().nanoseconds * 1e-9
@@ -239,8 +264,10 @@ class PolicyNode(Node):
         return response
 
     def _on_resume(self, request, response):
-        self.controller.resume()
-        response.success, response.message = True, "resumed: slow move to the next chunk's first action"
+        cleared = self.controller.resume()
+        response.success = True
+        response.message = "resumed: slow move to the next chunk's first action" + (
+            f" (cleared the tracking fault: {cleared})" if cleared else "")
         return response
 
     def destroy_node(self):
