@@ -36,6 +36,17 @@ def running_before(log_dir: Path, t: float) -> bool:
     return prev in ("RUNNING", "DRY_RUN")
 
 
+def tracking_faults(log_dir: Path) -> int:
+    """Ticks the tracking-error watchdog held on (ticks.csv): a run with any is not a fair comparison."""
+    import csv
+
+    path = log_dir / "ticks.csv"
+    if not path.exists():
+        return 0
+    with open(path, newline="") as f:
+        return sum("behind its command" in row["hold_reason"] for row in csv.DictReader(f))
+
+
 def metrics(log_dir: Path) -> dict:
     """Timing and smoothness from commands.csv and chunks.csv. Only real switches count: from one chunk
     to the next while moving (not the first chunk, which starts the motion from standstill)."""
@@ -56,7 +67,7 @@ def metrics(log_dir: Path) -> dict:
             "p99_period_ms": 1000 * float(np.percentile(periods, 99)),
             "longest_stall_ms": 1000 * float(periods.max()),
             "max_switch_jump_rad": float(max(jumps)) if jumps else float("nan"),
-            "switches": len(jumps)}
+            "switches": len(jumps), "tracking_faults": tracking_faults(log_dir)}
 
 
 def main(argv=None) -> int:
@@ -82,6 +93,9 @@ def main(argv=None) -> int:
             ratio = ours / base if base else float("nan")
             print(f"{int(lat * 1000):>6}ms {k:>20} {ours:>10.4f} {base:>10.4f} {ratio:>10.3f}")
         print(f"{'':>8} {'switches':>20} {res['async']['switches']:>10d} {res['sync']['switches']:>10d}")
+        if res["async"]["tracking_faults"]:
+            print(f"{'':>8} WARNING: the tracking watchdog held the async run for {res['async']['tracking_faults']} "
+                  f"ticks (see ticks.csv); its numbers are not comparable")
     return 0
 
 

@@ -285,7 +285,7 @@ def test_blocked_joint_holds_where_it_is_until_resume(profile, joint):
 def test_normal_closed_loop_runs_never_trip_the_tracking_watchdog(profile):
     # 300 ms inference and an arm controller that acts on each command 0.15 s late (a real controller's lag)
     robot = load_profile(profile)
-    res = run_closed_loop(robot, "scripted", latency=0.3, duration=4.5, command_delay_s=0.15,
+    res = run_closed_loop(robot, "scripted", latency=0.3, duration=3.5, command_delay_s=0.15,
                           start_move_duration_s=0.3, start_velocity_scale=1.0, execute_horizon=24)
     assert RUNNING in [s for _, s, _ in res.ticks]
     assert len([c for c in res.chunks if c["status"] == "used"]) >= 3
@@ -296,3 +296,19 @@ def test_normal_closed_loop_runs_never_trip_the_tracking_watchdog(profile):
     measured = np.array([np.interp(c[:, 0], m[:, 0], m[:, k + 1]) for k in range(robot.dof)]).T
     late = c[:, 0] > 1.0
     assert np.abs(measured - lagged)[late].mean() < np.abs(measured - c[:, 1:])[late].mean()
+
+
+def test_stopped_arm_controller_holds_with_every_arm_joint_named(kinova):
+    # the arm's controller stops (faulted, deactivated, or we publish on a topic nobody listens to):
+    # joint states keep coming, nothing moves
+    def stop(st):
+        st["sensors"].controller_stopped = True
+
+    res = run_closed_loop(kinova, "sweep", predictor=Sweep(kinova, 0.3), latency=0.05, duration=3.5,
+                          events=[(1.2, stop)], start_move_duration_s=0.3, start_velocity_scale=1.0)
+    trips = [(t, r) for t, s, r in res.ticks if s == HOLDING and TRACKING in r]
+    assert trips and 1.2 + 0.5 <= trips[0][0] <= 1.2 + 0.35 + (0.15 + 0.035) / 0.3 + 0.5 + 0.25
+    named = set(re.findall(r"joint_\d", trips[0][1]))
+    assert named == {f"joint_{k}" for k in range(1, 8)}  # the gripper is not watched
+    i = np.searchsorted(res.commands[:, 0], trips[0][0])
+    assert np.ptp(res.commands[i:, 1:], axis=0).max() == 0.0
