@@ -407,10 +407,12 @@ def test_fuzz_every_command_and_trajectory_point_stays_inside_the_limits(seed, d
     rate, max_age = 50.0, 0.2
     rig = Rig(kinova, pred, rate=rate, max_observation_age_s=max_age, dry_run=dry_run,
               chunking_mode=["crossfade", "rtc"][seed % 2], execute_horizon=int(rng.integers(4, 65)),
-              blend_steps=int(rng.integers(0, 6)), start_move_duration_s=0.1)
+              blend_steps=int(rng.integers(0, 6)), start_move_duration_s=0.1, tracking_timeout_s=0.2,
+              tracking_tolerance=0.05, tracking_lag_s=0.1)
     period, max_step = 1 / rate, kinova.max_velocity / rate
-    until = {"mute": (0.0, None), "pause": 0.0, "hang": 0.0, "nan": 0.0}
-    prev_cmd, prev_t, seen = None, None, set()
+    until = {"mute": (0.0, None), "pause": 0.0, "hang": 0.0, "nan": 0.0, "stuck": 0.0}
+    arm_joints = np.flatnonzero(~kinova.gripper_mask)
+    prev_cmd, prev_t, seen, trips, last_stuck = None, None, set(), 0, None
     try:
         for _ in range(2500):
             t = rig.mono.t
@@ -431,14 +433,24 @@ def test_fuzz_every_command_and_trajectory_point_stays_inside_the_limits(seed, d
             elif pred.release.is_set() and rng.random() < 0.002:
                 pred.release.clear()
                 until["hang"] = t + rng.uniform(0.5, 3.0)
+            if rig.stuck and t >= until["stuck"]:
+                rig.stuck = set()
+            elif not rig.stuck and rng.random() < 0.004:  # a joint blocked: the tracking watchdog
+                rig.stuck = {int(rng.choice(arm_joints))}
+                last_stuck = kinova.joint_names[next(iter(rig.stuck))]
+                until["stuck"] = t + rng.uniform(0.3, 2.0)
+            if rig.ctl.fault and rng.random() < 0.02:
+                rig.ctl.resume()  # the operator
             rig.nan_joints = t < until["nan"]
             if not rig.nan_joints and rng.random() < 0.003:
                 until["nan"] = t + rng.uniform(0.05, 0.4)
             r = rng.random()
             dt = period * (1.0 if r < 0.85 else 0.3 if r < 0.9 else 2.5 if r < 0.95 else 10.0 if r < 0.99 else
                            -rng.uniform(2.5, 50))
+            fault_before = rig.ctl.fault
             res = rig.tick(dt=dt, wait=pred.release.is_set())
             seen.add(res.state)
+            tripped = bool(rig.ctl.fault) and not fault_before
             if res.state in (HOLDING, PAUSED):
                 assert res.hold_reason, f"{res.state} without a reason"
             assert res.publish is (not dry_run and res.command is not None) or res.command is None
@@ -446,12 +458,28 @@ def test_fuzz_every_command_and_trajectory_point_stays_inside_the_limits(seed, d
                 continue
             cmd = res.command
             assert np.all(np.isfinite(cmd)) and np.all(cmd >= kinova.lower) and np.all(cmd <= kinova.upper)
+            measured = rig.ctl.window.latest_qpos()
+            if tripped:  # holds every arm joint where it is measured (a step back to the arm), grippers keep
+                trips += 1
+                assert res.state == HOLDING and TRACKING in res.hold_reason and res.plan_changed
+                assert res.hold_reason.startswith(f"{last_stuck} is ")  # no false alarm: the blocked joint
+                np.testing.assert_array_equal(cmd[arm_joints], rig.ctl.safety.clip(measured)[arm_joints])
+                assert np.array_equal(cmd[kinova.gripper_mask], prev_cmd[kinova.gripper_mask])
             if prev_cmd is not None:
                 allowed = kinova.max_velocity * min(max(rig.now - prev_t, 0.0), period)
-                assert np.all(np.abs(cmd - prev_cmd) <= allowed + 1e-9), (res.state, res.hold_reason)
+                jumped = np.abs(cmd - prev_cmd) > allowed + 1e-9
+                # faster only to where an arm joint is measured: a tracking hold, or a hold re-synced to a
+                # joint that something else moved (here: a stuck one)
+                assert not jumped.any() or tripped or ("re-synced" in res.hold_reason and res.plan_changed), \
+                    (res.state, res.hold_reason)
+                assert np.array_equal(cmd[jumped], rig.ctl.safety.clip(measured)[jumped])
+                assert not (jumped & kinova.gripper_mask).any()
             stale = [s for s in rig.ctl.window.streams if rig.mono.t - rig.fed.get(s, -np.inf) > max_age + 1e-9]
-            if stale and prev_cmd is not None:  # hold within one tick: nothing moves
-                assert res.state in (HOLDING, PAUSED) and np.array_equal(cmd, prev_cmd), (stale, res.state)
+            if stale and prev_cmd is not None:  # hold within one tick: nothing moves (but to a stuck joint)
+                moved = cmd != prev_cmd
+                assert res.state in (HOLDING, PAUSED), (stale, res.state)
+                assert not moved.any() or "re-synced" in res.hold_reason or tripped, (stale, res.hold_reason)
+                assert np.array_equal(cmd[moved], measured[moved])
             times, pos = rig.ctl.trajectory(rig.now, 1.5, period)
             assert np.all(np.diff(times) > 0) and times[0] > 0
             assert np.all(pos >= kinova.lower) and np.all(pos <= kinova.upper) and np.all(np.isfinite(pos))
@@ -461,6 +489,7 @@ def test_fuzz_every_command_and_trajectory_point_stays_inside_the_limits(seed, d
                 assert len(pos) == 1 and np.array_equal(pos[0], cmd)
             prev_cmd, prev_t = cmd.copy(), rig.now
         assert {RUNNING if not dry_run else "DRY_RUN", HOLDING, MOVING_TO_START} <= seen
+        assert (trips > 0) is not dry_run  # the watchdog tripped among everything else (never in dry run)
     finally:
         pred.release.set()
         rig.close()
