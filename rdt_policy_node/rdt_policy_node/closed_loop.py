@@ -95,7 +95,10 @@ class SimulatedSensors(threading.Thread):
 
     def block(self, joint) -> None:
         """An obstacle stops ``joint`` (name or index) where it is now: it follows no command until unblock()."""
-        j = self.robot.profile.joint_names.index(joint) if isinstance(joint, str) else int(joint)
+        names = self.robot.profile.joint_names
+        if isinstance(joint, str) and joint not in names:
+            raise ValueError(f"block: no joint {joint!r} in profile {self.robot.profile.name!r} ({names})")
+        j = names.index(joint) if isinstance(joint, str) else int(joint)
         with self.lock:
             self.blocked[j] = float(self.robot.joint_positions()[j])
             self._apply_due(self.clock())
@@ -231,8 +234,8 @@ def run_closed_loop(profile="kinova_gen3", checkpoint="tiny", latency: float = 0
                               np.array(command_rows).reshape(-1, profile.dof + 1), joints, chunk_rows, tick_rows,
                               late)
     result.summary = {"profile": profile.name, "checkpoint": checkpoint, "mode": mode, "latency_s": latency,
-                      "duration_s": duration, "publish_rate_hz": publish_rate, "command_delay_s": command_delay_s, "commands": len(command_rows),
-                      "chunks": len(chunk_rows), "late_ticks": late,
+                      "duration_s": duration, "publish_rate_hz": publish_rate, "command_delay_s": command_delay_s,
+                      "commands": len(command_rows), "chunks": len(chunk_rows), "late_ticks": late,
                       "untrained": checkpoint == "tiny", "scripted": checkpoint == "scripted"}
     if out is not None:
         write_logs(result)

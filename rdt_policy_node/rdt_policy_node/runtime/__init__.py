@@ -33,9 +33,6 @@ def make_controller(profile, inference, *, publish_rate: float | None = None, co
     control_frequency = float(control_frequency or profile.control_frequency)
     publish_rate = float(publish_rate or control_frequency)
     window = ObservationWindow.from_profile(profile, history=history, jpeg=jpeg)
-    scheduler = ChunkScheduler(inference, dof=profile.dof, control_frequency=control_frequency, horizon=horizon,
-                               execute_horizon=execute_horizon, blend_steps=blend_steps, mode=chunking_mode,
-                               initial_latency_s=initial_latency_s)
     interp = Interpolator(interpolation, arm_steps_length, profile.dof)
     safety = Safety.from_profile(profile, publish_rate=publish_rate, velocity_scale=velocity_scale,
                                  max_observation_age_s=max_observation_age_s, dry_run=dry_run,
@@ -47,5 +44,9 @@ def make_controller(profile, inference, *, publish_rate: float | None = None, co
                                 timeout_s=tracking_timeout_s, monitored=monitored, lead=safety.max_step,
                                 enabled=tracking_watchdog and not dry_run,
                                 units=["" if g else "rad" for g in safety.grippers])
+    # last: the scheduler starts the inference worker, so every setting is checked before
+    scheduler = ChunkScheduler(inference, dof=profile.dof, control_frequency=control_frequency, horizon=horizon,
+                               execute_horizon=execute_horizon, blend_steps=blend_steps, mode=chunking_mode,
+                               initial_latency_s=initial_latency_s)
     return PolicyController(window, scheduler, interp, safety, control_frequency=control_frequency,
                             tracking=tracking)
