@@ -15,7 +15,7 @@ from launch.actions import DeclareLaunchArgument, LogInfo, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
-from rdt_bringup.launch_utils import FAKE_ROBOT_NODE, POLICY_NODE, plan_robot_launch
+from rdt_bringup.launch_utils import FAKE_ROBOT_NODE, POLICY_NODE, node_parameters, plan_robot_launch
 
 # (name, default, description): the documented interface of this launch file.
 ARGUMENTS = [
@@ -33,12 +33,6 @@ ARGUMENTS = [
 ]
 
 
-def _parameters(params_file, overrides: dict) -> list:
-    """The parameter file, then the overrides; an empty override dict is left out (launch_ros would write it
-    as an empty ros__parameters mapping)."""
-    return [str(params_file)] + ([overrides] if overrides else [])
-
-
 def launch_setup(context, *args, **kwargs):
     share = get_package_share_directory("rdt_bringup")
     values = {name: LaunchConfiguration(name).perform(context) for name, _, _ in ARGUMENTS}
@@ -46,9 +40,9 @@ def launch_setup(context, *args, **kwargs):
     actions = [LogInfo(msg=note) for note in plan.notes]
     if plan.fake_robot is not None:
         actions.append(Node(package="rdt_bringup", executable="fake_robot_node", name=FAKE_ROBOT_NODE,
-                            output="screen", parameters=_parameters(plan.params_file, plan.fake_robot)))
+                            output="screen", parameters=node_parameters(plan.params_file, plan.fake_robot)))
     actions.append(Node(package="rdt_policy_node", executable="policy_node", name=POLICY_NODE,
-                        output="screen", emulate_tty=True, parameters=_parameters(plan.params_file, plan.policy)))
+                        output="screen", emulate_tty=True, parameters=node_parameters(plan.params_file, plan.policy)))
     return actions
 
 

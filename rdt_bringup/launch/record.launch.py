@@ -15,7 +15,7 @@ from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
-from rdt_bringup.launch_utils import FAKE_ROBOT_NODE, RECORDER_NODE, plan_record_launch
+from rdt_bringup.launch_utils import FAKE_ROBOT_NODE, RECORDER_NODE, node_parameters, plan_record_launch
 
 # (name, default, description): the documented interface of this launch file.
 ARGUMENTS = [
@@ -28,12 +28,6 @@ ARGUMENTS = [
 ]
 
 
-def _parameters(params_file, overrides: dict) -> list:
-    """The parameter file, then the overrides; an empty override dict is left out (launch_ros would write it
-    as an empty ros__parameters mapping)."""
-    return [str(params_file)] + ([overrides] if overrides else [])
-
-
 def launch_setup(context, *args, **kwargs):
     share = get_package_share_directory("rdt_bringup")
     values = {name: LaunchConfiguration(name).perform(context) for name, _, _ in ARGUMENTS}
@@ -41,9 +35,9 @@ def launch_setup(context, *args, **kwargs):
     actions = []
     if plan.fake_robot is not None:
         actions.append(Node(package="rdt_bringup", executable="fake_robot_node", name=FAKE_ROBOT_NODE,
-                            output="screen", parameters=_parameters(plan.params_file, plan.fake_robot)))
+                            output="screen", parameters=node_parameters(plan.params_file, plan.fake_robot)))
     actions.append(Node(package="rdt_recorder", executable="record", name=RECORDER_NODE,
-                        output="screen", emulate_tty=True, parameters=_parameters(plan.params_file, plan.recorder)))
+                        output="screen", emulate_tty=True, parameters=node_parameters(plan.params_file, plan.recorder)))
     return actions
 
 

@@ -47,6 +47,12 @@ def parse_bool(text: str, name: str) -> bool:
     raise ValueError(f"launch argument {name}:={text!r} must be true or false")
 
 
+def node_parameters(params_file, overrides: dict) -> list:
+    """A launch_ros Node's ``parameters``: the parameter file, then the overrides. An empty override dict is
+    left out (launch_ros would write it as an empty ros__parameters mapping)."""
+    return [str(params_file)] + ([overrides] if overrides else [])
+
+
 def read_node_params(path: str | Path) -> dict[str, dict]:
     """``{node_name: {param: value}}`` from a ROS 2 parameter file (``<node>: ros__parameters: ...``)."""
     path = Path(path).expanduser()

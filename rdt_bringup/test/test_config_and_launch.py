@@ -234,3 +234,10 @@ def test_bad_booleans_name_the_argument():
 def test_camera_overrides_check_the_length_against_the_profile():
     with pytest.raises(ValueError, match="has 1 entries"):
         camera_topics_with_overrides(load_profile("aloha"), ["/only_one"], {"camera_exterior_topic": "/x"})
+
+
+def test_node_parameters_leave_out_an_empty_override():
+    from rdt_bringup.launch_utils import node_parameters
+
+    assert node_parameters("/cfg/kinova_gen3.yaml", {}) == ["/cfg/kinova_gen3.yaml"]
+    assert node_parameters("/cfg/kinova_gen3.yaml", {"dry_run": True}) == ["/cfg/kinova_gen3.yaml", {"dry_run": True}]
