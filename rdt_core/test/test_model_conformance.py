@@ -191,7 +191,9 @@ def _run_layout_check(tmp_path, **env):
     test = __file__.replace("test_model_conformance.py", "test_model_layout.py")
     return subprocess.run([sys.executable, "-m", "pytest", test, "-q", "-p", "no:cacheprovider", "-rs",
                            "-k", "test_rdt_config_1b_is_the_released_config"],
-                          env={**os.environ, "RDT_REQUIRE_CONFORMANCE": "", **env}, capture_output=True,
+                          # colcon passes its own pytest options in PYTEST_ADDOPTS: not for this child run
+                          env={**{k: v for k, v in os.environ.items() if k != "PYTEST_ADDOPTS"},
+                               "RDT_REQUIRE_CONFORMANCE": "", **env}, capture_output=True,
                           text=True, cwd=tmp_path, timeout=120)
 
 
