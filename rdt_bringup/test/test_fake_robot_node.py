@@ -5,12 +5,12 @@ type, a new goal preempting the running one.
 The module takes its own ROS_DOMAIN_ID (domain_coordinator, as launch_testing_ros does): it publishes
 robot topics, which must never reach a robot on the developer's domain or another test run in parallel."""
 import importlib.util
-import os
 import threading
 import time
 
 import numpy as np
 import pytest
+from rdt_core.testing import isolated_ros_domain
 
 MISSING = [m for m in ("rclpy", "control_msgs", "trajectory_msgs", "sensor_msgs") if importlib.util.find_spec(m) is None]
 # A skip marker, not a module-level importorskip: launch_testing's pytest plugin imports every test module
@@ -20,21 +20,8 @@ pytestmark = pytest.mark.skipif(bool(MISSING), reason=f"needs a sourced ROS 2; m
 
 @pytest.fixture(scope="module", autouse=True)
 def own_ros_domain():
-    lease = None
-    try:
-        from domain_coordinator import get_coordinated_domain_id
-        lease = get_coordinated_domain_id()  # held (a bound port) while the object lives
-        domain = str(lease)
-    except ImportError:
-        domain = "89"
-    before = os.environ.get("ROS_DOMAIN_ID")
-    os.environ["ROS_DOMAIN_ID"] = domain
-    yield domain
-    if before is None:
-        os.environ.pop("ROS_DOMAIN_ID", None)
-    else:
-        os.environ["ROS_DOMAIN_ID"] = before
-    del lease
+    with isolated_ros_domain(fallback=89) as domain:
+        yield domain
 
 
 def start(gripper_action_type="GripperCommand"):

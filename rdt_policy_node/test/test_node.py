@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from rdt_core.testing import isolated_ros_domain
 
 NEEDED = ("rclpy", "rdt_msgs", "cv_bridge", "control_msgs", "trajectory_msgs", "std_srvs")
 MISSING = [m for m in NEEDED if importlib.util.find_spec(m) is None]
@@ -28,21 +29,8 @@ TEST_OVERRIDES = {"checkpoint": "tiny", "device": "cpu", "dtype": "float32"}
 
 @pytest.fixture(scope="module", autouse=True)
 def own_ros_domain():
-    lease = None
-    try:
-        from domain_coordinator import get_coordinated_domain_id
-        lease = get_coordinated_domain_id()  # held (a bound port) while the object lives
-        domain = str(lease)
-    except ImportError:
-        domain = "87"
-    before = os.environ.get("ROS_DOMAIN_ID")
-    os.environ["ROS_DOMAIN_ID"] = domain
-    yield domain
-    if before is None:
-        os.environ.pop("ROS_DOMAIN_ID", None)
-    else:
-        os.environ["ROS_DOMAIN_ID"] = before
-    del lease
+    with isolated_ros_domain(fallback=87) as domain:
+        yield domain
 
 
 @pytest.fixture

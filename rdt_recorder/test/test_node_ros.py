@@ -3,12 +3,12 @@ Runs where ROS 2 (rclpy, cv_bridge, rdt_msgs) is sourced; skipped elsewhere. The
 ROS_DOMAIN_ID (domain_coordinator, as launch_testing_ros does): it publishes /joint_states and camera
 topics, which must never reach a robot on the developer's domain or another test run in parallel."""
 import importlib.util
-import os
 import threading
 import time
 
 import numpy as np
 import pytest
+from rdt_core.testing import isolated_ros_domain
 
 MISSING = [m for m in ("rclpy", "cv_bridge", "rdt_msgs", "std_srvs") if importlib.util.find_spec(m) is None]
 # A skip marker, not a module-level importorskip: launch_testing's pytest plugin imports every test module
@@ -18,21 +18,8 @@ pytestmark = pytest.mark.skipif(bool(MISSING), reason=f"needs a sourced ROS 2 + 
 
 @pytest.fixture(scope="module", autouse=True)
 def own_ros_domain():
-    lease = None
-    try:
-        from domain_coordinator import get_coordinated_domain_id
-        lease = get_coordinated_domain_id()  # held (a bound port) while the object lives
-        domain = str(lease)
-    except ImportError:
-        domain = "88"
-    before = os.environ.get("ROS_DOMAIN_ID")
-    os.environ["ROS_DOMAIN_ID"] = domain
-    yield domain
-    if before is None:
-        os.environ.pop("ROS_DOMAIN_ID", None)
-    else:
-        os.environ["ROS_DOMAIN_ID"] = before
-    del lease
+    with isolated_ros_domain(fallback=88) as domain:
+        yield domain
 
 
 JOINTS = ["joint_1", "joint_2", "joint_3", "joint_4", "joint_5", "joint_6", "joint_7", "robotiq_85_left_knuckle_joint"]
