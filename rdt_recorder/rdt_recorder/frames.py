@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from rdt_core.episode import DEFAULT_JPEG_QUALITY
+from rdt_core.episode import DEFAULT_JPEG_QUALITY, encode_jpeg
 
 SUPPORTED_RAW_ENCODINGS = ("rgb8", "bgr8", "mono8", "rgba8", "bgra8")
 SKIPPED_RAW_ENCODINGS = ("16UC1", "mono16", "32FC1")   # depth images: not camera frames for RDT
@@ -74,13 +74,6 @@ class CompressedFrame:
         return "rgb" if "compressed rgb" in self.format.lower() else "bgr"
 
 
-def _encode(array: np.ndarray, quality: int) -> bytes:
-    ok, buf = cv2.imencode(".jpg", array, [int(cv2.IMWRITE_JPEG_QUALITY), int(quality)])
-    if not ok:
-        raise ValueError(f"cv2.imencode failed for an image of shape {array.shape}")
-    return buf.tobytes()
-
-
 def frame_to_jpeg(frame, color_order: str = "rgb", quality: int = DEFAULT_JPEG_QUALITY) -> bytes:
     """JPEG bytes whose imdecode returns ``color_order``. ``frame``: an (H, W, 3) uint8 array in that order,
     a (H, W) grey array, a :class:`RawImage`, a :class:`CompressedFrame` or ready JPEG ``bytes``."""
@@ -94,9 +87,9 @@ def frame_to_jpeg(frame, color_order: str = "rgb", quality: int = DEFAULT_JPEG_Q
             raise UnsupportedEncodingError(f"cannot decode compressed image of format '{frame.format}'")
         if frame.decoded_order != color_order:
             arr = arr[:, :, ::-1]
-        return _encode(np.ascontiguousarray(arr), quality)
+        return encode_jpeg(arr, quality)
     if isinstance(frame, RawImage):
-        return _encode(frame.to_array(color_order), quality)
+        return encode_jpeg(frame.to_array(color_order), quality)
     arr = np.asarray(frame)
     if arr.dtype != np.uint8:
         raise UnsupportedEncodingError(f"camera frames must be uint8, got {arr.dtype}")
@@ -104,4 +97,4 @@ def frame_to_jpeg(frame, color_order: str = "rgb", quality: int = DEFAULT_JPEG_Q
         arr = np.repeat(arr[:, :, None], 3, axis=2)
     if arr.ndim != 3 or arr.shape[2] != 3:
         raise UnsupportedEncodingError(f"camera frames must be (H, W, 3), got shape {arr.shape}")
-    return _encode(np.ascontiguousarray(arr), quality)
+    return encode_jpeg(arr, quality)
