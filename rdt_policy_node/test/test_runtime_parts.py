@@ -69,6 +69,9 @@ def test_jpeg_roundtrip_is_lossy_but_close():
     y = jpeg_roundtrip(x)
     assert y.shape == x.shape and y.dtype == np.uint8
     assert 0 < np.abs(y.astype(int) - x).mean() < 10
+    # the same bytes a recorded episode stores for this frame, decoded as training decodes them
+    from rdt_core.episode import decode_jpeg, encode_jpeg
+    np.testing.assert_array_equal(y, decode_jpeg(encode_jpeg(x), "rgb"))
 
 
 def test_window_jpeg_roundtrip_happens_on_arrival_not_in_the_control_tick(kinova, monkeypatch):

@@ -48,14 +48,12 @@ class Observation:
 
 
 def jpeg_roundtrip(image: np.ndarray, quality: int = 95) -> np.ndarray:
-    """Encode to JPEG and decode again (RGB in, RGB out), like the official deployment's jpeg_mapping."""
-    import cv2
+    """Encode to JPEG and decode again (RGB in, RGB out) exactly as recorded episodes are encoded
+    (rdt_core.episode), which is also the official deployment's jpeg_mapping: the array goes into
+    cv2.imencode as it is, with no channel swap, so the model sees the compression it was trained on."""
+    from rdt_core.episode import decode_jpeg, encode_jpeg
 
-    bgr = cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2BGR)
-    ok, buf = cv2.imencode(".jpg", bgr, [int(cv2.IMWRITE_JPEG_QUALITY), int(quality)])
-    if not ok:
-        raise ValueError(f"JPEG encoding failed for an image of shape {image.shape}; expected (H, W, 3) uint8 RGB")
-    return cv2.cvtColor(cv2.imdecode(buf, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+    return decode_jpeg(encode_jpeg(image, quality), "rgb")
 
 
 class ObservationWindow:
