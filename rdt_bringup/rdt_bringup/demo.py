@@ -159,14 +159,6 @@ def run_policy(export_dir: Path, instruction_file: str, out_dir: Path, seconds: 
 
 
 # ------------------------------------------------------------------------------------------ 4. report
-def _target_distances(result, profile, target) -> np.ndarray:
-    """Distance to the expert's target over the run (radians; gripper as openness), like FakeRobot's."""
-    grip = profile.gripper_mask
-    scale = np.where(grip, [j.scale for j in profile.joints], 1.0)
-    q = result.joints[:, 1:]
-    return np.linalg.norm((q - target) / scale, axis=1)
-
-
 def plot_loss(loss_history, path: Path) -> Path:
     import matplotlib
     matplotlib.use("Agg")
@@ -285,8 +277,7 @@ def main(argv=None) -> int:
              f"max {latencies.max() * 1e3:.0f} ms; {result.late_ticks} late control ticks")
 
     _log("4/4 writing the report")
-    target = FakeRobot(profile, seed=SCENE_SEED, image_size=IMAGE_SIZE).target
-    dist = _target_distances(result, profile, target)
+    dist = FakeRobot(profile, seed=SCENE_SEED, image_size=IMAGE_SIZE).distance_to_target(result.joints[:, 1:])
     expert = expert_reference(profile, args.policy_seconds)
     periods = np.diff(result.commands[:, 0]) if len(result.commands) > 1 else np.zeros(1)
     table = {

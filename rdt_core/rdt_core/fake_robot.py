@@ -108,9 +108,12 @@ class FakeRobot:
         limit = 0.8 * self.profile.max_velocity * h
         return self._q + np.clip(self.target - self._q, -limit, limit)
 
-    def distance_to_target(self) -> float:
-        """Euclidean distance in unified units (radians; grippers as openness 0..1)."""
-        return float(np.linalg.norm((self._q - self.target) / np.where(self._grip, self._scale, 1.0)))
+    def distance_to_target(self, qpos: np.ndarray | None = None):
+        """Euclidean distance in unified units (radians; grippers as openness 0..1) from the current joints,
+        or from each row of ``qpos`` ((D,) -> float, (N, D) -> (N,), e.g. a logged run)."""
+        q = self._q if qpos is None else np.asarray(qpos, dtype=np.float64)
+        d = np.linalg.norm((q - self.target) / np.where(self._grip, self._scale, 1.0), axis=-1)
+        return float(d) if d.ndim == 0 else d
 
     # ------------------------------------------------------------------ rendering
     def _split_arms(self) -> dict[str, dict]:

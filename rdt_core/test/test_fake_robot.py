@@ -55,12 +55,18 @@ def test_expert_reaches_the_target(name):
     d0 = r.distance_to_target()
     assert d0 > 0.1
     dt = 1.0 / p.control_frequency
+    log = []
     for _ in range(int(20 / dt)):
+        log.append((r.joint_positions(), r.distance_to_target()))
         a = r.expert_action()
         assert np.all(np.abs(a - r.joint_positions()) <= p.max_velocity * dt + 1e-12)
         r.command(a)
         r.step(dt)
     assert r.distance_to_target() < 1e-6
+    # the same distances from a logged run (rows of joint positions), as the demo report computes them
+    qs, ds = map(np.array, zip(*log))
+    np.testing.assert_allclose(r.distance_to_target(qs), ds, rtol=0, atol=1e-12)
+    assert r.distance_to_target(qs[0]) == pytest.approx(d0)
 
 
 def test_reset_with_given_state_and_target():
