@@ -71,6 +71,59 @@ class JointStreamSpec:
     gripper_ranges: dict[str, list[float]] = field(default_factory=dict)
 
 
+class JointNameMismatchError(ValueError):
+    """A JointState message lacks joint names the profile's stream expects (or its arrays disagree)."""
+
+
+class StreamMapper:
+    """One JointState stream -> its profile joints, by message name (the order is cached per name list),
+    with the stream's gripper range remaps as one linear map. The one implementation the policy node, the
+    live recorder and the bag converter share; build it with :meth:`RobotProfile.stream_mapper`."""
+
+    def __init__(self, profile: "RobotProfile", spec: JointStreamSpec, topic: str | None = None):
+        self.role = spec.role
+        self.topic = topic or spec.topic
+        self.profile_name = profile.name
+        self.msg_names = list(spec.msg_joint_names)
+        self.joints = list(spec.joints)
+        names = profile.joint_names
+        self.indices = np.array([names.index(j) for j in self.joints], dtype=np.int64)
+        # x -> a * x + b per message joint: identity, or a message gripper range [closed, open] onto the
+        # profile joint's (offset, offset + scale) = (closed, open)
+        self._a = np.ones(len(self.msg_names))
+        self._b = np.zeros(len(self.msg_names))
+        specs = {j.name: j for j in profile.joints}
+        for i, (mname, jname) in enumerate(zip(self.msg_names, self.joints)):
+            rng = spec.gripper_ranges.get(mname)
+            if rng is not None:
+                closed, opened = float(rng[0]), float(rng[1])
+                target = specs[jname]
+                self._a[i] = float(target.scale) / (opened - closed)
+                self._b[i] = float(target.offset) - closed * self._a[i]
+        self._order_cache: dict[tuple[str, ...], np.ndarray] = {}
+
+    def extract(self, names: Sequence[str], positions: Sequence[float]) -> np.ndarray:
+        """Values of this stream's joints (profile units), in the stream's ``joints`` order. Message joints
+        the stream does not name are ignored (e.g. Robotiq mimic joints)."""
+        key = tuple(names)
+        positions = np.asarray(positions, dtype=np.float64)
+        if positions.shape[0] != len(key):
+            raise JointNameMismatchError(f"stream '{self.role}' on {self.topic}: JointState has {len(key)} names "
+                                         f"but {positions.shape[0]} positions")
+        order = self._order_cache.get(key)
+        if order is None:
+            where = {n: i for i, n in enumerate(key)}
+            missing = [n for n in self.msg_names if n not in where]
+            if missing:
+                raise JointNameMismatchError(
+                    f"stream '{self.role}' on {self.topic}: JointState lacks joint(s) {missing}; it has {list(key)}. "
+                    f"Fix: publish those joints, pick the right topic (bag2hdf5: --topic {self.role}=/topic), or "
+                    f"correct msg_joint_names in profile '{self.profile_name}'.")
+            order = np.array([where[n] for n in self.msg_names], dtype=np.int64)
+            self._order_cache[key] = order
+        return positions[order] * self._a + self._b
+
+
 @dataclass
 class RobotProfile:
     name: str
@@ -220,33 +273,19 @@ class RobotProfile:
             raise ValueError(f"joint names do not match profile {self.name!r}: " + "; ".join(parts)
                              + f". Expected exactly {expected}; fix the joint names or pick/adapt the profile.")
 
+    def stream_mapper(self, role: str, topic: str | None = None) -> StreamMapper:
+        """The mapper of joint stream ``role`` (``topic`` only names it in errors; default the profile's)."""
+        return StreamMapper(self, self.stream(role), topic)
+
     def map_stream(self, role: str, msg_names: Sequence[str], positions: Sequence[float]) -> dict[str, float]:
         """One JointState message of stream ``role`` -> {profile joint name: value in profile units}.
 
         Message joints that the stream does not name are ignored (e.g. Robotiq mimic joints); a named
-        joint missing from the message is a ValueError naming the stream, topic and the missing names.
+        joint missing from the message is a JointNameMismatchError (a ValueError) naming the stream, topic
+        and the missing names.
         """
-        s = self.stream(role)
-        msg_names = list(msg_names)
-        if len(msg_names) != len(positions):
-            raise ValueError(f"stream {role!r} ({s.topic}): {len(msg_names)} names but "
-                             f"{len(positions)} positions in the message")
-        where = {n: i for i, n in enumerate(msg_names)}
-        missing = [n for n in s.msg_joint_names if n not in where]
-        if missing:
-            raise ValueError(f"stream {role!r} ({s.topic}): message lacks joint(s) {missing}; it has "
-                             f"{msg_names}. Fix msg_joint_names in profile {self.name!r} or the --topic mapping.")
-        specs = {j.name: j for j in self.joints}
-        out: dict[str, float] = {}
-        for mname, jname in zip(s.msg_joint_names, s.joints):
-            v = float(positions[where[mname]])
-            rng = s.gripper_ranges.get(mname)
-            if rng is not None:
-                j = specs[jname]
-                frac = (v - rng[0]) / (rng[1] - rng[0])
-                v = j.offset + frac * j.scale
-            out[jname] = v
-        return out
+        mapper = self.stream_mapper(role)
+        return dict(zip(mapper.joints, map(float, mapper.extract(msg_names, positions))))
 
     # ----------------------------------------------------------------- (de)serialisation
     def to_dict(self) -> dict:

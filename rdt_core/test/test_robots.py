@@ -137,3 +137,15 @@ def test_save_and_load_yaml_round_trip(tmp_path):
         load_profile(bad)
     with pytest.raises(ValueError, match="unknown robot profile 'ur5'"):
         load_profile("ur5")
+
+
+def test_stream_mapper_is_what_map_stream_uses_and_refuses_ragged_messages():
+    from rdt_core.robots import JointNameMismatchError
+    p = load_profile("aloha")
+    names = ["gripper", "wrist_rotate", "wrist_angle", "forearm_roll", "elbow", "shoulder", "waist"]
+    vals = [0.8298, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1]
+    m = p.stream_mapper("leader_left", topic="/my/leader")
+    assert dict(zip(m.joints, m.extract(names, vals))) == pytest.approx(p.map_stream("leader_left", names, vals))
+    assert [p.joint_names[i] for i in m.indices] == m.joints
+    with pytest.raises(JointNameMismatchError, match="on /my/leader: JointState has 7 names but 6 positions"):
+        m.extract(names, vals[:6])

@@ -24,11 +24,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rdt_core.episode import DEFAULT_JPEG_QUALITY, EpisodeMeta, EpisodeWriter, next_episode_path
-from rdt_core.robots import load_profile
+from rdt_core.robots import JointNameMismatchError, load_profile
 from rdt_recorder.alignment import AlignmentStats, NonMonotonicStampError, effective_stamp
 from rdt_recorder.frames import (SKIPPED_RAW_ENCODINGS, SUPPORTED_RAW_ENCODINGS, CompressedFrame, RawImage,
                                  frame_to_jpeg)
-from rdt_recorder.streams import JointNameMismatchError, StreamPlan, parse_topic_overrides
+from rdt_recorder.streams import StreamPlan, parse_topic_overrides
 from rdt_recorder.writer import recording_summary
 
 IMAGE = "sensor_msgs/msg/Image"

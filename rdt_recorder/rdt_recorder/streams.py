@@ -8,15 +8,12 @@ clear error.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Mapping
 
 import numpy as np
 
+from rdt_core.robots import StreamMapper
 from rdt_recorder.alignment import AlignedStep, StreamAligner
-
-
-class JointNameMismatchError(ValueError):
-    """A JointState message lacks joint names the profile's stream expects."""
 
 
 @dataclass(frozen=True)
@@ -47,61 +44,6 @@ def parse_topic_overrides(items: Iterable[str] | None) -> dict[str, str]:
     return out
 
 
-class JointMapper:
-    """Maps one JointState stream's (names, positions) onto its profile joints, with gripper range remaps."""
-
-    def __init__(self, stream: JointStream, profile):
-        spec = stream.spec
-        self.role = stream.role
-        self.topic = stream.topic
-        if len(spec.msg_joint_names) != len(spec.joints):
-            raise ValueError(
-                f"profile '{profile.name}' stream '{stream.role}': msg_joint_names ({len(spec.msg_joint_names)}) "
-                f"and joints ({len(spec.joints)}) must have the same length")
-        names = list(profile.joint_names)
-        unknown = [j for j in spec.joints if j not in names]
-        if unknown:
-            raise ValueError(f"profile '{profile.name}' stream '{stream.role}' fills unknown joints {unknown}")
-        self.msg_names = list(spec.msg_joint_names)
-        self.indices = np.array([names.index(j) for j in spec.joints], dtype=np.int64)
-        # linear remap x -> a * x + b per message joint (identity unless a gripper range is given)
-        self._a = np.ones(len(self.msg_names))
-        self._b = np.zeros(len(self.msg_names))
-        joints_by_name = {j.name: j for j in profile.joints}
-        for i, (msg_name, joint) in enumerate(zip(self.msg_names, spec.joints)):
-            rng = (getattr(spec, "gripper_ranges", None) or {}).get(msg_name)
-            if rng:
-                closed, opened = float(rng[0]), float(rng[1])
-                if opened == closed:
-                    raise ValueError(f"stream '{stream.role}': gripper range of '{msg_name}' is empty")
-                target = joints_by_name[joint]
-                lo, span = float(target.offset), float(target.scale)
-                self._a[i] = span / (opened - closed)
-                self._b[i] = lo - closed * self._a[i]
-        self._order_cache: dict[tuple[str, ...], np.ndarray] = {}
-
-    def extract(self, names: Sequence[str], positions: Sequence[float]) -> np.ndarray:
-        """Values for this stream's joints (profile units), in ``spec.joints`` order."""
-        key = tuple(names)
-        order = self._order_cache.get(key)
-        if order is None:
-            where = {n: i for i, n in enumerate(key)}
-            missing = [n for n in self.msg_names if n not in where]
-            if missing:
-                raise JointNameMismatchError(
-                    f"stream '{self.role}' on {self.topic}: JointState lacks joint(s) {missing}; it has {list(key)}. "
-                    f"Fix: publish those joints, pick the right topic with --topic {self.role}=/topic, "
-                    "or correct msg_joint_names in the robot profile.")
-            order = np.array([where[n] for n in self.msg_names], dtype=np.int64)
-            self._order_cache[key] = order
-        positions = np.asarray(positions, dtype=np.float64)
-        if positions.shape[0] < len(key):
-            raise JointNameMismatchError(
-                f"stream '{self.role}' on {self.topic}: JointState has {len(key)} names but {positions.shape[0]} "
-                "positions")
-        return positions[order] * self._a + self._b
-
-
 class StreamPlan:
     """The streams of one recording: cameras, state joint streams, action joint streams (or next state)."""
 
@@ -110,7 +52,7 @@ class StreamPlan:
         self.cameras = cameras
         self.state = state
         self.action = action
-        self.mappers = {s.role: JointMapper(s, profile) for s in state + action}
+        self.mappers = {s.role: StreamMapper(profile, s.spec, s.topic) for s in state + action}
         d = profile.dof
         for label, streams in (("state", state), ("action", action)):
             if label == "action" and not streams:
@@ -195,7 +137,7 @@ class StreamPlan:
 
     def assemble(self, step: AlignedStep) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
         """(qpos (D,), action (D,), {camera role: image payload}) of an aligned step whose joint payloads are
-        the arrays returned by :meth:`JointMapper.extract`."""
+        the arrays returned by :meth:`rdt_core.robots.StreamMapper.extract`."""
         qpos = self._vector(self.state, step.values)
         if self.action:
             action = self._vector(self.action, step.values)

@@ -26,7 +26,8 @@ from rdt_core.episode import (DEFAULT_JPEG_QUALITY, DEFAULT_MIN_FREE_BYTES, Disk
                               EpisodeWriter, next_episode_path)
 from rdt_recorder.alignment import AlignmentStats, effective_stamp
 from rdt_recorder.frames import CompressedFrame, frame_to_jpeg
-from rdt_recorder.streams import JointNameMismatchError, StreamPlan
+from rdt_core.robots import JointNameMismatchError
+from rdt_recorder.streams import StreamPlan
 
 
 class RecorderState(str, enum.Enum):

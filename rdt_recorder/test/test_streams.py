@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 
 from rdt_core.robots import load_profile
-from rdt_recorder.streams import JointNameMismatchError, StreamPlan, parse_topic_overrides
+from rdt_core.robots import JointNameMismatchError
+from rdt_recorder.streams import StreamPlan, parse_topic_overrides
 
 
 def test_parameters_override_topics_in_profile_order_and_check_lengths():
