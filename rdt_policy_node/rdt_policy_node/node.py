@@ -68,9 +68,6 @@ PARAMETERS = {  # name: (default, description)
 
 NODE_NAME = "rdt_policy_node"  # the section name in rdt_bringup/config/*.yaml and the launch files' node name
 
-TORCH_DTYPES = {"bfloat16": "bfloat16", "float16": "float16", "float32": "float32"}
-
-
 class PolicyNode(Node):
     def __init__(self, **node_kwargs):
         """``node_kwargs`` go to rclpy's Node (e.g. parameter_overrides, cli_args in tests)."""
@@ -95,7 +92,7 @@ class PolicyNode(Node):
             instruction = (resolve_instruction(p["instruction"], p["instruction_dir"] or None)
                            if p["instruction"] else None)
             self.policy = RDTPolicy.from_paths(p["checkpoint"], p["vision_encoder"] or None, self.profile, instruction,
-                                               device=p["device"], dtype=self._torch_dtype(p["dtype"]))
+                                               device=p["device"], dtype=p["dtype"] or None)  # names parsed by rdt_core
         self.instruction = Path(p["instruction"]).stem if p["instruction"] else ""
         if p["instruction"] and p["checkpoint"] == "tiny":
             self.policy.set_instruction(resolve_instruction(p["instruction"], p["instruction_dir"] or None))
@@ -156,16 +153,6 @@ class PolicyNode(Node):
         self.create_service(Trigger, "~/resume", self._on_resume, callback_group=services)
         self.get_logger().info(f"RDT policy on {self.profile.name}: {backend if self.output else 'dry run'}, "
                                f"control {control_rate:g} Hz, publish {publish_rate:g} Hz")
-
-    @staticmethod
-    def _torch_dtype(name: str):
-        if not name:
-            return None
-        if name not in TORCH_DTYPES:
-            raise ValueError(f"dtype {name!r} unknown; use one of {list(TORCH_DTYPES)} or leave it empty")
-        import torch
-
-        return getattr(torch, TORCH_DTYPES[name])
 
     @staticmethod
     def _floats(value) -> list:

@@ -301,10 +301,6 @@ def dataset_instructions(folder) -> list[str]:
     return list(found)
 
 
-def _parse_dtype(name: str) -> torch.dtype:
-    return {"bfloat16": torch.bfloat16, "float32": torch.float32, "float16": torch.float16}[name]
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
         prog="rdt-encode-instruction",
@@ -324,6 +320,8 @@ def main(argv=None) -> int:
                              f"condition masking); implied by --dataset")
     args = parser.parse_args(argv)
 
+    from rdt_core.model import parse_dtype
+
     texts = list(args.instruction)
     encoder = None
 
@@ -332,7 +330,7 @@ def main(argv=None) -> int:
         if encoder is None:
             if args.model is None:
                 raise RuntimeError("some instructions are not cached yet: pass --model <t5-v1_1-xxl dir>")
-            encoder = T5InstructionEncoder(args.model, device=args.device, dtype=_parse_dtype(args.dtype),
+            encoder = T5InstructionEncoder(args.model, device=args.device, dtype=parse_dtype(args.dtype),
                                            offload_folder=args.offload_folder, max_length=args.max_length)
         return encoder
 
