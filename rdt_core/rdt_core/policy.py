@@ -19,6 +19,7 @@ import torch
 
 from rdt_core.encoders.language import InstructionEmbedding, load_instruction_embedding
 from rdt_core.encoders.vision import HistoryImageEncoder, VisionEncoder
+from rdt_core.robots import load_profile
 
 __all__ = ["RDTPolicy", "NonFiniteActionError", "default_dtype", "PROFILE_FILE"]
 
@@ -43,13 +44,6 @@ def _as_dtype(dtype, device) -> torch.dtype:
     return parse_dtype(dtype)
 
 
-def _resolve_profile(profile):
-    from rdt_core.robots import RobotProfile, load_profile
-    if isinstance(profile, RobotProfile):
-        return profile
-    return load_profile(profile)
-
-
 class RDTPolicy:
     """Predicts an action chunk (horizon x D, robot units) from the image window and the joint positions."""
 
@@ -58,7 +52,7 @@ class RDTPolicy:
                  untrained: bool = False):
         self.device = torch.device(device)
         self.dtype = _as_dtype(dtype, self.device)
-        self.profile = _resolve_profile(profile)
+        self.profile = load_profile(profile)
         self.untrained = bool(untrained)
         # Whole runner in one dtype, as the official deployment casts it (adaptors included).
         self.runner = runner.to(device=self.device, dtype=self.dtype).eval()
@@ -118,7 +112,7 @@ class RDTPolicy:
         dtype = _as_dtype(dtype, device)
         if profile is None:
             profile = cls._exported_profile(checkpoint)
-        profile = _resolve_profile(profile)
+        profile = load_profile(profile)
         if vision_encoder is None:
             vision_encoder = cls._exported_vision(checkpoint)
         runner = load_runner(checkpoint, device=device, dtype=dtype)

@@ -184,7 +184,7 @@ def run_closed_loop(profile="kinova_gen3", checkpoint="tiny", latency: float = 0
 
     if mode not in ("async", "sync"):
         raise ValueError(f"mode {mode!r} unknown; use async (this runtime) or sync (the official baseline)")
-    profile = load_profile(profile) if isinstance(profile, (str, Path)) else profile
+    profile = load_profile(profile)  # a name, a YAML path or a RobotProfile
     predict = predictor or build_predictor(profile, checkpoint, vision_encoder, instruction, seed)
     if latency > 0:
         predict = DelayedPredictor(predict, latency)
