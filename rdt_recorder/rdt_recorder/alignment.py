@@ -30,6 +30,11 @@ class NonMonotonicStampError(ValueError):
         )
 
 
+def header_stamp_ns(header) -> int:
+    """A std_msgs/Header's stamp in integer nanoseconds (live messages and rosbags-decoded ones alike)."""
+    return int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
+
+
 def effective_stamp(header_stamp_ns: int, receive_ns: int | None) -> int:
     """The header stamp (the sensor's clock); the receive time only where the header stamp is zero."""
     if header_stamp_ns:

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from rdt_core.episode import DEFAULT_JPEG_QUALITY, EpisodeMeta, EpisodeWriter, next_episode_path
 from rdt_core.robots import JointNameMismatchError, load_profile
-from rdt_recorder.alignment import AlignmentStats, NonMonotonicStampError, effective_stamp
+from rdt_recorder.alignment import AlignmentStats, NonMonotonicStampError, effective_stamp, header_stamp_ns
 from rdt_recorder.frames import (SKIPPED_RAW_ENCODINGS, SUPPORTED_RAW_ENCODINGS, CompressedFrame, RawImage,
                                  frame_to_jpeg)
 from rdt_recorder.streams import StreamPlan, parse_topic_overrides
@@ -93,11 +93,6 @@ class ConvertOptions:
     jpeg_quality: int = DEFAULT_JPEG_QUALITY
     encode_workers: int = 2
     progress: bool = False
-
-
-def _stamp_ns(msg) -> int:
-    st = msg.header.stamp
-    return int(st.sec) * 1_000_000_000 + int(st.nanosec)
 
 
 class _SegmentWriter:
@@ -295,7 +290,7 @@ def convert_bag(bag: str | Path, staging_dir: str | Path, opts: ConvertOptions) 
                 if segment is None:
                     segment = new_segment()
                 try:
-                    segment.push(role, effective_stamp(_stamp_ns(msg), recv_ns), payload)
+                    segment.push(role, effective_stamp(header_stamp_ns(msg.header), recv_ns), payload)
                 except NonMonotonicStampError as exc:
                     raise ConversionError(f"{bag}: topic {conn.topic}: {exc}") from None
             close_segment()

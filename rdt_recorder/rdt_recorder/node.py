@@ -26,14 +26,11 @@ from rdt_core.episode import DEFAULT_JPEG_QUALITY
 from rdt_core.robots import load_profile
 from rdt_msgs.msg import EpisodeStatus
 from rdt_msgs.srv import StartEpisode
+from rdt_recorder.alignment import header_stamp_ns
 from rdt_recorder.console import HELP, KeyReader, apply_command, status_line
 from rdt_recorder.frames import CompressedFrame
 from rdt_recorder.streams import StreamPlan
 from rdt_recorder.writer import EpisodeRecorder, RecorderError
-
-
-def _stamp_ns(header) -> int:
-    return int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
 
 
 class RecorderNode(Node):
@@ -115,16 +112,16 @@ class RecorderNode(Node):
             self.get_logger().warning(f"{role}: cannot convert a {msg.encoding} image to rgb8 ({exc}); frame skipped",
                                    throttle_duration_sec=5.0)
             return
-        self.recorder.on_image(role, _stamp_ns(msg.header), rgb, self._receive_ns())
+        self.recorder.on_image(role, header_stamp_ns(msg.header), rgb, self._receive_ns())
 
     def _on_compressed(self, role: str, msg: CompressedImage) -> None:
         if self.recorder.state.value == "RECORDING":
-            self.recorder.on_image(role, _stamp_ns(msg.header), CompressedFrame(msg.format, bytes(msg.data)),
+            self.recorder.on_image(role, header_stamp_ns(msg.header), CompressedFrame(msg.format, bytes(msg.data)),
                                    self._receive_ns())
 
     def _on_joints(self, role: str, msg: JointState) -> None:
         if self.recorder.state.value == "RECORDING":
-            self.recorder.on_joints(role, _stamp_ns(msg.header), list(msg.name), list(msg.position),
+            self.recorder.on_joints(role, header_stamp_ns(msg.header), list(msg.name), list(msg.position),
                                     self._receive_ns())
 
     # ---- services

@@ -135,3 +135,12 @@ def test_bad_configuration_is_rejected_with_the_reason():
         StreamAligner(["a"], 0, 0.1)
     with pytest.raises(ValueError, match="next_streams"):
         StreamAligner(["a"], 10, 0.1, next_streams=["b"])
+
+
+def test_header_stamp_in_nanoseconds_exactly():
+    from types import SimpleNamespace as NS
+    from rdt_recorder.alignment import header_stamp_ns
+
+    header = NS(stamp=NS(sec=1_700_000_000, nanosec=999_999_999))
+    assert header_stamp_ns(header) == 1_700_000_000_999_999_999          # no float rounding
+    assert header_stamp_ns(NS(stamp=NS(sec=0, nanosec=0))) == 0          # zero: effective_stamp falls back
