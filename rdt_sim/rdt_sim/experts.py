@@ -1,0 +1,337 @@
+"""Scripted experts: end-effector waypoints in the mocap model, replayed as joint trajectories.
+
+This is how ACT made its sim demonstrations: a script moves the two gripper frames through waypoints
+(the mocap bodies of gym-aloha's end-effector model drag the arms along), the arm joints it produces are
+recorded, and that joint trajectory (with the scripted gripper openings) is what the joint-controlled
+robot executes. The replay is the demonstration; its success is measured, not assumed.
+
+Waypoints are written for the tool centre point (TCP): the mocap point, 13.5 cm along the gripper's
+pointing axis, just behind the fingertips. Orientations are of the gripper frame (x: pointing, y: the
+fingers' closing axis). The experts look at the objects once at the start and, for Insertion, once more
+after both objects are lifted (where each object sits in its gripper), as a scripted demonstrator with the
+sim's ground truth would.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .aloha import AlohaSim
+from .tasks import TaskSpec, get_task
+
+OPEN, CLOSED = 1.0, 0.0  # gripper openness
+
+
+def quat_mul(a, b) -> np.ndarray:
+    import mujoco
+
+    out = np.zeros(4)
+    mujoco.mju_mulQuat(out, np.asarray(a, float), np.asarray(b, float))
+    return out
+
+
+def axis_angle(axis, degrees: float) -> np.ndarray:
+    import mujoco
+
+    out = np.zeros(4)
+    mujoco.mju_axisAngle2Quat(out, np.asarray(axis, float), np.deg2rad(degrees))
+    return out
+
+
+def rotate(quat, vec) -> np.ndarray:
+    import mujoco
+
+    out = np.zeros(3)
+    mujoco.mju_rotVecQuat(out, np.asarray(vec, float), np.asarray(quat, float))
+    return out
+
+
+# gripper frames in the world: left pointing +x, right pointing -x (both fingers closing along world y)
+LEFT_FORWARD = np.array([1.0, 0.0, 0.0, 0.0])
+RIGHT_FORWARD = axis_angle([0, 0, 1], 180.0)
+
+
+def aimed(sim: AlohaSim, side: int, target, pitch: float = 0.0) -> np.ndarray:
+    """The gripper of arm ``side`` pointing from the arm's base towards ``target`` (seen from above), tilted
+    down by ``pitch`` degrees: the orientation the arm reaches without twisting its wrist."""
+    base = sim.data.xpos[sim.model.body(f"vx300s_{('left', 'right')[side]}").id]
+    yaw = np.rad2deg(np.arctan2(target[1] - base[1], target[0] - base[0]))
+    return quat_mul(axis_angle([0, 0, 1], yaw), axis_angle([0, 1, 0], pitch))
+
+
+def pitched(forward, degrees: float) -> np.ndarray:
+    """The gripper tilted down by ``degrees`` about its own closing axis."""
+    return quat_mul(forward, axis_angle([0, 1, 0], degrees))
+
+
+def rolled(forward, degrees: float) -> np.ndarray:
+    """The gripper turned about its pointing axis (its fingers then close along another world axis)."""
+    return quat_mul(forward, axis_angle([1, 0, 0], degrees))
+
+
+@dataclass
+class Waypoint:
+    t: float
+    pos: np.ndarray
+    quat: np.ndarray
+    gripper: float  # openness, 0 closed .. 1 open
+
+
+def interpolate(waypoints: list[Waypoint], t: float) -> tuple[np.ndarray, np.ndarray, float]:
+    """Linear in position and openness, normalised-linear in orientation; held after the last waypoint."""
+    if t <= waypoints[0].t:
+        w = waypoints[0]
+        return w.pos, w.quat, w.gripper
+    for a, b in zip(waypoints, waypoints[1:]):
+        if t <= b.t:
+            f = (t - a.t) / max(b.t - a.t, 1e-9)
+            qb = b.quat if np.dot(a.quat, b.quat) >= 0 else -b.quat
+            q = (1 - f) * a.quat + f * qb
+            return (1 - f) * a.pos + f * b.pos, q / np.linalg.norm(q), (1 - f) * a.gripper + f * b.gripper
+    w = waypoints[-1]
+    return w.pos, w.quat, w.gripper
+
+
+# ---------------------------------------------------------------------------------------- the scripts
+class Script:
+    """Waypoints for both grippers; ``plan(sim, t)`` is called at 0 and at each of ``replan_times`` and
+    returns the (left, right) waypoints from then on (it may look at the objects: the sim's ground truth)."""
+
+    replan_times: tuple[float, ...] = ()
+
+    def plan(self, sim: AlohaSim, t: float) -> tuple[list[Waypoint], list[Waypoint]]:
+        raise NotImplementedError
+
+
+class TransferCubeScript(Script):
+    """Right arm: tilted down onto the cube, close, lift, turn level and carry it to the middle, holding it
+    with its fingertips. Left arm: turned 90 degrees about its pointing axis (fingers above and below the
+    cube, clear of the right's fingers on its sides), in from the left to where the cube really is, close;
+    the right opens and backs off."""
+
+    meet = np.array([0.0, 0.5, 0.25])
+    pitch = 60.0
+    grasp_depth = 0.022  # the right TCP this far behind the cube centre, along the gripper's pointing axis
+    handover_depth = 0.016  # the left TCP this far left of the cube centre
+    replan_times = (4.0, 4.3, 4.6)  # the left arm looks where the cube is as it comes in
+
+    def plan(self, sim, t):
+        if t == 0.0:
+            return self._pick(sim)
+        cube = sim.object_poses()[0][:3]
+        left_q = rolled(LEFT_FORWARD, 90.0)
+        grasp = cube - np.array([self.handover_depth, 0, 0])
+        left = [Waypoint(4.7, grasp, left_q, OPEN),
+                Waypoint(5.1, grasp, left_q, CLOSED),
+                Waypoint(6.2, grasp, left_q, CLOSED),
+                Waypoint(7.0, grasp + np.array([-0.05, 0, 0.02]), left_q, CLOSED)]
+        return left, None
+
+    def _pick(self, sim):
+        c = sim.object_poses()[0][:3].copy()
+        c[2] = 0.02  # resting on the table (gym-aloha spawns it 3 cm in the air)
+        down = aimed(sim, 1, c, self.pitch)
+        ax = rotate(down, [1, 0, 0])  # the right gripper's pointing axis while tilted
+        grasp = c - self.grasp_depth * ax + np.array([0, 0, 0.004])
+        hold = self.meet + np.array([0.03, 0, 0])
+        start_l, start_r = sim.tcp_pose(0)[0], sim.tcp_pose(1)[0]
+        right = [Waypoint(0.0, start_r, RIGHT_FORWARD, OPEN),
+                 Waypoint(1.0, grasp - 0.08 * ax, down, OPEN),
+                 Waypoint(1.6, grasp, down, OPEN),
+                 Waypoint(2.0, grasp, down, CLOSED),
+                 Waypoint(2.6, grasp + np.array([0, 0, 0.12]), down, CLOSED),
+                 Waypoint(3.6, hold, RIGHT_FORWARD, CLOSED),
+                 Waypoint(5.2, hold, RIGHT_FORWARD, CLOSED),
+                 Waypoint(5.6, hold, RIGHT_FORWARD, OPEN),
+                 Waypoint(6.4, hold + np.array([0.1, 0, 0]), RIGHT_FORWARD, OPEN)]
+        left_q = rolled(LEFT_FORWARD, 90.0)
+        stage = self.meet + np.array([-0.15, 0, 0])
+        left = [Waypoint(0.0, start_l, LEFT_FORWARD, OPEN),
+                Waypoint(2.5, stage, left_q, OPEN),
+                Waypoint(4.0, stage, left_q, OPEN)]
+        return left, right
+
+
+class InsertionScript(Script):
+    """Left arm: the socket, right arm: the peg, each gripped tilted from above at its middle and lifted.
+    From then on the grippers only translate (turning them would swing the objects, which pivot about the
+    fingers' closing axis), so both objects stay as they lay: level and along the table's x axis. Looking
+    at where each object sits relative to its gripper, both are carried over the middle of the table, the
+    peg in line to the right of the socket's opening; then the peg is pushed in, looking again every 0.1 s
+    and correcting sideways, until it touches the pin."""
+
+    pitch = 60.0
+    socket_goal = np.array([-0.1, 0.5, 0.2])  # where the socket's centre is carried
+    standoff = 0.22  # peg centre this far right of the socket centre before pushing in
+    inserted = 0.09  # ... and this far when pushed in (the pin's end is at 0.04 + the peg's half length 0.06)
+    push_speed = 0.06  # m/s along the socket's axis
+    replan_times = (2.9,) + tuple(np.round(np.arange(3.9, 7.0, 0.1), 2))
+
+    def __init__(self):
+        self.along = self.standoff
+
+    def plan(self, sim, t):
+        if t == 0.0:
+            return self._pick(sim)
+        peg, socket = sim.object_poses()
+        grips = [sim.tcp_pose(side) for side in range(2)]
+        held = [np.linalg.norm(grips[side][0] - obj[:3]) < 0.06 for side, obj in ((0, socket), (1, peg))]
+        if not all(held):  # dropped: nothing left to align, stay where we are
+            return None, None
+        if t < 3.5:  # carry both to the middle, the peg clear of the opening
+            return ([self._carry(grips[0], socket, self.socket_goal, 3.9)],
+                    [self._carry(grips[1], peg, self.socket_goal + np.array([self.standoff, 0, 0]), 3.9)])
+        if abs(peg[1] - socket[1]) < 0.006 and abs(peg[2] - socket[2]) < 0.006:  # in line: push on
+            self.along = max(self.inserted, self.along - self.push_speed * 0.1)
+        target = socket[:3] + np.array([self.along, 0, 0])
+        return None, [self._carry(grips[1], peg, target, t + 0.1)]
+
+    @staticmethod
+    def _carry(grip, obj, target, t) -> Waypoint:
+        """The waypoint that translates the gripper so that the object it holds is at ``target``."""
+        tcp, quat = grip
+        return Waypoint(t, np.asarray(target) - (obj[:3] - tcp), quat, CLOSED)
+
+    def _pick(self, sim):
+        peg, socket = sim.object_poses()
+        plans = []
+        for side, obj in ((0, socket), (1, peg)):
+            c = obj[:3].copy()
+            c[2] = 0.01 if side == 1 else 0.022  # resting on the table (spawned 5 cm up)
+            forward = LEFT_FORWARD if side == 0 else RIGHT_FORWARD
+            q = pitched(forward, self.pitch)  # fingers close along y: square to the object's long x axis
+            ax = rotate(q, [1, 0, 0])
+            grasp = c - 0.012 * ax + np.array([0, 0, 0.004])
+            start = sim.tcp_pose(side)[0]
+            plans.append([Waypoint(0.0, start, forward, OPEN),
+                          Waypoint(1.2, grasp - 0.08 * ax, q, OPEN),
+                          Waypoint(1.7, grasp, q, OPEN),
+                          Waypoint(2.0, grasp, q, CLOSED),
+                          Waypoint(2.3, grasp, q, CLOSED),
+                          Waypoint(2.9, grasp + np.array([0, 0, 0.13]), q, CLOSED)])
+        return plans[0], plans[1]
+
+
+SCRIPTS = {"transfer_cube": TransferCubeScript, "insertion": InsertionScript}
+
+
+def replanned(old: list[Waypoint], new: list[Waypoint] | None, t: float) -> list[Waypoint]:
+    """``old`` up to ``t``, then ``new`` (starting from where ``old`` was at ``t``: no jump)."""
+    if new is None:
+        return old
+    pos, quat, g = interpolate(old, t)
+    return [w for w in old if w.t < t] + [Waypoint(t, pos, quat, g)] + [w for w in new if w.t > t]
+
+
+class TcpServo:
+    """Moves a mocap body so that its gripper reaches the waypoint: the weld is soft and the arm joints
+    have friction, so the gripper lags and sags a few centimetres behind its mocap body; an integral of
+    the remaining error is added to the mocap pose until the gripper is where the script wants it."""
+
+    def __init__(self, sim: AlohaSim, side: int, gain: float = 0.25, limit: float = 0.08):
+        self.sim, self.side, self.gain, self.limit = sim, side, gain, limit
+        self.pos_offset = np.zeros(3)
+        self.rot_offset = np.zeros(3)  # rotation vector, world frame
+
+    def track(self, pos, quat) -> None:
+        import mujoco
+
+        actual_pos, actual_quat = self.sim.tcp_pose(self.side)
+        self.pos_offset = np.clip(self.pos_offset + self.gain * (pos - actual_pos), -self.limit, self.limit)
+        err = np.zeros(3)
+        mujoco.mju_subQuat(err, np.asarray(quat, float), actual_quat)  # body-frame rotation actual -> target
+        self.rot_offset = np.clip(self.rot_offset + self.gain * rotate(actual_quat, err), -0.5, 0.5)
+        angle = np.linalg.norm(self.rot_offset)
+        corr = axis_angle(self.rot_offset / angle, np.rad2deg(angle)) if angle > 1e-9 else np.array([1.0, 0, 0, 0])
+        self.sim.set_tcp(self.side, pos + self.pos_offset, quat_mul(corr, quat))
+
+
+# ---------------------------------------------------------------------------------------- demonstrations
+@dataclass
+class Demonstration:
+    """A scripted demonstration of one seeded episode: what to command, and what the robot did."""
+
+    task: str
+    seed: int
+    actions: np.ndarray  # (T, 14) joint commands in profile units, one per control step
+    qpos: np.ndarray  # (T, 14) measured joints of the replay, before each command
+    rewards: np.ndarray  # (T,) replay reward after each step
+    ee_rewards: np.ndarray  # (T,) reward in the mocap model
+    control_period: float
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def success(self) -> bool:
+        return bool(self.rewards.max(initial=0) >= 4)
+
+    @property
+    def time_to_success(self) -> float | None:
+        hit = np.flatnonzero(self.rewards >= 4)
+        return float((hit[0] + 1) * self.control_period) if hit.size else None
+
+
+def plan_actions(task: str | TaskSpec, seed: int, *, profile="aloha", on_step=None) -> tuple[np.ndarray, np.ndarray]:
+    """Run the script in the mocap model: (T, 14) joint commands (the arm joints the mocap bodies dragged
+    the arms to, the scripted openings as gripper joint positions) and the mocap model's rewards."""
+    spec = task if isinstance(task, TaskSpec) else get_task(task)
+    sim = AlohaSim(spec, profile=profile, end_effector=True)
+    try:
+        sim.reset(seed)
+        script = SCRIPTS[spec.name]()
+        plans = list(script.plan(sim, 0.0))
+        replans = list(script.replan_times)
+        steps = int(round(spec.episode_s / sim.control_period))
+        actions, rewards = np.empty((steps, 14)), np.empty(steps, dtype=np.int64)
+        grip_cols = (6, 13)
+        servos = [TcpServo(sim, side) for side in range(2)]
+        for k in range(steps):
+            t = k * sim.control_period
+            if replans and t >= replans[0] - 1e-9:
+                update = script.plan(sim, replans.pop(0))
+                plans = [replanned(p, u, t) for p, u in zip(plans, update)]
+            openings = []
+            for side, wps in enumerate(plans):
+                pos, quat, g = interpolate(wps, t)
+                servos[side].track(pos, quat)
+                openings.append(g)
+            cmd = sim.qpos()
+            offset = np.array([sim.profile.joints[c].offset for c in grip_cols])
+            scale = np.array([sim.profile.joints[c].scale for c in grip_cols])
+            cmd[list(grip_cols)] = offset + scale * np.asarray(openings)
+            sim.command(cmd)
+            actions[k] = cmd
+            sim.step()
+            rewards[k] = sim.reward()
+            if on_step is not None:
+                on_step(k, sim, plans)
+        return actions, rewards
+    finally:
+        sim.close()
+
+
+def replay(task: str | TaskSpec, seed: int, actions: np.ndarray, *, profile="aloha") -> tuple[np.ndarray, np.ndarray]:
+    """Execute joint commands on the joint-controlled robot: (qpos before each step, reward after it)."""
+    sim = AlohaSim(task, profile=profile)
+    try:
+        sim.reset(seed)
+        qpos, rewards = np.empty_like(actions), np.empty(len(actions), dtype=np.int64)
+        for k, a in enumerate(actions):
+            qpos[k] = sim.qpos()
+            sim.command(a)
+            sim.step()
+            rewards[k] = sim.reward()
+        return qpos, rewards
+    finally:
+        sim.close()
+
+
+def demonstrate(task: str, seed: int, *, profile="aloha") -> Demonstration:
+    """The scripted expert's demonstration of episode ``seed`` (planned, then replayed)."""
+    spec = get_task(task)
+    actions, ee_rewards = plan_actions(spec, seed, profile=profile)
+    qpos, rewards = replay(spec, seed, actions, profile=profile)
+    from rdt_core.robots import load_profile
+
+    period = 1.0 / load_profile(profile).control_frequency
+    return Demonstration(spec.name, int(seed), actions, qpos, rewards, ee_rewards, period)
