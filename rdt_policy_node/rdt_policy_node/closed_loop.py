@@ -206,11 +206,11 @@ def run_closed_loop(profile="kinova_gen3", checkpoint="tiny", latency: float = 0
                                      start_velocity_scale=start_velocity_scale,
                                      interpolation="max_step" if arm_steps_length is not None else "linear",
                                      arm_steps_length=arm_steps_length, initial_latency_s=max(latency, 0.05),
-                                     **(runtime_options or {}))
+                                     arrival_clock=clock, **(runtime_options or {}))
         window = controller.window
     else:
         controller = None
-        window = ObservationWindow.from_profile(profile)
+        window = ObservationWindow.from_profile(profile, arrival_clock=clock)
     t0 = clock()
     sensors = SimulatedSensors(robot, window, clock, t0, lock, joint_rate_hz=joint_rate_hz,
                                camera_rate_hz=camera_rate_hz, command_delay_s=command_delay_s)

@@ -110,7 +110,7 @@ class PolicyNode(Node):
             chunk_range_margin=float(p["chunk_range_margin"]), resync_tolerance_s=float(p["resync_tolerance_s"]),
             tracking_watchdog=bool(p["tracking_watchdog"]), tracking_tolerance=self._floats(p["tracking_tolerance"]),
             tracking_lag_s=float(p["tracking_lag_s"]), tracking_timeout_s=float(p["tracking_timeout_s"]),
-            tracking_grippers=bool(p["tracking_grippers"]))
+            tracking_grippers=bool(p["tracking_grippers"]), arrival_clock=self._arrival_clock())
         self.bridge = CvBridge()
 
         # ------------------------------------------------------------------ subscriptions
@@ -164,6 +164,15 @@ class PolicyNode(Node):
             return np.asarray(value, dtype=np.float64).reshape(-1).tolist()
         except (TypeError, ValueError):
             raise ValueError(f"tracking_tolerance: expected a number or a list of numbers, got {value!r}") from None
+
+    def _arrival_clock(self):
+        """Times message arrivals: the local monotonic clock, or with use_sim_time the node's (simulated)
+        clock, so that a simulation running slower than real time does not look like stale sensors."""
+        if self.get_parameter("use_sim_time").value:
+            return self._now
+        import time
+
+        return time.monotonic
 
     def _now(self) -> float:
         return self.get_clock().now().nanoseconds * 1e-9

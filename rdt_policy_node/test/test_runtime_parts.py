@@ -365,3 +365,44 @@ def test_thread_inference_returns_results_and_exceptions():
             worker.submit(None, None, -1.0, None).result(10)
     finally:
         worker.close()
+
+
+# ---------------------------------------------------------------- clocks: only the caller's
+def test_the_runtime_reads_no_clock_but_the_callers(kinova, monkeypatch):
+    """Every clock of the time module fails while a whole run goes through warm-up, the slow move to the
+    first action, running and a stale-sensor hold: the runtime's only times are the ``now`` of each tick and
+    the arrival clock its caller handed in (here a simulated one, advancing 0.02 s a tick)."""
+    from rdt_policy_node.runtime import HOLDING, MOVING_TO_START, RUNNING, make_controller
+
+    def predict(images, qpos, stamp, inpaint_actions=None):
+        return np.clip(np.asarray(qpos) + np.linspace(0, 0.3, 64)[:, None], kinova.lower, kinova.upper)
+
+    sim = {"t": 100.0}
+    ctl = make_controller(kinova, predict, start_move_duration_s=0.2, start_velocity_scale=1.0,
+                          max_observation_age_s=0.2, arrival_clock=lambda: sim["t"])
+
+    def no_clock(*args):
+        raise AssertionError("the runtime read a clock of its own")
+
+    for name in ("monotonic", "monotonic_ns", "time", "time_ns", "perf_counter", "perf_counter_ns"):
+        monkeypatch.setattr(time, name, no_clock)
+    q, states, reasons = np.zeros(kinova.dof), [], []
+    try:
+        for k in range(150):
+            sim["t"] = 100.0 + 0.02 * k
+            if k < 100:  # then the sensors stop: the streams go stale in simulated time
+                for role in ctl.window.cameras:
+                    ctl.window.add_image(role, img(k), sim["t"])
+                ctl.window.add_joints("joints", q, sim["t"])
+            ctl.scheduler.wait(10.0)  # the chunk is ready at the next tick, however slow this machine is
+            res = ctl.tick(sim["t"])
+            states.append(res.state)
+            reasons.append(res.hold_reason)
+            if res.command is not None and res.publish:
+                q = res.command.copy()
+        status = ctl.status(sim["t"])
+    finally:
+        ctl.close()
+    assert {MOVING_TO_START, RUNNING} <= set(states[:100])
+    assert states[-1] == HOLDING and "stale: 1.00 s > 0.20 s" in reasons[-1], reasons[-1]
+    assert status["state"] == HOLDING and status["chunks_received"] >= 2

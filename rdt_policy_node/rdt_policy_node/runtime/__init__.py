@@ -20,7 +20,8 @@ def make_controller(profile, inference, *, publish_rate: float | None = None, co
                     velocity_scale: float = 1.0, initial_latency_s: float = 0.3,
                     chunk_range_margin: float = 0.25, resync_tolerance_s: float = 0.1,
                     tracking_watchdog: bool = True, tracking_tolerance=0.15, tracking_lag_s: float = 0.3,
-                    tracking_timeout_s: float = 0.5, tracking_grippers: bool = False) -> PolicyController:
+                    tracking_timeout_s: float = 0.5, tracking_grippers: bool = False,
+                    arrival_clock=None) -> PolicyController:
     """The whole runtime for a RobotProfile. ``inference``: a predictor callable (run in a thread) or a
     ThreadInference / ProcessInference.
 
@@ -29,10 +30,13 @@ def make_controller(profile, inference, *, publish_rate: float | None = None, co
     holding, an arm joint measured further than max_velocity * this from the command was moved by
     something else and is held where it is. tracking_*: the tracking-error watchdog (runtime.tracking):
     enable, per-joint floor (one value or one per joint, robot units), allowed lag behind the commands,
-    how long a joint may stay off track before the latched hold, and whether grippers are watched."""
+    how long a joint may stay off track before the latched hold, and whether grippers are watched.
+    arrival_clock: the caller's local monotonic clock that times message arrivals (a stream whose messages
+    stop arriving goes stale even if their stamps run ahead); the runtime reads no other clock than this
+    and the ``now`` of each ``tick``."""
     control_frequency = float(control_frequency or profile.control_frequency)
     publish_rate = float(publish_rate or control_frequency)
-    window = ObservationWindow.from_profile(profile, history=history, jpeg=jpeg)
+    window = ObservationWindow.from_profile(profile, history=history, jpeg=jpeg, arrival_clock=arrival_clock)
     interp = Interpolator(interpolation, arm_steps_length, profile.dof)
     safety = Safety.from_profile(profile, publish_rate=publish_rate, velocity_scale=velocity_scale,
                                  max_observation_age_s=max_observation_age_s, dry_run=dry_run,

@@ -24,7 +24,6 @@ position is outside the limits (Kinova's continuous joints report angles up to p
 from __future__ import annotations
 
 import threading
-import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -51,14 +50,12 @@ class TickResult:
 
 class PolicyController:
     def __init__(self, window: ObservationWindow, scheduler: ChunkScheduler, interpolator: Interpolator,
-                 safety: Safety, *, control_frequency: float, clock=time.monotonic,
-                 tracking: TrackingWatchdog | None = None):
+                 safety: Safety, *, control_frequency: float, tracking: TrackingWatchdog | None = None):
         self.window, self.scheduler, self.interpolator, self.safety = window, scheduler, interpolator, safety
         self.tracking = tracking if tracking is not None else TrackingWatchdog(
             safety.joint_names, 1.0, enabled=False)
         self.fault = ""  # a latched tracking fault: holds until resume()
         self.step_period = 1.0 / float(control_frequency)
-        self.clock = clock
         self._lock = threading.RLock()
         self.phase = WARMING_UP
         self.hold_reason = ""
@@ -92,9 +89,11 @@ class PolicyController:
         self.scheduler.close()
 
     # ------------------------------------------------------------------ the control tick
-    def tick(self, now: float | None = None) -> TickResult:
+    def tick(self, now: float) -> TickResult:
+        """One control period at the caller's time ``now`` (seconds; wall, ROS or simulated time: the runtime
+        reads no clock of its own)."""
         with self._lock:
-            return self._tick(self.clock() if now is None else float(now))
+            return self._tick(float(now))
 
     def _hold(self, reason: str, phase: str = HOLDING) -> None:
         if self.phase != phase or self.hold_reason != reason:
@@ -352,9 +351,8 @@ class PolicyController:
             out[i] = prev
         return times, out
 
-    def status(self, now: float | None = None) -> dict:
-        """Plain values for rdt_msgs/PolicyStatus."""
-        now = self.clock() if now is None else now
+    def status(self, now: float) -> dict:
+        """Plain values for rdt_msgs/PolicyStatus at the caller's time ``now``."""
         with self._lock:
             ages = self.window.ages(now)
             obs = self.window.observation()

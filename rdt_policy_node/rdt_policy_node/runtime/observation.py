@@ -9,7 +9,8 @@ match the training data; that happens in ``add_image`` (the sensor callback's th
 never in the control tick, where a few milliseconds per frame would make a 100 Hz timer late.
 
 A stream's age is the larger of two clocks: the caller's time minus the message's stamp, and the time
-since the message arrived (a local monotonic clock). Stamps alone cannot be trusted to go stale: a sensor
+since the message arrived (a local monotonic clock the caller hands in: the window reads no clock of its
+own, so it runs on wall, ROS or simulated time alike). Stamps alone cannot be trusted to go stale: a sensor
 whose clock runs ahead of ours, a stamp from a driver bug, or our clock stepping back (NTP) would keep a
 dead stream "fresh" for as long as the offset. Joint messages with non-finite positions are dropped (and
 named in ``problems``), so a driver reporting NaN makes the stream go stale instead of reaching the model.
@@ -18,7 +19,6 @@ from __future__ import annotations
 
 import math
 import threading
-import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Mapping, Sequence
@@ -61,10 +61,11 @@ class ObservationWindow:
 
     def __init__(self, camera_slots: Sequence[str | None], joint_streams: Mapping[str, Sequence[int]], dof: int,
                  *, history: int = 2, jpeg: bool = False, jpeg_quality: int = 95, queue_len: int = 64,
-                 arrival_clock=time.monotonic):
+                 arrival_clock=None):
         """camera_slots[i]: the camera role that fills model camera slot i (None = the robot has none there).
         joint_streams: stream role -> the profile joint indices its messages fill (together all D joints).
-        arrival_clock: local monotonic clock that times message arrivals (None: ages from stamps only)."""
+        arrival_clock: the caller's local monotonic clock that times message arrivals (the node passes
+        time.monotonic, a simulation its sim clock; None: ages from stamps only)."""
         self.camera_slots = list(camera_slots)
         self.cameras = [c for c in self.camera_slots if c is not None]
         if not self.cameras:

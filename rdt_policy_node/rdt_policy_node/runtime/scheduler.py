@@ -15,7 +15,6 @@ import math
 import multiprocessing
 import queue
 import threading
-import time
 from collections import deque
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
@@ -131,7 +130,7 @@ class ProcessInference:
 class ChunkScheduler:
     def __init__(self, inference, *, dof: int, control_frequency: float, horizon: int = 64,
                  execute_horizon: int | None = None, blend_steps: int = 5, mode: str = "crossfade",
-                 initial_latency_s: float = 0.3, latency_window: int = 10, clock: Callable = time.monotonic):
+                 initial_latency_s: float = 0.3, latency_window: int = 10):
         if mode not in CHUNKING_MODES:
             raise ValueError(f"chunking_mode {mode!r} unknown; use one of {CHUNKING_MODES}")
         execute_horizon = horizon if execute_horizon in (None, 0) else int(execute_horizon)
@@ -143,7 +142,6 @@ class ChunkScheduler:
         self.dof, self.horizon, self.execute_horizon = dof, horizon, execute_horizon
         self.dt = 1.0 / float(control_frequency)
         self.blend_steps, self.mode = int(blend_steps), mode
-        self.clock = clock
         self._latencies = deque([float(initial_latency_s)], maxlen=latency_window)
         self._measured = False
         self._pending: tuple[Chunk, Future] | None = None
