@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 # The CPU build of torch on our machines; on a CUDA machine use e.g. TORCH_SPEC="torch>=2.1".
 TORCH_SPEC ?= torch==2.13.0
-PACKAGES := rdt_core rdt_policy_node rdt_recorder rdt_training rdt_bringup
+PACKAGES := rdt_core rdt_policy_node rdt_recorder rdt_training rdt_bringup rdt_sim
 STAMP := $(VENV)/.rdt-installed
 # With ROS 2 sourced the venv must see rclpy and the generated messages.
 VENV_FLAGS := $(if $(ROS_DISTRO),--system-site-packages,)

@@ -13,13 +13,13 @@ mocap body) that the scripted experts plan in.
 """
 from __future__ import annotations
 
-import math
+import os
 
 import numpy as np
 
 from . import rendering  # noqa: F401  (sets MUJOCO_GL before mujoco is imported)
 from .assets import SimUnavailableError, gym_aloha_constants, model_file
-from .rendering import LazyFrame, OffscreenRenderer, RenderSettings
+from .rendering import RENDER_HINT, LazyFrame, OffscreenRenderer, RenderSettings, RenderUnavailableError
 from .tasks import TaskSpec, get_task
 
 #: profile camera role -> camera in gym-aloha's model
@@ -31,8 +31,11 @@ ARM_JOINTS = ("waist", "shoulder", "elbow", "forearm_roll", "wrist_angle", "wris
 def _mujoco():
     try:
         import mujoco
-    except ImportError as e:
+    except ModuleNotFoundError as e:
         raise SimUnavailableError(f"mujoco is not installed ({e}): pip install mujoco (gym-aloha brings it)") from e
+    except Exception as e:  # noqa: BLE001 - mujoco loads the MUJOCO_GL backend's libraries when imported
+        raise RenderUnavailableError(f"cannot import mujoco with MUJOCO_GL={os.environ.get('MUJOCO_GL')!r} "
+                                     f"({type(e).__name__}: {e}). Fix: {RENDER_HINT}") from e
     return mujoco
 
 
@@ -266,7 +269,3 @@ class AlohaSim:
 
     def __exit__(self, *exc):
         self.close()
-
-
-def steps_for(seconds: float, period: float) -> int:
-    return int(math.ceil(seconds / period - 1e-9))
