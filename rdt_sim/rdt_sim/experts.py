@@ -335,3 +335,31 @@ def demonstrate(task: str, seed: int, *, profile="aloha") -> Demonstration:
 
     period = 1.0 / load_profile(profile).control_frequency
     return Demonstration(spec.name, int(seed), actions, qpos, rewards, ee_rewards, period)
+
+
+class ChunkedExpert:
+    """The scripted expert as a chunk predictor: from the measured joints it finds where the robot is on
+    the demonstration (the nearest replayed state, searching forward from the last match) and returns the
+    next ``horizon`` joint commands from there, as a perfect imitation policy trained on that demonstration
+    would. It reads no images and no clock: run through a control loop, it only measures that loop."""
+
+    reads_images = False
+
+    def __init__(self, demo: Demonstration, horizon: int = 64, back: int = 10, ahead: int = 150):
+        from rdt_core.robots import load_profile
+
+        profile = load_profile("aloha")
+        self.demo, self.horizon, self.back, self.ahead = demo, int(horizon), int(back), int(ahead)
+        self.scale = profile.upper - profile.lower
+        self.index = 0
+
+    def __call__(self, images, qpos, stamp, inpaint_actions=None) -> np.ndarray:
+        qpos = np.asarray(qpos, dtype=np.float64)
+        lo = max(0, self.index - self.back)
+        hi = min(len(self.demo.qpos), self.index + self.ahead)
+        dist = np.linalg.norm((self.demo.qpos[lo:hi] - qpos) / self.scale, axis=1)
+        self.index = lo + int(np.argmin(dist))
+        rows = self.demo.actions[self.index:self.index + self.horizon]
+        if len(rows) < self.horizon:  # past the end of the demonstration: hold its last command
+            rows = np.concatenate([rows, np.repeat(self.demo.actions[-1:], self.horizon - len(rows), axis=0)])
+        return rows.astype(np.float32)
