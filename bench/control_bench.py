@@ -86,7 +86,7 @@ def main(argv=None) -> int:
         for mode in ("async", "sync"):
             out = Path(a.out) / f"{int(lat * 1000)}ms" / mode
             run_closed_loop(a.profile, a.checkpoint, latency=lat, duration=a.duration, out=out, mode=mode,
-                            publish_rate=RATE_HZ, start_move_duration_s=0.5)
+                            publish_rate_hz=RATE_HZ, start_move_duration_s=0.5)
             res[mode] = metrics(out)
         for k in keys:
             ours, base = res["async"][k], res["sync"][k]

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .config import PolicyConfig
 from .runtime import ObservationWindow, Safety, interpolate_action, make_controller
 from .scripted import ScriptedPolicy
 
@@ -163,32 +164,36 @@ class ClosedLoopResult:
     summary: dict = field(default_factory=dict)
 
 
+#: the closed loop's defaults: a shorter start move than on a robot (the fake arm starts near its first action)
+CLOSED_LOOP_CONFIG = PolicyConfig(start_move_duration_s=1.0)
+
+
 def run_closed_loop(profile="kinova_gen3", checkpoint="tiny", latency: float = 0.0, duration: float = 10.0,
                     out=None, mode: str = "async", vision_encoder=None, instruction=None, *, predictor=None,
-                    publish_rate: float | None = None, execute_horizon: int | None = None, blend_steps: int = 5,
-                    chunking_mode: str = "crossfade", max_observation_age_s: float = 0.5,
-                    start_move_duration_s: float = 1.0, start_velocity_scale: float = 0.25,
-                    image_size=(96, 128), camera_rate_hz: float = 30.0,
+                    config: PolicyConfig | None = None, image_size=(96, 128), camera_rate_hz: float = 30.0,
                     joint_rate_hz: float = 100.0, seed: int = 0, events=(), plot: bool = False,
-                    use_actions_interpolation: bool = False, arm_steps_length=None, command_delay_s: float = 0.0,
-                    runtime_options: dict | None = None) -> ClosedLoopResult:
+                    use_actions_interpolation: bool = False, command_delay_s: float = 0.0,
+                    **settings) -> ClosedLoopResult:
     """Run the policy against a FakeRobot for ``duration`` seconds of wall time and write the logs to ``out``.
 
+    config: the runtime's PolicyConfig (default CLOSED_LOOP_CONFIG); ``settings``: PolicyConfig fields
+    that override it (``execute_horizon=16``, ``publish_rate_hz=50``; an unknown name is a ConfigError).
     predictor: a callable (images, qpos, stamp[, inpaint_actions=]) -> (H, D); default built from
     ``checkpoint``. events: (time_s, fn(loop_state: dict)) pairs run once from the control loop (tests use
     them to mute a sensor, block a joint with ``loop_state["sensors"].block(name)`` or pause). mode:
-    "async" (this runtime) or "sync" (the official baseline). command_delay_s: the simulated arm's
-    controller lag. runtime_options: more make_controller keywords (tracking watchdog, safety margins)."""
+    "async" (this runtime) or "sync" (the official baseline; ``use_actions_interpolation`` applies the
+    config's arm_steps_length there). command_delay_s: the simulated arm's controller lag."""
     from rdt_core.fake_robot import FakeRobot
     from rdt_core.robots import load_profile
 
     if mode not in ("async", "sync"):
         raise ValueError(f"mode {mode!r} unknown; use async (this runtime) or sync (the official baseline)")
     profile = load_profile(profile)  # a name, a YAML path or a RobotProfile
+    config = (config or CLOSED_LOOP_CONFIG).replace(**settings).for_profile(profile)
     predict = predictor or build_predictor(profile, checkpoint, vision_encoder, instruction, seed)
     if latency > 0:
         predict = DelayedPredictor(predict, latency)
-    publish_rate = float(publish_rate or profile.control_frequency)
+    publish_rate = config.publish_rate_hz
     clock = time.monotonic
     robot = FakeRobot(profile, seed=seed, image_size=tuple(image_size))
     lock = threading.Lock()
@@ -199,14 +204,7 @@ def run_closed_loop(profile="kinova_gen3", checkpoint="tiny", latency: float = 0
         command_rows.append((now - t0, *map(float, cmd)))
 
     if mode == "async":
-        controller = make_controller(profile, predict, publish_rate=publish_rate, execute_horizon=execute_horizon,
-                                     blend_steps=blend_steps, chunking_mode=chunking_mode,
-                                     max_observation_age_s=max_observation_age_s,
-                                     start_move_duration_s=start_move_duration_s,
-                                     start_velocity_scale=start_velocity_scale,
-                                     interpolation="max_step" if arm_steps_length is not None else "linear",
-                                     arm_steps_length=arm_steps_length, initial_latency_s=max(latency, 0.05),
-                                     arrival_clock=clock, **(runtime_options or {}))
+        controller = make_controller(profile, predict, config, arrival_clock=clock)
         window = controller.window
     else:
         controller = None
@@ -224,7 +222,7 @@ def run_closed_loop(profile="kinova_gen3", checkpoint="tiny", latency: float = 0
                               clock, t0)
         else:
             _run_sync(profile, predict, window, state, pending, send, chunk_rows, publish_rate, duration, clock, t0,
-                      use_actions_interpolation, arm_steps_length)
+                      config.arm_steps_length if use_actions_interpolation else None)
     finally:
         sensors.stop()
         if controller is not None:
@@ -236,7 +234,8 @@ def run_closed_loop(profile="kinova_gen3", checkpoint="tiny", latency: float = 0
     result.summary = {"profile": profile.name, "checkpoint": checkpoint, "mode": mode, "latency_s": latency,
                       "duration_s": duration, "publish_rate_hz": publish_rate, "command_delay_s": command_delay_s,
                       "commands": len(command_rows), "chunks": len(chunk_rows), "late_ticks": late,
-                      "untrained": checkpoint == "tiny", "scripted": checkpoint == "scripted"}
+                      "untrained": checkpoint == "tiny", "scripted": checkpoint == "scripted",
+                      "settings": {f.name: config.as_parameters()[f.name] for f in PolicyConfig.fields(("runtime",))}}
     if out is not None:
         write_logs(result)
         if plot:
@@ -281,11 +280,10 @@ def _run_async(controller, state, pending, send, tick_rows, chunk_rows, publish_
 
 
 def _run_sync(profile, predict, window, state, pending, send, chunk_rows, publish_rate, duration, clock, t0,
-              use_interp, arm_steps_length):
-    """The official loop: each step waits for a synchronised frame; every 64 steps it infers (blocking)."""
-    from .runtime.interpolation import expand_steps_length
-
-    steps = expand_steps_length(arm_steps_length, profile.dof) if use_interp else None
+              steps):
+    """The official loop: each step waits for a synchronised frame; every 64 steps it infers (blocking);
+    ``steps``: per-joint arm_steps_length sub-steps between actions (None: one command per action)."""
+    steps = np.asarray(steps, dtype=np.float64) if steps else None
     rate = Rate(publish_rate, clock)
     safety = Safety.from_profile(profile, publish_rate=publish_rate)
     buffer, t, pre_action = None, 0, None
@@ -388,31 +386,24 @@ def plot_closed_loop(out_dir, path=None, max_joints: int = 4) -> Path:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="rdt-closed-loop", description=__doc__.split("\n\n")[0])
-    p.add_argument("--profile", default="kinova_gen3", help="kinova_gen3 | aloha | a profile YAML")
-    p.add_argument("--checkpoint", default="tiny",
-                   help="tiny (random UNTRAINED tiny RDT), scripted (smooth scripted predictor) or a checkpoint path")
-    p.add_argument("--vision-encoder", default=None, help="local SigLIP folder (default: the one an rdt_training export carries)")
-    p.add_argument("--instruction", default=None, help=".pt instruction embedding (for a checkpoint path)")
+    p = argparse.ArgumentParser(prog="rdt-closed-loop", description=__doc__.split("\n\n")[0],
+                                epilog="--checkpoint also takes scripted (a smooth scripted predictor, no model)")
     p.add_argument("--latency", type=float, default=0.0, help="seconds of sleep added to every inference")
     p.add_argument("--duration", type=float, default=10.0, help="seconds of wall time")
     p.add_argument("--out", required=True, help="folder for commands.csv, chunks.csv, joints.csv, ticks.csv")
     p.add_argument("--mode", choices=["async", "sync"], default="async",
                    help="async = this runtime; sync = the official baseline (infer, then execute 64 actions)")
-    p.add_argument("--publish-rate", type=float, default=None, help="Hz (default: the profile's control frequency)")
-    p.add_argument("--execute-horizon", type=int, default=None)
-    p.add_argument("--blend-steps", type=int, default=5)
-    p.add_argument("--chunking-mode", choices=["crossfade", "rtc"], default="crossfade")
     p.add_argument("--command-delay", type=float, default=0.0,
                    help="seconds before the fake arm's controller acts on a command (a real controller's lag)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--plot", action="store_true", help="also write policy.png")
+    PolicyConfig.add_arguments(p, defaults=CLOSED_LOOP_CONFIG)
     a = p.parse_args(argv)
     try:
-        res = run_closed_loop(a.profile, a.checkpoint, a.latency, a.duration, a.out, a.mode, a.vision_encoder,
-                              a.instruction, publish_rate=a.publish_rate, execute_horizon=a.execute_horizon,
-                              blend_steps=a.blend_steps, chunking_mode=a.chunking_mode, seed=a.seed, plot=a.plot,
-                              command_delay_s=a.command_delay)
+        config = PolicyConfig.from_arguments(a, CLOSED_LOOP_CONFIG)
+        res = run_closed_loop(config.profile, config.checkpoint, a.latency, a.duration, a.out, a.mode,
+                              config.vision_encoder or None, config.instruction or None, config=config,
+                              seed=a.seed, plot=a.plot, command_delay_s=a.command_delay)
     except (ValueError, FileNotFoundError) as e:
         print(f"rdt-closed-loop: {e}", file=sys.stderr)
         return 2

@@ -22,49 +22,10 @@ from std_srvs.srv import Trigger
 from rdt_msgs.msg import ActionChunk, PolicyStatus
 from rdt_msgs.srv import SetInstruction
 
+from .config import PolicyConfig
 from .conversions import chunk_fields, resolve_instruction, stamp_to_seconds, status_fields
 from .outputs import make_output
 from .runtime import make_controller
-
-PARAMETERS = {  # name: (default, description)
-    "profile": ("kinova_gen3", "robot profile name or YAML path (rdt_core profiles)"),
-    "checkpoint": ("tiny", "RDT checkpoint (HF dir, DeepSpeed dir or file); tiny = random UNTRAINED tiny model"),
-    "vision_encoder": ("", "local SigLIP folder (empty = the one an rdt_training export carries)"),
-    "instruction": ("", "instruction embedding .pt (path or a name in instruction_dir)"),
-    "instruction_dir": ("", "folder of .pt instruction embeddings for ~/set_instruction by name"),
-    "camera_topics": ([], "image topics in the profile's camera order (empty = the profile's topics)"),
-    "camera_compressed": ([], "per camera: true = sensor_msgs/CompressedImage (empty = the profile's setting)"),
-    "joint_state_topics": ([], "JointState topics in the profile's state_streams order (empty = profile)"),
-    "control_rate_hz": (0.0, "the model's control frequency (0 = the profile's)"),
-    "publish_rate_hz": (0.0, "control timer / command rate (0 = control_rate_hz)"),
-    "execute_horizon": (0, "actions of each 64-step chunk used before switching (0 = all)"),
-    "blend_steps": (5, "cross-fade length at chunk switches, in control steps"),
-    "chunking_mode": ("crossfade", "crossfade | rtc (real-time chunking: condition on committed actions)"),
-    "max_observation_age_s": (0.5, "hold when any camera or joint stream is older than this"),
-    "jpeg_roundtrip": (True, "JPEG-encode and decode frames like the official deployment (matches training)"),
-    "device": ("cpu", "torch device of the model, e.g. cuda:0"),
-    "dtype": ("", "bfloat16 | float16 | float32 (empty = bfloat16 on CUDA, float32 on CPU)"),
-    "dry_run": (False, "compute and publish ~/action_chunk and ~/status, command nothing"),
-    "command_backend": ("", "joint_trajectory | kortex_api | interbotix | joint_state | float64_array "
-                            "(empty = the profile's command.backend)"),
-    "gripper_action_type": ("", "GripperCommand (Humble) | ParallelGripperCommand (Jazzy); empty = profile"),
-    "trajectory_lead_s": (0.1, "JointTrajectory header.stamp this far in the future (first segment never in the past)"),
-    "trajectory_horizon_s": (0.5, "length of each JointTrajectory: the most motion the controller runs unsupervised"),
-    "start_move_duration_s": (3.0, "minimum duration of the slow move to the first action"),
-    "chunk_range_margin": (0.25, "a chunk row may exceed a joint limit by this fraction of the joint's range "
-                                 "before the whole chunk is rejected (within it rows are clipped)"),
-    "resync_tolerance_s": (0.1, "while holding, an arm joint further than max_velocity * this from the command "
-                                "was moved by something else and is held where it is measured"),
-    "tracking_watchdog": (True, "hold (until ~/resume) when a joint does not follow the commands while running"),
-    "tracking_tolerance": ([0.15], "tracking error floor in robot units (rad): one value for every joint or one "
-                                   "per profile joint"),
-    "tracking_lag_s": (0.3, "how far behind its commands a joint may follow (controller lag + joint state latency)"),
-    "tracking_timeout_s": (0.5, "how long a joint may stay off track before the tracking hold"),
-    "tracking_grippers": (False, "watch grippers too (a gripper closed on an object stops short by design)"),
-    "trajectory_topic": ("", "JointTrajectory topic (empty = the profile's command.topic)"),
-    "gripper_action": ("", "gripper action server name (empty = the profile's command.gripper_action)"),
-    "kortex_ip": ("", "arm IP for command_backend kortex_api (empty = the profile's command.kortex_ip or 192.168.1.10)"),
-}
 
 NODE_NAME = "rdt_policy_node"  # the section name in rdt_bringup/config/*.yaml and the launch files' node name
 
@@ -73,44 +34,33 @@ class PolicyNode(Node):
         """``node_kwargs`` go to rclpy's Node (e.g. parameter_overrides, cli_args in tests)."""
         super().__init__(NODE_NAME, **node_kwargs)
         # ------------------------------------------------------------------ parameters
-        for name, (default, text) in PARAMETERS.items():
-            # empty-list defaults would be typed BYTE_ARRAY by rclpy; dynamic typing accepts string/bool arrays
-            desc = ParameterDescriptor(description=text, dynamic_typing=isinstance(default, list))
-            self.declare_parameter(name, default, desc)
-        p = {name: self.get_parameter(name).value for name in PARAMETERS}
-        self.params = p
+        # one per PolicyConfig setting (rdt_policy_node.config: defaults, docs, checks)
+        for name, default, text, dynamic in PolicyConfig.ros_parameters():
+            self.declare_parameter(name, default, ParameterDescriptor(description=text, dynamic_typing=dynamic))
+        p = PolicyConfig.from_parameters({name: self.get_parameter(name).value
+                                          for name, *_ in PolicyConfig.ros_parameters()})
 
         # ------------------------------------------------------------------ policy and runtime (ROS-free)
         from rdt_core.policy import RDTPolicy
         from rdt_core.robots import load_profile
 
-        self.profile = load_profile(p["profile"])
-        if p["checkpoint"] == "tiny":
+        self.profile = load_profile(p.profile)
+        p = p.for_profile(self.profile)  # every "empty = the profile's" filled in, checked against the robot
+        self.config = p
+        if p.checkpoint == "tiny":
             self.policy = RDTPolicy.tiny(self.profile)
             self.get_logger().warning("checkpoint:=tiny: a random UNTRAINED tiny model (for plumbing tests only)")
         else:
-            instruction = (resolve_instruction(p["instruction"], p["instruction_dir"] or None)
-                           if p["instruction"] else None)
-            self.policy = RDTPolicy.from_paths(p["checkpoint"], p["vision_encoder"] or None, self.profile, instruction,
-                                               device=p["device"], dtype=p["dtype"] or None)  # names parsed by rdt_core
-        self.instruction = Path(p["instruction"]).stem if p["instruction"] else ""
-        if p["instruction"] and p["checkpoint"] == "tiny":
-            self.policy.set_instruction(resolve_instruction(p["instruction"], p["instruction_dir"] or None))
-        control_rate = float(p["control_rate_hz"] or self.profile.control_frequency)
-        publish_rate = float(p["publish_rate_hz"] or control_rate)
+            instruction = resolve_instruction(p.instruction, p.instruction_dir or None) if p.instruction else None
+            self.policy = RDTPolicy.from_paths(p.checkpoint, p.vision_encoder or None, self.profile, instruction,
+                                               device=p.device, dtype=p.dtype or None)  # names parsed by rdt_core
+        self.instruction = Path(p.instruction).stem if p.instruction else ""
+        if p.instruction and p.checkpoint == "tiny":
+            self.policy.set_instruction(resolve_instruction(p.instruction, p.instruction_dir or None))
+        control_rate, publish_rate = p.control_rate_hz, p.publish_rate_hz
         self.control_rate = control_rate
-        p["publish_rate_hz"] = publish_rate
-        self.controller = make_controller(
-            self.profile, self.policy.predict, publish_rate=publish_rate, control_frequency=control_rate,
-            horizon=self.policy.horizon, history=self.policy.img_history_size,
-            execute_horizon=int(p["execute_horizon"]) or None, blend_steps=int(p["blend_steps"]),
-            chunking_mode=p["chunking_mode"], max_observation_age_s=float(p["max_observation_age_s"]),
-            jpeg=bool(p["jpeg_roundtrip"]), dry_run=bool(p["dry_run"]),
-            start_move_duration_s=float(p["start_move_duration_s"]),
-            chunk_range_margin=float(p["chunk_range_margin"]), resync_tolerance_s=float(p["resync_tolerance_s"]),
-            tracking_watchdog=bool(p["tracking_watchdog"]), tracking_tolerance=self._floats(p["tracking_tolerance"]),
-            tracking_lag_s=float(p["tracking_lag_s"]), tracking_timeout_s=float(p["tracking_timeout_s"]),
-            tracking_grippers=bool(p["tracking_grippers"]), arrival_clock=self._arrival_clock())
+        self.controller = make_controller(self.profile, self.policy.predict, p, horizon=self.policy.horizon,
+                                          history=self.policy.img_history_size, arrival_clock=self._arrival_clock())
         self.bridge = CvBridge()
 
         # ------------------------------------------------------------------ subscriptions
@@ -118,21 +68,12 @@ class PolicyNode(Node):
         control = MutuallyExclusiveCallbackGroup()
         services = MutuallyExclusiveCallbackGroup()
         cams = self.profile.cameras
-        topics = list(p["camera_topics"]) or [c.topic for c in cams]
-        compressed = list(p["camera_compressed"]) or [c.compressed for c in cams]
-        if len(topics) != len(cams) or len(compressed) != len(cams):
-            raise ValueError(f"camera_topics / camera_compressed need one entry per profile camera "
-                             f"{[c.role for c in cams]}, got {topics} / {compressed}")
-        for cam, topic, comp in zip(cams, topics, compressed):
+        for cam, topic, comp in zip(cams, p.camera_topics, p.camera_compressed):
             self.create_subscription(CompressedImage if comp else Image, topic,
                                      functools.partial(self._on_image, cam.role, bool(comp)),
                                      qos_profile_sensor_data, callback_group=sensors)
         streams = self.profile.state_streams
-        joint_topics = list(p["joint_state_topics"]) or [s.topic for s in streams]
-        if len(joint_topics) != len(streams):
-            raise ValueError(f"joint_state_topics needs one topic per profile state stream "
-                             f"{[s.role for s in streams]}, got {joint_topics}")
-        for stream, topic in zip(streams, joint_topics):
+        for stream, topic in zip(streams, p.joint_state_topics):
             self.create_subscription(JointState, topic, functools.partial(self._on_joints, stream.role),
                                      qos_profile_sensor_data, callback_group=sensors)
 
@@ -143,8 +84,8 @@ class PolicyNode(Node):
         # ------------------------------------------------------------------ publishers
         self.status_pub = self.create_publisher(PolicyStatus, "~/status", 10)
         self.chunk_pub = self.create_publisher(ActionChunk, "~/action_chunk", 10)
-        backend = p["command_backend"] or self.profile.command.get("backend", "joint_trajectory")
-        self.output = None if p["dry_run"] else make_output(self, self.profile, backend, p)
+        backend = p.command_backend
+        self.output = None if p.dry_run else make_output(self, self.profile, backend, p)
         self._last_state = None
 
         # ------------------------------------------------------------------ services
@@ -153,17 +94,6 @@ class PolicyNode(Node):
         self.create_service(Trigger, "~/resume", self._on_resume, callback_group=services)
         self.get_logger().info(f"RDT policy on {self.profile.name}: {backend if self.output else 'dry run'}, "
                                f"control {control_rate:g} Hz, publish {publish_rate:g} Hz")
-
-    @staticmethod
-    def _floats(value) -> list:
-        """A number or a list of numbers (a dynamically typed parameter: 0.15, [0.15], [1, 2]; rclpy gives
-        arrays as array.array)."""
-        import numpy as np
-
-        try:
-            return np.asarray(value, dtype=np.float64).reshape(-1).tolist()
-        except (TypeError, ValueError):
-            raise ValueError(f"tracking_tolerance: expected a number or a list of numbers, got {value!r}") from None
 
     def _arrival_clock(self):
         """Times message arrivals: the local monotonic clock, or with use_sim_time the node's (simulated)
@@ -245,7 +175,7 @@ class PolicyNode(Node):
     # ------------------------------------------------------------------ services
     def _on_set_instruction(self, request, response):
         try:
-            path = resolve_instruction(request.path_or_name, self.params["instruction_dir"] or None)
+            path = resolve_instruction(request.path_or_name, self.config.instruction_dir or None)
             self.policy.set_instruction(path)
         except (FileNotFoundError, ValueError, KeyError) as e:
             response.success, response.message = False, str(e)

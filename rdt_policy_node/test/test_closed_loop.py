@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from rdt_core.robots import load_profile
+from rdt_policy_node.config import PolicyConfig
 from rdt_policy_node.closed_loop import main, plot_closed_loop, read_chunks, read_csv_table, run_closed_loop
 from rdt_policy_node.runtime import (HOLDING, MOVING_TO_START, RUNNING, ProcessInference, make_controller)
 from rdt_policy_node.scripted import ScriptedPolicy, make_scripted_policy
@@ -149,8 +150,9 @@ def test_fuzzed_chunks_never_leave_the_limits(kinova):
         return rng.normal(0, 3, (64, D)) if rng.random() < 0.3 else rng.uniform(kinova.lower, kinova.upper, (64, D))
 
     publish_rate = 50.0
-    ctl = make_controller(kinova, fuzz, publish_rate=publish_rate, execute_horizon=4, blend_steps=2,
-                          start_move_duration_s=0.05, start_velocity_scale=1.0, max_observation_age_s=10.0)
+    ctl = make_controller(kinova, fuzz, PolicyConfig(publish_rate_hz=publish_rate, execute_horizon=4, blend_steps=2,
+                                                     start_move_duration_s=0.05, start_velocity_scale=1.0,
+                                                     max_observation_age_s=10.0))
     img = np.zeros((8, 8, 3), np.uint8)
     now, cmds, states = 0.0, [], set()
     for k in range(1500):
@@ -189,7 +191,7 @@ def test_sync_baseline_stalls_for_the_whole_inference(kinova):
 
 def test_process_inference_option(kinova):
     inference = ProcessInference(make_scripted_policy, ("kinova_gen3",))
-    ctl = make_controller(kinova, inference, start_move_duration_s=0.05)
+    ctl = make_controller(kinova, inference, PolicyConfig(start_move_duration_s=0.05))
     try:
         img = np.zeros((8, 8, 3), np.uint8)
         t0 = time.monotonic()

@@ -58,7 +58,8 @@ def wait_for(predicate, timeout):
 @pytest.mark.parametrize("profile", ["kinova_gen3", "aloha", "agilex"])
 def test_params_file_section_reaches_the_node(ros, profile):
     """The rdt_policy_node section of config/<profile>.yaml is what the node reads (node name, types)."""
-    from rdt_policy_node.node import NODE_NAME, PARAMETERS, PolicyNode
+    from rdt_policy_node.config import PolicyConfig
+    from rdt_policy_node.node import NODE_NAME, PolicyNode
 
     path = CONFIG / f"{profile}.yaml"
     if not path.is_file():
@@ -67,7 +68,7 @@ def test_params_file_section_reaches_the_node(ros, profile):
     node = PolicyNode(cli_args=["--ros-args", "--params-file", str(path)],
                       parameter_overrides=overrides(dry_run=True))
     try:
-        assert all(node.has_parameter(name) for name in PARAMETERS)
+        assert all(node.has_parameter(name) for name, *_ in PolicyConfig.ros_parameters())
         for name, value in section.items():
             if name in TEST_OVERRIDES or name == "dry_run":
                 continue

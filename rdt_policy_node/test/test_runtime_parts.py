@@ -137,7 +137,7 @@ def test_safety_limits_position_velocity_and_non_finite(kinova):
     assert "shape" in why
 
 
-def test_safety_margins_are_checked(kinova):
+def test_safety_margins(kinova):
     tight = Safety.from_profile(kinova, publish_rate=25.0, chunk_range_margin=0.0)
     loose = Safety.from_profile(kinova, publish_rate=25.0)
     a = np.zeros((64, kinova.dof))
@@ -145,10 +145,6 @@ def test_safety_margins_are_checked(kinova):
     assert loose.chunk_problem(a) is None and "joint_3" in tight.chunk_problem(a)
     assert Safety.from_profile(kinova, publish_rate=25.0, resync_tolerance_s=0.2).resync_tolerance[0] == \
         pytest.approx(0.2 * kinova.max_velocity[0])
-    with pytest.raises(ValueError, match="chunk_range_margin"):
-        Safety.from_profile(kinova, publish_rate=25.0, chunk_range_margin=-0.1)
-    with pytest.raises(ValueError, match="resync_tolerance_s"):
-        Safety.from_profile(kinova, publish_rate=25.0, resync_tolerance_s=float("nan"))
 
 
 # ---------------------------------------------------------------- TrackingWatchdog
@@ -203,15 +199,6 @@ def test_watchdog_timer_restarts_and_the_measurement_age_counts():
     assert w.check(1.2, [0.0], measured_age=0.1) is not None
     w.clear()
     assert w.check(1.3, [0.0]) is None  # no commands: nothing to compare
-
-
-def test_watchdog_rejects_bad_settings():
-    with pytest.raises(ValueError, match="one value or one per joint"):
-        TrackingWatchdog(["a", "b", "c"], [0.1, 0.2])
-    with pytest.raises(ValueError, match="> 0"):
-        TrackingWatchdog(["a"], 0.0)
-    with pytest.raises(ValueError, match="lag_s and timeout_s"):
-        TrackingWatchdog(["a"], 0.1, timeout_s=-1.0)
 
 
 def test_safety_staleness_and_start_move(kinova):
@@ -293,8 +280,6 @@ def test_scheduler_rejects_bad_chunks_with_a_reason():
     sch.request(obs(0.0), 0.0)
     c = wait_poll(sch, 0.0)
     assert not sch.accept(c, 7.0) and "past its last action" in c.error
-    with pytest.raises(ValueError, match="execute_horizon"):
-        ChunkScheduler(boom, dof=2, control_frequency=10.0, execute_horizon=65)
 
 
 def test_rtc_mode_passes_the_committed_actions():

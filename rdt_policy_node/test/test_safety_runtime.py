@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from rdt_core.robots import load_profile
+from rdt_policy_node.config import PolicyConfig
 from rdt_policy_node.runtime import HOLDING, MOVING_TO_START, PAUSED, RUNNING, WARMING_UP, make_controller
 
 
@@ -35,10 +36,10 @@ class Rig:
     exactly, ``delay_ticks`` ticks late; joints in ``stuck`` do not move (blocked, or not listening)."""
 
     def __init__(self, profile, predictor, rate=50.0, q0=None, **kw):
-        opts = dict(publish_rate=rate, execute_horizon=16, blend_steps=2, start_move_duration_s=0.2,
+        opts = dict(publish_rate_hz=rate, execute_horizon=16, blend_steps=2, start_move_duration_s=0.2,
                     start_velocity_scale=1.0, max_observation_age_s=0.2, initial_latency_s=0.05)
         opts.update(kw)
-        self.ctl = make_controller(profile, predictor, **opts)
+        self.ctl = make_controller(profile, predictor, PolicyConfig(**opts))
         self.mono = SimClock()  # local arrival clock: always moves forward with the simulation
         self.ctl.window._arrival_clock = self.mono
         self.profile, self.rate = profile, rate

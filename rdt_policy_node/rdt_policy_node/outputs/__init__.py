@@ -8,14 +8,15 @@ from __future__ import annotations
 from ..conversions import BACKENDS
 
 
-def make_output(node, profile, backend: str, params: dict):
-    """The output for ``backend`` (one of BACKENDS); clear errors for missing optional packages."""
+def make_output(node, profile, backend: str, config):
+    """The output for ``backend`` (one of BACKENDS); ``config``: the node's PolicyConfig, resolved for the
+    profile (rdt_policy_node.config). Clear errors for missing optional packages."""
     if backend == "joint_trajectory":
         from .joint_trajectory import JointTrajectoryOutput
-        return JointTrajectoryOutput(node, profile, params)
+        return JointTrajectoryOutput(node, profile, config)
     if backend == "kortex_api":
         from .kortex_api import KortexApiOutput
-        return KortexApiOutput(node, profile, params)
+        return KortexApiOutput(node, profile, config)
     if backend == "interbotix":
         try:
             from .interbotix import InterbotixOutput
@@ -23,12 +24,12 @@ def make_output(node, profile, backend: str, params: dict):
             node.get_logger().warning("interbotix_xs_msgs is not installed: commanding through sensor_msgs/JointState "
                                       "(the profile's command.fallback) instead")
             from .joint_state import JointStateOutput
-            return JointStateOutput(node, profile, params)
-        return InterbotixOutput(node, profile, params)
+            return JointStateOutput(node, profile, config)
+        return InterbotixOutput(node, profile, config)
     if backend == "joint_state":
         from .joint_state import JointStateOutput
-        return JointStateOutput(node, profile, params)
+        return JointStateOutput(node, profile, config)
     if backend == "float64_array":
         from .float64_array import Float64ArrayOutput
-        return Float64ArrayOutput(node, profile, params)
+        return Float64ArrayOutput(node, profile, config)
     raise ValueError(f"command_backend {backend!r} unknown; use one of {BACKENDS}")

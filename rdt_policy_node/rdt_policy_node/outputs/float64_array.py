@@ -5,7 +5,7 @@ from std_msgs.msg import Float64MultiArray
 
 
 class Float64ArrayOutput:
-    def __init__(self, node, profile, params: dict):
+    def __init__(self, node, profile, config):
         topic = profile.command.get("float64_topic", "/forward_position_controller/commands")
         self.pub = node.create_publisher(Float64MultiArray, topic, 10)
 

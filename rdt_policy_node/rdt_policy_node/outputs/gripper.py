@@ -56,16 +56,13 @@ class GripperActionOutput:
     MIN_CHANGE = 0.01
     DISCOVERY_PERIOD_S = 2.0
 
-    def __init__(self, node, profile, params: dict, joint_name: str):
-        kind = params.get("gripper_action_type") or profile.command.get("gripper_action_type", "GripperCommand")
-        if kind not in GRIPPER_ACTION_TYPES:
-            raise ValueError(f"gripper_action_type {kind!r} unknown; use one of {GRIPPER_ACTION_TYPES}")
+    def __init__(self, node, profile, config, joint_name: str):
+        kind = config.gripper_action_type  # checked and filled from the profile by PolicyConfig
         self.node = node
         self.joint_name = joint_name
         self.index = int(joint_indices(profile, [joint_name])[0])
         self.max_effort = float(profile.command.get("gripper_max_effort", 100.0))
-        self.name = params.get("gripper_action") or profile.command.get("gripper_action",
-                                                                         "/robotiq_gripper_controller/gripper_cmd")
+        self.name = config.gripper_action
         self.kind, self.Action, self.client = None, None, None
         self._use(kind)
         self._last_value, self._last_time = None, -1e9

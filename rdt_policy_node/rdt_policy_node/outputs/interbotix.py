@@ -7,7 +7,7 @@ from ..conversions import interbotix_groups
 
 
 class InterbotixOutput:
-    def __init__(self, node, profile, params: dict):
+    def __init__(self, node, profile, config):
         self.groups = interbotix_groups(profile, profile.command)
         self.pubs = []
         for g in self.groups:

@@ -7,7 +7,7 @@ from ..conversions import joint_state_groups
 
 
 class JointStateOutput:
-    def __init__(self, node, profile, params: dict):
+    def __init__(self, node, profile, config):
         self.node = node
         self.groups = joint_state_groups(profile, profile.command)
         self.pubs = [node.create_publisher(JointState, g["topic"], 10) for g in self.groups]

@@ -19,19 +19,18 @@ from .gripper import GripperActionOutput
 
 
 class JointTrajectoryOutput:
-    def __init__(self, node, profile, params: dict):
+    def __init__(self, node, profile, config):
         self.node = node
         cmd = profile.command
         self.arm_names = list(cmd.get("joints", [j.name for j in profile.joints if not j.is_gripper]))
         self.arm_index = joint_indices(profile, self.arm_names)
-        self.lead_s = float(params["trajectory_lead_s"])
-        self.step_s = 1.0 / float(params["publish_rate_hz"])
-        self.horizon_s = float(params.get("trajectory_horizon_s", 0.5))
-        topic = params.get("trajectory_topic") or cmd.get("topic", "/joint_trajectory_controller/joint_trajectory")
-        self.pub = node.create_publisher(JointTrajectory, topic, 10)
+        self.lead_s = config.trajectory_lead_s
+        self.step_s = 1.0 / config.publish_rate_hz
+        self.horizon_s = config.trajectory_horizon_s
+        self.pub = node.create_publisher(JointTrajectory, config.trajectory_topic, 10)
         self._sent_until = -1.0
         g = cmd.get("gripper_joint")
-        self.gripper = GripperActionOutput(node, profile, params, g) if g else None
+        self.gripper = GripperActionOutput(node, profile, config, g) if g else None
 
     def send(self, now: float, result, controller) -> None:
         if result.command is None or not result.publish:

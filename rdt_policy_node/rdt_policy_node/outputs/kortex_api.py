@@ -31,7 +31,7 @@ def _import_kortex():
 
 
 class KortexApiOutput:
-    def __init__(self, node, profile, params: dict):
+    def __init__(self, node, profile, config):
         (RouterClient, SessionManager, TCPTransport, UDPTransport, BaseClient, BaseCyclicClient, Base_pb2,
          self._cyclic_pb2, Session_pb2) = _import_kortex()
         cmd = profile.command
@@ -42,7 +42,7 @@ class KortexApiOutput:
         if g:
             spec = profile.joints[self.gripper_index]
             self._grip_closed, self._grip_open = spec.offset, spec.offset + spec.scale
-        ip = params.get("kortex_ip") or cmd.get("kortex_ip", "192.168.1.10")
+        ip = config.kortex_ip
         user = cmd.get("kortex_username", "admin")
         password = cmd.get("kortex_password", "admin")
         self._tcp, self._udp = TCPTransport(), UDPTransport()

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
+INTERPOLATION_MODES = ("linear", "max_step")
+
 
 class Plan:
     """Joint targets ``values`` (N, D) at increasing absolute ``times`` (N,); held constant outside."""
@@ -76,17 +78,12 @@ def expand_steps_length(steps_length, dof: int) -> np.ndarray:
 class Interpolator:
     """Publish-tick command from the plan: ``linear`` (sample the plan at now) or ``max_step``."""
 
-    MODES = ("linear", "max_step")
+    MODES = INTERPOLATION_MODES
 
     def __init__(self, mode: str = "linear", steps_length=None, dof: int | None = None):
-        if mode not in self.MODES:
-            raise ValueError(f"interpolation mode {mode!r} unknown; use one of {self.MODES}")
-        if mode == "max_step":
-            if steps_length is None or dof is None:
-                raise ValueError("max_step interpolation needs arm_steps_length and the number of joints")
-            steps_length = expand_steps_length(steps_length, dof)
+        """Settings are checked by rdt_policy_node.config; ``steps_length`` is needed for max_step."""
         self.mode = mode
-        self.steps_length = steps_length
+        self.steps_length = expand_steps_length(steps_length, dof) if mode == "max_step" else None
 
     def command(self, plan: Plan, now: float, previous: np.ndarray | None) -> np.ndarray:
         target = plan.sample(now)

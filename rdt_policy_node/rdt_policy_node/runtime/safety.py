@@ -28,13 +28,6 @@ class Safety:
             raise ValueError("safety limits need lower <= upper and one max_velocity per joint")
         if not np.all(self.max_velocity > 0) or not np.all(np.isfinite(self.max_velocity)):
             raise ValueError("every joint needs a finite max_velocity > 0 in the profile")
-        if publish_rate <= 0 or not (0 < velocity_scale <= 1) or not (0 < start_velocity_scale <= 1):
-            raise ValueError("publish_rate must be > 0 and velocity scales in (0, 1]")
-        if not (math.isfinite(chunk_range_margin) and chunk_range_margin >= 0):
-            raise ValueError(f"chunk_range_margin must be a finite fraction of the joint range >= 0 (e.g. 0.25), "
-                             f"got {chunk_range_margin}")
-        if not (math.isfinite(resync_tolerance_s) and resync_tolerance_s >= 0):
-            raise ValueError(f"resync_tolerance_s must be finite and >= 0 seconds (e.g. 0.1), got {resync_tolerance_s}")
         self.publish_rate = float(publish_rate)
         self.velocity_scale = float(velocity_scale)
         self.max_observation_age_s = float(max_observation_age_s)
