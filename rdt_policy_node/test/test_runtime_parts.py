@@ -357,14 +357,15 @@ def test_the_runtime_reads_no_clock_but_the_callers(kinova, monkeypatch):
     """Every clock of the time module fails while a whole run goes through warm-up, the slow move to the
     first action, running and a stale-sensor hold: the runtime's only times are the ``now`` of each tick and
     the arrival clock its caller handed in (here a simulated one, advancing 0.02 s a tick)."""
+    from rdt_policy_node.config import PolicyConfig
     from rdt_policy_node.runtime import HOLDING, MOVING_TO_START, RUNNING, make_controller
 
     def predict(images, qpos, stamp, inpaint_actions=None):
         return np.clip(np.asarray(qpos) + np.linspace(0, 0.3, 64)[:, None], kinova.lower, kinova.upper)
 
     sim = {"t": 100.0}
-    ctl = make_controller(kinova, predict, start_move_duration_s=0.2, start_velocity_scale=1.0,
-                          max_observation_age_s=0.2, arrival_clock=lambda: sim["t"])
+    ctl = make_controller(kinova, predict, PolicyConfig(start_move_duration_s=0.2, start_velocity_scale=1.0,
+                                                        max_observation_age_s=0.2), arrival_clock=lambda: sim["t"])
 
     def no_clock(*args):
         raise AssertionError("the runtime read a clock of its own")
