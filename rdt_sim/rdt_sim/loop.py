@@ -208,13 +208,22 @@ def run_episode(sim: AlohaSim, seed: int, mode: str, *, predictor=None, demo=Non
     return log
 
 
+def runtime_config(sim: AlohaSim, latency_s: float, options: dict | None = None):
+    """The PolicyConfig an episode runs with: the defaults, but a short move to the first action (the expert
+    starts where the robot is) and the frames' JPEG round trip left to ImagePredictor (it renders lazily)."""
+    from rdt_policy_node.config import PolicyConfig
+
+    base = PolicyConfig(profile=sim.profile.name, start_move_duration_s=0.1, start_velocity_scale=1.0,
+                        initial_latency_s=max(latency_s, 0.02), jpeg_roundtrip=False)
+    return base.replace(**(options or {}))
+
+
 def _run_ours(sim, predictor, latency_s, steps, camera_rate_hz, options, clock, send, after_step, log):
     from rdt_policy_node.runtime import make_controller
 
     inference = SimLatencyInference(predictor, latency_s, clock)
-    opts = dict(start_move_duration_s=0.1, start_velocity_scale=1.0, initial_latency_s=max(latency_s, 0.02))
-    opts.update(options)
-    controller = make_controller(sim.profile, inference, arrival_clock=clock, **opts)
+    controller = make_controller(sim.profile, inference, runtime_config(sim, latency_s, options),
+                                 arrival_clock=clock)
     sensors = SimSensors(sim, controller.window, camera_rate_hz)
     current = None
     try:
