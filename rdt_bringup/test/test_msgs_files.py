@@ -202,10 +202,10 @@ def test_status_messages_round_trip_through_cdr(typestore):
     np.testing.assert_allclose(back.observation_ages, [0.4, 0.01], rtol=1e-6)
     episode = Episode(header=header, state="RECORDING", episode_index=4, path="/tmp/episode_4.hdf5.tmp",
                       steps=100, duration=np.float32(4.0), rate=np.float32(25.0), dropped_steps=1,
-                      stream_names=["cam_high"], stream_misses=np.array([1], np.uint32),
+                      rejected_steps=2, stream_names=["cam_high"], stream_misses=np.array([1], np.uint32),
                       stream_max_skew_ms=np.array([12.5], np.float32), message="")
     back = typestore.deserialize_cdr(typestore.serialize_cdr(episode, Episode.__msgtype__), Episode.__msgtype__)
-    assert back.episode_index == 4 and list(back.stream_misses) == [1]
+    assert back.episode_index == 4 and list(back.stream_misses) == [1] and back.rejected_steps == 2
 
 
 def test_services_have_the_documented_fields():

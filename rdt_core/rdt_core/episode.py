@@ -4,37 +4,51 @@ training and the official RDT loader all read the same files).
 Layout (DESIGN.md): /observations/qpos (T, D) float64, /action (T, D) float64,
 /observations/images/<camera role> (T,) variable-length uint8 JPEG bytes, /timestamps (T,) int64 ns,
 file attributes: robot, joint_names, camera_names, control_frequency, instruction, schema_version,
-sim (False, for ALOHA tooling) and ``extra`` (a JSON string: topics, skew summary, drops, ...).
+sim (False, for ALOHA tooling) and ``extra`` (a JSON string: topics, skew summary, drops, rejected steps, ...).
 JPEG colour convention (official ALOHA/AgileX data): cv2.imdecode of a stored frame returns RGB order,
 i.e. frames are encoded with cv2.imencode straight from RGB arrays; per-camera attribute
 ``color_order`` ("rgb" default, "bgr" for a camera's own JPEG passed through) says what imdecode returns.
 
-Crash tolerance: the writer appends into chunked, resizable datasets of a hidden temporary file opened
-in HDF5 single-writer/multiple-reader (SWMR) mode, so whatever was flushed stays readable after a crash
-or SIGKILL; ``recover`` copies those steps into a valid episode. Steps are buffered and written in blocks
-(per-step resizes of SWMR datasets dominated conversion time), but every flush writes the buffer first, so
-the bound "a crash loses at most ``flush_interval_s``" is unchanged. The final name appears only through an
-atomic ``os.replace`` once the episode is complete.
+Crashes and full disks: HDF5 cannot be trusted after a failed write (on ENOSPC it raised, then crashed the
+process inside H5Dwrite or at close), so steps never stream into HDF5. They go to a hidden step log,
+``.episode_<n>.steps.sqlite``: SQLite commits are atomic, and a full disk is an error that keeps every
+earlier commit. The log is committed (fsync'd) at least every ``flush_interval_s``, so a SIGKILL loses at
+most that much. The HDF5 file is built from the log when the episode is closed, or later by ``recover``,
+in a child process (an HDF5 crash there cannot take the recorder down), after the space it needs is
+reserved with ``posix_fallocate`` (a full disk is then a sentence saying what to free). The final name
+appears only through an atomic ``os.replace`` of the complete file; the log is deleted after that.
+
+One policy for bad data, the same for the live recorder and the bag converter (both write through
+EpisodeWriter): a step with a non-finite joint value, or a camera frame that is empty or does not decode,
+is not written; it is counted, with its time and reason, in the episode's ``extra["rejected_steps"]``.
 """
 from __future__ import annotations
 
+import dataclasses
+import errno
 import json
 import os
 import re
 import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Iterator, Mapping, Sequence
 
 import cv2
 import h5py
 import numpy as np
 
 __all__ = [
-    "SCHEMA_VERSION", "DEFAULT_JPEG_QUALITY", "encode_jpeg", "decode_jpeg", "EpisodeMeta", "EpisodeWriter",
-    "DiskFullError", "temp_path_for", "recover", "next_episode_path", "write_episode", "EpisodeReader",
-    "ValidationReport", "validate_episode",
+    "SCHEMA_VERSION", "DEFAULT_JPEG_QUALITY", "encode_jpeg", "decode_jpeg", "jpeg_problem", "CheckedJpeg",
+    "BadFrame", "EpisodeMeta", "EpisodeWriter", "RejectedSteps", "DiskFullError", "EmptyEpisodeError",
+    "EpisodeBuildError", "temp_path_for", "find_temporary_episodes", "recover", "next_episode_path",
+    "write_episode", "EpisodeReader", "ValidationReport", "validate_episode", "nonfinite_problem", "check_jpeg", "build_episode",
+    "hdf5_size_bound",
 ]
 
 SCHEMA_VERSION = "1.0"
@@ -50,14 +64,38 @@ IMAGES = "observations/images"
 _JPEG_DTYPE = h5py.vlen_dtype(np.dtype("uint8"))
 _STR_DTYPE = h5py.string_dtype()
 _REQUIRED_ATTRS = ("robot", "joint_names", "camera_names", "control_frequency", "schema_version")
+LOG_FORMAT = "rdt-episode-steps/1"
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+_HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+_MiB = 2 ** 20
 
 
 class DiskFullError(OSError):
-    """Free disk space fell below the writer's threshold; what was written is flushed and kept."""
+    """Not enough disk space: the episode stopped; every step committed before is kept in its step log."""
+
+
+class EmptyEpisodeError(ValueError):
+    """An episode without a single step to write: nothing was written."""
+
+
+class EpisodeBuildError(RuntimeError):
+    """Building the HDF5 file from a step log failed; the steps are safe in the log (``recover`` retries)."""
 
 
 # ----------------------------------------------------------------------------- JPEG
-def encode_jpeg(rgb: np.ndarray, quality: int = DEFAULT_JPEG_QUALITY) -> bytes:
+class CheckedJpeg(bytes):
+    """JPEG bytes known to decode (encoded here, or passed through :func:`check_jpeg`): the writer does
+    not decode them again."""
+
+
+@dataclass(frozen=True)
+class BadFrame:
+    """A camera frame that cannot be stored (it did not convert or decode): its step is rejected."""
+
+    reason: str
+
+
+def encode_jpeg(rgb: np.ndarray, quality: int = DEFAULT_JPEG_QUALITY) -> CheckedJpeg:
     """(H, W, 3) uint8 RGB -> JPEG bytes whose ``cv2.imdecode`` returns the same RGB order."""
     arr = np.asarray(rgb)
     if arr.dtype != np.uint8 or arr.ndim != 3 or arr.shape[2] != 3:
@@ -65,7 +103,7 @@ def encode_jpeg(rgb: np.ndarray, quality: int = DEFAULT_JPEG_QUALITY) -> bytes:
     ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(arr), [int(cv2.IMWRITE_JPEG_QUALITY), int(quality)])
     if not ok:
         raise ValueError("cv2.imencode failed to encode the frame as JPEG")
-    return buf.tobytes()
+    return CheckedJpeg(buf.tobytes())
 
 
 def decode_jpeg(data: bytes | np.ndarray, color_order: str = "rgb") -> np.ndarray:
@@ -79,6 +117,30 @@ def decode_jpeg(data: bytes | np.ndarray, color_order: str = "rgb") -> np.ndarra
     if color_order != "rgb":
         raise ValueError(f"color_order must be 'rgb' or 'bgr', got {color_order!r}")
     return img
+
+
+def jpeg_problem(data) -> str | None:
+    """Why these bytes are not a usable JPEG frame, or None. Cheap: an eighth-size greyscale decode
+    (``cv2.IMREAD_REDUCED_GRAYSCALE_8``), which still reads every entropy-coded segment, so random,
+    truncated and corrupted bytes are caught."""
+    buf = np.frombuffer(memoryview(data), np.uint8) if not isinstance(data, np.ndarray) else data.reshape(-1)
+    if buf.size == 0:
+        return "is empty (0 bytes)"
+    if buf.size < 4 or buf[0] != 0xFF or buf[1] != 0xD8:
+        return f"is not a JPEG (no start-of-image marker, {buf.size} bytes)"
+    if cv2.imdecode(buf.astype(np.uint8, copy=False), cv2.IMREAD_REDUCED_GRAYSCALE_8) is None:
+        return f"does not decode as JPEG ({buf.size} bytes)"
+    return None
+
+
+def check_jpeg(data) -> CheckedJpeg:
+    """The bytes as :class:`CheckedJpeg`; ValueError naming the problem when they do not decode."""
+    if isinstance(data, CheckedJpeg):
+        return data
+    problem = jpeg_problem(data)
+    if problem:
+        raise ValueError(f"the frame {problem}")
+    return CheckedJpeg(bytes(data))
 
 
 # ----------------------------------------------------------------------------- metadata
@@ -150,13 +212,36 @@ def _strs(v) -> list[str]:
 
 
 # ----------------------------------------------------------------------------- paths
+_EPISODE_RE = re.compile(r"^\.?episode_(\d+)\.")
+_LOG_RE = re.compile(r"^\.(episode_\d+)\.steps\.sqlite$")
+_LEGACY_RE = re.compile(r"^\.(.+\.hdf5)\.partial$")
+
+
 def temp_path_for(final_path: str | Path) -> Path:
-    """The hidden temporary name an episode has while it is written (``.<name>.partial``)."""
+    """The hidden step log an episode has while it is recorded (``.episode_<n>.steps.sqlite``): what a crash
+    leaves behind and what ``recover`` turns into ``episode_<n>.hdf5``."""
     p = Path(final_path)
-    return p.with_name(f".{p.name}.partial")
+    return p.with_name(f".{p.stem}.steps.sqlite")
 
 
-_EPISODE_RE = re.compile(r"^\.?episode_(\d+)\.hdf5(\.partial)?$")
+def _building_path(final_path: Path) -> Path:
+    """The hidden name of the HDF5 file while it is built from the log."""
+    return final_path.with_name(f".{final_path.name}.building")
+
+
+def _final_path_for(temp_path: Path) -> Path:
+    for pattern, ext in ((_LOG_RE, ".hdf5"), (_LEGACY_RE, "")):
+        m = pattern.match(temp_path.name)
+        if m:
+            return temp_path.with_name(m.group(1) + ext)
+    raise ValueError(f"{temp_path} is not a temporary episode (.episode_<n>.steps.sqlite, or "
+                     ".episode_<n>.hdf5.partial of earlier versions); pass final_path")
+
+
+def find_temporary_episodes(folder: str | Path) -> list[Path]:
+    """The step logs (and earlier versions' ``.hdf5.partial`` files) in ``folder`` that ``recover`` takes."""
+    folder = Path(folder)
+    return sorted(p for p in folder.iterdir() if _LOG_RE.match(p.name) or _LEGACY_RE.match(p.name))
 
 
 def next_episode_path(folder: str | Path) -> Path:
@@ -167,24 +252,41 @@ def next_episode_path(folder: str | Path) -> Path:
     return folder / f"episode_{max(nums) + 1 if nums else 0}.hdf5"
 
 
+def _free_bytes(folder: Path) -> int:
+    return shutil.disk_usage(folder).free
+
+
 def _check_free(folder: Path, min_free_bytes: int, context: str) -> None:
-    free = shutil.disk_usage(folder).free
+    free = _free_bytes(folder)
     if free < min_free_bytes:
         raise DiskFullError(
-            f"only {free / 2**20:.1f} MiB free on {folder} (need at least {min_free_bytes / 2**20:.1f} MiB); "
-            f"{context}. Free some space or choose another output folder.")
+            errno.ENOSPC, f"only {free / _MiB:.1f} MiB free on {folder} (need at least {min_free_bytes / _MiB:.1f} "
+            f"MiB); {context}. Free some space or choose another output folder.")
 
 
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
+def _fsync_dir(folder: Path) -> None:
     try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        dfd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    except OSError:  # pragma: no cover - directories cannot be fsynced on every filesystem
+        pass
+
+
+def _unlink_log(log_path: Path) -> None:
+    for suffix in ("", "-journal", "-wal", "-shm"):
+        Path(f"{log_path}{suffix}").unlink(missing_ok=True)
+
+
+def _sniff(path: Path) -> bytes:
+    with open(path, "rb") as f:
+        return f.read(16)
 
 
 def _open_read(path: Path) -> h5py.File:
-    """Open for reading; a crashed writer's file (SWMR flags still set) opens as a SWMR reader."""
+    """Open for reading; a file of an earlier version's crashed SWMR writer opens as a SWMR reader."""
     try:
         return h5py.File(path, "r")
     except OSError as e:
@@ -193,18 +295,228 @@ def _open_read(path: Path) -> h5py.File:
         return h5py.File(path, "r", swmr=True)
 
 
-def _jpeg_buffer(cam: str, data, step: int | None = None) -> np.ndarray:
-    """The frame as a uint8 array the writer may keep until its block is written: a view of immutable
-    ``bytes``, a copy of anything the caller could reuse (bytearray, memoryview, ndarray)."""
-    if isinstance(data, bytes):
-        buf = np.frombuffer(data, np.uint8)
-    elif isinstance(data, (bytearray, memoryview)):
-        buf = np.frombuffer(data, np.uint8).copy()
-    else:
-        buf = np.array(data, np.uint8).reshape(-1)
-    if buf.size == 0:
-        raise ValueError(f"camera {cam!r}: empty JPEG frame" + (f" at batch index {step}" if step is not None else ""))
-    return buf
+# ----------------------------------------------------------------------------- rejected steps
+@dataclass
+class RejectedSteps:
+    """Steps left out of an episode (non-finite joints, bad frames): how many, why, and the first ones."""
+
+    count: int = 0
+    by_reason: dict[str, int] = field(default_factory=dict)
+    first: list[dict] = field(default_factory=list)
+    keep_first: int = 20
+
+    def add(self, stamp_ns: int, reason: str, detail: str) -> None:
+        self.count += 1
+        self.by_reason[reason] = self.by_reason.get(reason, 0) + 1
+        if len(self.first) < self.keep_first:
+            self.first.append({"stamp_ns": int(stamp_ns), "reason": reason, "detail": detail})
+
+    def to_dict(self) -> dict:
+        return {"count": self.count, "by_reason": dict(self.by_reason), "first": list(self.first)}
+
+    def summary(self, t0_ns: int | None = None) -> str:
+        """One line: "3 steps rejected: 2 x non-finite qpos, 1 x cam_high frame (first at 1.240 s: ...)"."""
+        if not self.count:
+            return "no step rejected"
+        first = self.first[0]
+        at = (first["stamp_ns"] - t0_ns) / 1e9 if t0_ns is not None else first["stamp_ns"] / 1e9
+        kinds = ", ".join(f"{n} x {r}" for r, n in sorted(self.by_reason.items(), key=lambda kv: -kv[1]))
+        return (f"{self.count} step(s) rejected: {kinds} (first at {at:.3f} s: {first['reason']}: "
+                f"{first['detail']})")
+
+
+def _step_problem(joint_names: Sequence[str], qpos: np.ndarray, action: np.ndarray) -> tuple[str, str] | None:
+    for label, values in (("qpos", qpos), ("action", action)):
+        bad = np.flatnonzero(~np.isfinite(values))
+        if bad.size:
+            j = int(bad[0])
+            return f"non-finite {label}", f"{joint_names[j]} = {values[j]}" + (
+                f" (and {bad.size - 1} more joint(s))" if bad.size > 1 else "")
+    return None
+
+
+def _frame_buffer(data) -> np.ndarray:
+    """A frame's bytes as a uint8 array (BadFrame excluded by the caller)."""
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        return np.frombuffer(data, np.uint8)
+    return np.ascontiguousarray(np.asarray(data, np.uint8).reshape(-1))
+
+
+def _frame_problem(cam: str, data) -> tuple[str, str] | None:
+    if isinstance(data, BadFrame):
+        return f"{cam} frame", data.reason
+    if isinstance(data, CheckedJpeg):
+        return None if len(data) else (f"{cam} frame", "is empty (0 bytes)")
+    problem = jpeg_problem(_frame_buffer(data))
+    return (f"{cam} frame", problem) if problem else None
+
+
+# ----------------------------------------------------------------------------- the step log (SQLite)
+def _is_disk_full(exc: BaseException) -> bool:
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        return True
+    return isinstance(exc, sqlite3.Error) and "full" in str(exc).lower()
+
+
+class _StepLog:
+    """An append-only SQLite table of steps: one row per step (stamp, qpos, action, one JPEG per camera)."""
+
+    def __init__(self, path: Path, conn: sqlite3.Connection, meta: EpisodeMeta):
+        self.path, self.conn, self.meta = path, conn, meta
+        self.cams = list(meta.camera_names)
+        self.D = len(meta.joint_names)
+
+    @classmethod
+    def create(cls, path: Path, meta: EpisodeMeta) -> "_StepLog":
+        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        try:
+            conn.execute("PRAGMA page_size = 65536")        # JPEG blobs: fewer overflow pages
+            conn.execute("PRAGMA journal_mode = DELETE")
+            conn.execute("PRAGMA synchronous = FULL")        # a commit is on disk when it returns
+            cols = "".join(f", f{k} BLOB NOT NULL" for k in range(len(meta.camera_names)))
+            conn.execute("BEGIN")
+            conn.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+            conn.execute(f"CREATE TABLE steps (idx INTEGER PRIMARY KEY, stamp_ns INTEGER NOT NULL, "
+                         f"qpos BLOB NOT NULL, action BLOB NOT NULL{cols})")
+            conn.executemany("INSERT INTO meta VALUES (?, ?)",
+                             [("format", LOG_FORMAT), ("episode", json.dumps(dataclasses.asdict(meta)))])
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.close()
+            _unlink_log(path)
+            raise
+        return cls(path, conn, meta)
+
+    @classmethod
+    def open(cls, path: Path) -> "_StepLog":
+        conn = sqlite3.connect(f"file:{path}?mode=rw", uri=True, isolation_level=None)
+        try:
+            rows = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+            if rows.get("format") != LOG_FORMAT:
+                raise ValueError(f"{path}: step log format {rows.get('format')!r}, expected {LOG_FORMAT!r}")
+            meta = EpisodeMeta(**json.loads(rows["episode"]))
+        except (sqlite3.Error, KeyError, TypeError, json.JSONDecodeError) as exc:
+            conn.close()
+            raise ValueError(f"{path} is not a readable step log ({exc})") from None
+        except BaseException:
+            conn.close()
+            raise
+        return cls(path, conn, meta)
+
+    def begin(self) -> None:
+        if not self.conn.in_transaction:
+            self.conn.execute("BEGIN")
+
+    def add(self, idx: int, stamp: int, qpos: np.ndarray, action: np.ndarray, frames: list) -> None:
+        self.begin()
+        self.conn.execute(f"INSERT INTO steps VALUES (?, ?, ?, ?{', ?' * len(frames)})",
+                          (idx, stamp, qpos.astype("<f8").tobytes(), action.astype("<f8").tobytes(), *frames))
+
+    def commit(self) -> None:
+        if self.conn.in_transaction:
+            self.conn.execute("COMMIT")
+
+    def rollback(self) -> None:
+        try:
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass
+
+    def store_meta(self, meta: EpisodeMeta) -> None:
+        self.conn.execute("INSERT OR REPLACE INTO meta VALUES ('episode', ?)", (json.dumps(dataclasses.asdict(meta)),))
+
+    # -- the builder's view (same interface as _LegacySource)
+    @property
+    def num_steps(self) -> int:
+        return int(self.conn.execute("SELECT count(*) FROM steps").fetchone()[0])
+
+    @property
+    def frame_bytes(self) -> int:
+        if not self.cams:
+            return 0
+        total = " + ".join(f"length(f{k})" for k in range(len(self.cams)))
+        return int(self.conn.execute(f"SELECT coalesce(sum({total}), 0) FROM steps").fetchone()[0])
+
+    def blocks(self, size: int) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, dict]]:
+        cur = self.conn.execute("SELECT * FROM steps ORDER BY idx")
+        while rows := cur.fetchmany(size):
+            stamps = np.array([r[1] for r in rows], np.int64)
+            q = np.frombuffer(b"".join(r[2] for r in rows), "<f8").reshape(len(rows), self.D)
+            a = np.frombuffer(b"".join(r[3] for r in rows), "<f8").reshape(len(rows), self.D)
+            frames = {c: [np.frombuffer(r[4 + k], np.uint8) for r in rows] for k, c in enumerate(self.cams)}
+            yield stamps, q, a, frames
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+class _LegacySource:
+    """A crashed SWMR ``.hdf5.partial`` of earlier versions: its complete steps, read in blocks."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        try:
+            self.f = _open_read(path)
+        except OSError as e:
+            raise ValueError(f"{path} cannot be opened as HDF5 ({e}); nothing of it is recoverable") from e
+        try:
+            self.meta = EpisodeMeta.from_file(self.f)
+            missing = [p for p in (QPOS, ACTION, TIMESTAMPS) + tuple(f"{IMAGES}/{c}" for c in self.meta.camera_names)
+                       if p not in self.f]
+            if missing:
+                raise ValueError(f"datasets {missing} are missing")
+            self.num_steps = self._complete_steps()
+        except (ValueError, KeyError) as e:
+            self.f.close()
+            raise ValueError(f"{path} is not a recoverable episode: {e}") from e
+        except BaseException:
+            self.f.close()
+            raise
+
+    def _complete_steps(self) -> int:
+        """Steps present in every dataset, minus trailing ones whose writes did not all land."""
+        cams = self.meta.camera_names
+        dsets = [self.f[QPOS], self.f[ACTION], self.f[TIMESTAMPS]] + [self.f[f"{IMAGES}/{c}"] for c in cams]
+        n = min(ds.shape[0] for ds in dsets)
+        while n > 0:
+            if self.f[TIMESTAMPS][n - 1] != 0 and all(self.f[f"{IMAGES}/{c}"][n - 1].size > 0 for c in cams):
+                break
+            n -= 1
+        return n
+
+    @property
+    def frame_bytes(self) -> int:
+        return sum(int(x.size) for c in self.meta.camera_names for x in self.f[f"{IMAGES}/{c}"][:self.num_steps])
+
+    def blocks(self, size: int):
+        for lo in range(0, self.num_steps, size):
+            hi = min(self.num_steps, lo + size)
+            yield (self.f[TIMESTAMPS][lo:hi], self.f[QPOS][lo:hi], self.f[ACTION][lo:hi],
+                   {c: list(self.f[f"{IMAGES}/{c}"][lo:hi]) for c in self.meta.camera_names})
+
+    def close(self) -> None:
+        self.f.close()
+
+
+def _open_source(path: Path):
+    head = _sniff(path)
+    if head.startswith(_SQLITE_MAGIC):
+        return _StepLog.open(path)
+    if head.startswith(_HDF5_MAGIC):
+        return _LegacySource(path)
+    raise ValueError(f"{path} is neither a step log nor an HDF5 file ({len(head)} bytes at its start: "
+                     f"{head!r}); nothing of it is recoverable")
+
+
+# ----------------------------------------------------------------------------- building the HDF5 file
+def hdf5_size_bound(num_steps: int, num_joints: int, num_frames: int, frame_bytes: int) -> int:
+    """An upper bound of the HDF5 file that holds these steps (measured overheads x 2): what building it
+    reserves on disk. Frames sit in HDF5's global heap (16-byte header, 8-byte alignment) behind 16-byte
+    references in 64-frame chunks."""
+    arrays = num_steps * (16 * num_joints + 8)
+    heap = frame_bytes + 32 * num_frames
+    return int(1.02 * (arrays + heap)) + 2 * 32 * num_frames + _MiB
 
 
 def _write_vlen(ds: h5py.Dataset, start: int, frames: Sequence[np.ndarray]) -> None:
@@ -219,71 +531,196 @@ def _write_vlen(ds: h5py.Dataset, start: int, frames: Sequence[np.ndarray]) -> N
     ds.id.write(h5py.h5s.create_simple((k,)), fspace, obj, mtype=h5py.h5t.py_create(ds.dtype))
 
 
+def _reserve(path: Path, nbytes: int, context: str) -> None:
+    """Allocate ``nbytes`` for ``path`` now, so HDF5 never meets a full disk while writing into it."""
+    fd = os.open(path, os.O_RDWR)
+    try:
+        os.posix_fallocate(fd, 0, nbytes)
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):   # no fallocate here: check instead
+            _check_free(path.parent, nbytes, context)
+            return
+        free = _free_bytes(path.parent)
+        raise DiskFullError(
+            errno.ENOSPC, f"{context} needs about {nbytes / _MiB:.1f} MiB on {path.parent}, but only "
+            f"{free / _MiB:.1f} MiB are free: free at least {(nbytes - free) / _MiB + 1:.0f} MiB more") from None
+    finally:
+        os.close(fd)
+
+
+def _finalize(temp: Path, final: Path) -> Path:
+    if final.exists():
+        raise FileExistsError(f"{final} appeared while the episode was written; the episode stays in {temp}")
+    fd = os.open(temp, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(temp, final)
+    _fsync_dir(final.parent)
+    return final
+
+
+def _build_hdf5(source_path: Path, final: Path, meta_override: dict | None = None,
+                recovered: bool = False) -> Path:
+    """Write ``final`` from a step log (or an earlier version's partial file); the source is left alone."""
+    source = _open_source(source_path)
+    try:
+        meta = EpisodeMeta(**meta_override) if meta_override else source.meta
+        n = source.num_steps
+        if n == 0:
+            raise EmptyEpisodeError(f"{source_path} holds no complete step; nothing was written")
+        if recovered:
+            meta.extra = dict(meta.extra, recovered={"from": source_path.name, "steps": n})
+        meta.validate()
+        building = _building_path(final)
+        building.unlink(missing_ok=True)
+        D = len(meta.joint_names)
+        try:
+            with h5py.File(building, "w") as f:
+                for name in (QPOS, ACTION):
+                    f.create_dataset(name, shape=(n, D), maxshape=(None, D), dtype="f8", chunks=(256, D))
+                f.create_dataset(TIMESTAMPS, shape=(n,), maxshape=(None,), dtype="i8", chunks=(1024,))
+                f.require_group(IMAGES)
+                for cam in meta.camera_names:
+                    ds = f.create_dataset(f"{IMAGES}/{cam}", shape=(n,), maxshape=(None,), dtype=_JPEG_DTYPE,
+                                          chunks=(64,))
+                    ds.attrs["color_order"] = meta.color_order(cam)
+                meta.write_attrs(f)
+                f.attrs["num_steps"] = n
+            bound = hdf5_size_bound(n, D, n * len(meta.camera_names), source.frame_bytes)
+            _reserve(building, bound, f"writing {final.name} ({n} steps; they are safe in {source_path.name}; "
+                                      f"run `recover {final.parent}` once there is room)")
+            with h5py.File(building, "r+") as f:
+                lo = 0
+                for stamps, q, a, frames in source.blocks(256):
+                    hi = lo + len(stamps)
+                    f[TIMESTAMPS][lo:hi] = stamps
+                    f[QPOS][lo:hi] = q
+                    f[ACTION][lo:hi] = a
+                    for cam, bufs in frames.items():
+                        _write_vlen(f[f"{IMAGES}/{cam}"], lo, bufs)
+                    lo = hi
+            return _finalize(building, final)
+        except BaseException:
+            building.unlink(missing_ok=True)
+            raise
+    finally:
+        source.close()
+
+
+_CHILD_ERRORS = {"DiskFullError": DiskFullError, "EmptyEpisodeError": EmptyEpisodeError,
+                 "FileExistsError": FileExistsError, "ValueError": ValueError}
+
+
+def build_episode(source_path: str | Path, final_path: str | Path, *, meta: EpisodeMeta | None = None,
+                  recovered: bool = False, isolate: bool = True) -> Path:
+    """Build ``final_path`` from a step log; with ``isolate`` (default) in a child process, so that even a
+    crash of the HDF5 library cannot end the caller. Errors keep their type (DiskFullError,
+    EmptyEpisodeError, ...); a crashed child is an EpisodeBuildError. The log is left in place."""
+    source_path, final_path = Path(source_path), Path(final_path)
+    override = dataclasses.asdict(meta) if meta is not None else None
+    if not isolate:
+        return _build_hdf5(source_path, final_path, override, recovered)
+    env = dict(os.environ)
+    here = str(Path(__file__).resolve().parents[1])        # the child imports this very rdt_core
+    env["PYTHONPATH"] = here + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    proc = subprocess.run([sys.executable, "-m", "rdt_core.episode", "build", str(source_path), str(final_path)],
+                          input=json.dumps({"meta": override, "recovered": recovered}), capture_output=True,
+                          text=True, env=env)
+    if proc.returncode == 0:
+        return final_path
+    _building_path(final_path).unlink(missing_ok=True)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    if proc.returncode > 0 and lines:
+        err = json.loads(lines[-1])
+        cls = _CHILD_ERRORS.get(err["error"], EpisodeBuildError)
+        if cls is DiskFullError:
+            raise DiskFullError(errno.ENOSPC, err["message"])
+        raise cls(err["message"])
+    how = (f"was killed by {signal.Signals(-proc.returncode).name}" if proc.returncode < 0
+           else f"failed (exit status {proc.returncode})")
+    tail = proc.stderr.strip().splitlines()[-3:]
+    raise EpisodeBuildError(
+        f"writing {final_path.name} {how} (HDF5 does this after a write error, most often a full disk); its steps are "
+        f"safe in {source_path}: check the free space on {final_path.parent} and run "
+        f"`ros2 run rdt_recorder recover {final_path.parent}`" + (f". Its last words: {' | '.join(tail)}" if tail else ""))
+
+
+def _child_main(argv: list[str]) -> int:
+    """``python -m rdt_core.episode build SOURCE FINAL`` (options as JSON on stdin): the isolated builder."""
+    if len(argv) != 3 or argv[0] != "build":
+        print("usage: python -m rdt_core.episode build STEP_LOG FINAL.hdf5  (JSON options on stdin)", file=sys.stderr)
+        return 2
+    opts = json.loads(sys.stdin.read() or "{}")
+    try:
+        path = _build_hdf5(Path(argv[1]), Path(argv[2]), opts.get("meta"), bool(opts.get("recovered")))
+    except (DiskFullError, EmptyEpisodeError, FileExistsError, ValueError, OSError) as exc:
+        name = type(exc).__name__ if type(exc).__name__ in _CHILD_ERRORS else (
+            "DiskFullError" if _is_disk_full(exc) else type(exc).__name__)
+        message = exc.strerror if isinstance(exc, DiskFullError) and exc.strerror else str(exc)
+        print(json.dumps({"error": name, "message": message}), flush=True)
+        return 3
+    print(json.dumps({"ok": str(path)}), flush=True)
+    return 0
+
+
 # ----------------------------------------------------------------------------- writer
 class EpisodeWriter:
-    """Streams one episode to disk step by step; crash-tolerant; not thread-safe (one thread owns it).
+    """Streams one episode into its step log; not thread-safe (one thread owns it at a time).
 
-    Steps are buffered in memory and written ``block_steps`` at a time (one resize and one write per dataset:
-    per-step resizes of SWMR datasets cost milliseconds). ``append``/``append_many`` flush, buffer included,
-    when ``flush_interval_s`` passed since the last flush (0 = every step), so a crash loses at most that
-    much. Call ``flush()`` from the owning thread when steps stop arriving. ``num_steps`` counts every step
-    accepted, ``flushed_steps`` those a crash would keep.
+    ``append`` / ``append_many`` commit the log whenever ``flush_interval_s`` passed since the last commit
+    (0 = every step), so a crash loses at most that much; call ``flush()`` when steps stop arriving.
+    Bad data follows the module's policy: a step with a non-finite value or a bad frame is counted in
+    ``rejected`` and not written (``append`` returns False). ``num_steps`` counts the steps accepted,
+    ``flushed_steps`` those a crash would keep. The recording stops with DiskFullError when the free space
+    would fall below ``min_free_bytes`` once the episode's HDF5 file is built; what is committed stays.
+    ``close()`` builds ``episode_<n>.hdf5`` (in a child process unless ``isolate_build`` is False).
     """
 
     def __init__(self, final_path: str | Path, meta: EpisodeMeta, *, flush_interval_s: float = 1.0,
-                 min_free_bytes: int = DEFAULT_MIN_FREE_BYTES, block_steps: int = 64):
+                 min_free_bytes: int = DEFAULT_MIN_FREE_BYTES, isolate_build: bool = True):
         meta.validate()
-        if int(block_steps) < 1:
-            raise ValueError(f"block_steps must be >= 1, got {block_steps}")
-        self.block_steps = int(block_steps)
         self.final_path = Path(final_path)
-        self.temp_path = temp_path_for(self.final_path)
-        self.meta = meta
+        self.log_path = temp_path_for(self.final_path)
+        self.meta = dataclasses.replace(meta, extra=dict(meta.extra))
         self.flush_interval_s = float(flush_interval_s)
         self.min_free_bytes = int(min_free_bytes)
+        self.isolate_build = bool(isolate_build)
         self.num_steps = 0
         self.flushed_steps = 0
-        self._written = 0                  # steps in the datasets (flushed or not)
-        self._buf_stamps: list[int] = []
-        self._buf_qpos: list[np.ndarray] = []
-        self._buf_action: list[np.ndarray] = []
-        self._buf_frames: dict[str, list[np.ndarray]] = {cam: [] for cam in meta.camera_names}
+        self.rejected = RejectedSteps()
+        self._frame_bytes = self._flushed_frame_bytes = 0
+        self._interval_bytes = 0        # most frame bytes committed at once
         self._last_stamp: int | None = None
-        self._disk_full = False
+        self.first_stamp: int | None = None      # of the first step offered, written or rejected
+        self._failure: OSError | None = None
         self._closed = False
-        if self.final_path.exists():
-            raise FileExistsError(f"episode {self.final_path} already exists; it is never overwritten "
-                                  "(use next_episode_path(folder) for a fresh name)")
-        if self.temp_path.exists():
-            raise FileExistsError(f"an unfinished episode {self.temp_path} is in the way; turn it into an episode "
-                                  f"with recover('{self.temp_path}') or delete it")
+        for other, what in ((self.final_path, "episode"), (self.log_path, "unfinished episode"),
+                            (self.final_path.with_name(f".{self.final_path.name}.partial"), "unfinished episode")):
+            if other.exists():
+                if other == self.final_path:
+                    raise FileExistsError(f"episode {other} already exists; it is never overwritten "
+                                          "(use next_episode_path(folder) for a fresh name)")
+                raise FileExistsError(f"an {what} {other} is in the way; turn it into an episode with "
+                                      f"recover('{other}') (`ros2 run rdt_recorder recover {other.parent}`) or delete it")
         self.final_path.parent.mkdir(parents=True, exist_ok=True)
         _check_free(self.final_path.parent, self.min_free_bytes, "the episode was not started")
-
-        D = len(meta.joint_names)
-        f = h5py.File(self.temp_path, "w", libver="latest")
         try:
-            self._qpos = f.create_dataset(QPOS, shape=(0, D), maxshape=(None, D), dtype="f8", chunks=(256, D))
-            self._action = f.create_dataset(ACTION, shape=(0, D), maxshape=(None, D), dtype="f8", chunks=(256, D))
-            self._stamps = f.create_dataset(TIMESTAMPS, shape=(0,), maxshape=(None,), dtype="i8", chunks=(1024,))
-            f.require_group(IMAGES)
-            self._images = {}
-            for cam in meta.camera_names:
-                ds = f.create_dataset(f"{IMAGES}/{cam}", shape=(0,), maxshape=(None,), dtype=_JPEG_DTYPE,
-                                      chunks=(64,))
-                ds.attrs["color_order"] = meta.color_order(cam)
-                self._images[cam] = ds
-            meta.write_attrs(f)
-            f.swmr_mode = True  # from here on the file stays readable whatever happens to this process
-            f.flush()
-        except BaseException:
-            f.close()
-            self.temp_path.unlink(missing_ok=True)
-            raise
-        self._file = f
+            self._log = _StepLog.create(self.log_path, self.meta)
+        except sqlite3.Error as exc:
+            if _is_disk_full(exc):
+                raise DiskFullError(errno.ENOSPC, f"the disk holding {self.final_path.parent} is full ({exc}); "
+                                    "the episode was not started. Free some space or choose another folder") from None
+            raise OSError(f"cannot create the step log {self.log_path}: {exc}") from None
         self._last_flush = time.monotonic()
 
-    # -- context manager: success closes; an exception leaves the (recoverable) temp file
+    @property
+    def temp_path(self) -> Path:
+        """The step log: what a crash leaves and ``recover`` takes."""
+        return self.log_path
+
+    # -- context manager: success closes; an exception keeps the (recoverable) step log
     def __enter__(self) -> "EpisodeWriter":
         return self
 
@@ -294,40 +731,31 @@ class EpisodeWriter:
             self._release()
 
     def append(self, stamp_ns: int, qpos: np.ndarray, action: np.ndarray,
-               jpeg_frames: Mapping[str, bytes]) -> None:
-        """Add one step (all cameras' JPEG bytes, joint state and action in robot units)."""
+               jpeg_frames: Mapping[str, bytes | BadFrame]) -> bool:
+        """Add one step (every camera's JPEG bytes, joint state and action in robot units); False when the
+        step was rejected (see the class docstring)."""
         self._check_open()
         D = len(self.meta.joint_names)
-        q = np.array(qpos, dtype=np.float64).reshape(-1)     # copies: the step waits in the buffer
-        a = np.array(action, dtype=np.float64).reshape(-1)
+        q = np.asarray(qpos, dtype=np.float64).reshape(-1)
+        a = np.asarray(action, dtype=np.float64).reshape(-1)
         if q.size != D or a.size != D:
             raise ValueError(f"qpos and action need {D} values (joints {self.meta.joint_names}); got "
                              f"{q.size} and {a.size}")
         self._check_cameras(jpeg_frames)
-        frames = {cam: _jpeg_buffer(cam, data) for cam, data in jpeg_frames.items()}
         stamp = int(stamp_ns)
         if self._last_stamp is not None and stamp <= self._last_stamp:
             raise ValueError(f"timestamps must increase: step {self.num_steps} has {stamp} ns after "
                              f"{self._last_stamp} ns")
-        self._buf_stamps.append(stamp)
-        self._buf_qpos.append(q)
-        self._buf_action.append(a)
-        for cam, buf in frames.items():
-            self._buf_frames[cam].append(buf)
-        self.num_steps += 1
-        self._last_stamp = stamp
-        if len(self._buf_stamps) >= self.block_steps:
-            self._write_buffer()
+        written = self._add(stamp, q, a, jpeg_frames)
         if time.monotonic() - self._last_flush >= self.flush_interval_s:
             self.flush()
+        return written
 
     def append_many(self, stamps_ns: Sequence[int], qpos: np.ndarray, action: np.ndarray,
-                    jpeg_frames: Mapping[str, Sequence[bytes]]) -> None:
-        """Add T steps at once (converter, offline tools): same checks and file as T ``append`` calls.
-
-        The whole batch is checked before anything is added, so a bad batch adds nothing. Steps reach the
-        file in blocks of ``block_steps`` and the file is flushed whenever ``flush_interval_s`` passed.
-        """
+                    jpeg_frames: Mapping[str, Sequence[bytes | BadFrame]]) -> int:
+        """Add T steps at once (offline tools, tests): the same policy as T ``append`` calls; returns how
+        many were written. Shapes, cameras and timestamps of the whole batch are checked first, so a
+        malformed batch adds nothing."""
         self._check_open()
         D = len(self.meta.joint_names)
         st = np.asarray(stamps_ns)
@@ -336,8 +764,8 @@ class EpisodeWriter:
                              f"dtype {st.dtype} shape {st.shape}")
         T = st.shape[0]
         st = st.astype(np.int64)
-        q = np.array(qpos, dtype=np.float64)                 # copies: the steps wait in the buffer
-        a = np.array(action, dtype=np.float64)
+        q = np.asarray(qpos, dtype=np.float64)
+        a = np.asarray(action, dtype=np.float64)
         if q.shape != (T, D) or a.shape != (T, D):
             raise ValueError(f"append_many: {T} stamps need qpos and action of shape ({T}, {D}) (joints "
                              f"{self.meta.joint_names}); got {q.shape} and {a.shape}")
@@ -346,37 +774,55 @@ class EpisodeWriter:
         if any(n != T for n in lengths.values()):
             raise ValueError(f"append_many: {T} stamps but frames per camera {lengths}; every camera needs one "
                              "JPEG frame per step")
-        frames = {cam: [_jpeg_buffer(cam, data, i) for i, data in enumerate(v)] for cam, v in jpeg_frames.items()}
         if T == 0:
-            return
+            return 0
         steps = np.diff(st)
         if (steps <= 0).any() or (self._last_stamp is not None and st[0] <= self._last_stamp):
             i = int(np.flatnonzero(steps <= 0)[0]) + 1 if (steps <= 0).any() else 0
             prev = st[i - 1] if i else self._last_stamp
             raise ValueError(f"timestamps must increase: step {self.num_steps + i} has {int(st[i])} ns after "
                              f"{int(prev)} ns; nothing of this batch was added")
-        lo = 0
-        while lo < T:
-            hi = min(T, lo + self.block_steps - len(self._buf_stamps))
-            self._buf_stamps.extend(st[lo:hi].tolist())
-            self._buf_qpos.extend(q[lo:hi])
-            self._buf_action.extend(a[lo:hi])
-            for cam, bufs in frames.items():
-                self._buf_frames[cam].extend(bufs[lo:hi])
-            self.num_steps += hi - lo
-            self._last_stamp = int(st[hi - 1])
-            lo = hi
-            if len(self._buf_stamps) >= self.block_steps:
-                self._write_buffer()
+        written = 0
+        for i in range(T):
+            written += self._add(int(st[i]), q[i], a[i], {cam: v[i] for cam, v in jpeg_frames.items()})
             if time.monotonic() - self._last_flush >= self.flush_interval_s:
                 self.flush()
+        return written
+
+    def _add(self, stamp: int, q: np.ndarray, a: np.ndarray, frames: Mapping) -> bool:
+        self._last_stamp = stamp
+        if self.first_stamp is None:
+            self.first_stamp = stamp
+        problem = _step_problem(self.meta.joint_names, q, a)
+        for cam in self.meta.camera_names:
+            problem = problem or _frame_problem(cam, frames[cam])
+        if problem:
+            self.rejected.add(stamp, *problem)
+            return False
+        blobs = [f if isinstance(f, (bytes, bytearray, memoryview)) else memoryview(_frame_buffer(f))
+                 for f in (frames[cam] for cam in self.meta.camera_names)]
+        try:
+            self._log.add(self.num_steps, stamp, q, a, blobs)
+        except (sqlite3.Error, OSError) as exc:
+            self._storage_failed(exc)
+        self.num_steps += 1
+        self._frame_bytes += sum(len(b) if not isinstance(b, memoryview) else b.nbytes for b in blobs)
+        return True
+
+    def rejected_summary(self) -> str:
+        """The rejected steps in one line, times from the episode's first step."""
+        return self.rejected.summary(self.first_stamp)
+
+    def hdf5_bytes_needed(self) -> int:
+        """Disk space that building this episode's HDF5 file needs (an upper bound)."""
+        return hdf5_size_bound(self.num_steps, len(self.meta.joint_names),
+                               self.num_steps * len(self.meta.camera_names), self._frame_bytes)
 
     def _check_open(self) -> None:
         if self._closed:
             raise RuntimeError(f"episode writer for {self.final_path} is closed")
-        if self._disk_full:
-            raise DiskFullError(f"episode {self.temp_path} was stopped for lack of disk space; close() keeps "
-                                f"its {self.num_steps} steps")
+        if self._failure is not None:
+            raise type(self._failure)(self._failure.errno, self._failure.strerror)
 
     def _check_cameras(self, jpeg_frames: Mapping) -> None:
         cams = set(jpeg_frames)
@@ -384,101 +830,97 @@ class EpisodeWriter:
             raise ValueError(f"step needs one JPEG frame for each camera {self.meta.camera_names}; missing "
                              f"{sorted(set(self.meta.camera_names) - cams)}, unexpected {sorted(cams - set(self.meta.camera_names))}")
 
-    def _write_buffer(self) -> None:
-        """Move the buffered steps into the datasets: one resize and one write per dataset."""
-        k = len(self._buf_stamps)
-        if k == 0:
-            return
-        n, D = self._written, len(self.meta.joint_names)
-        # images first, the timestamp last: recover() treats a step as complete when its stamp is written
-        for cam, bufs in self._buf_frames.items():
-            ds = self._images[cam]
-            ds.resize((n + k,))
-            _write_vlen(ds, n, bufs)
-        for ds, rows in ((self._qpos, self._buf_qpos), (self._action, self._buf_action)):
-            ds.resize((n + k, D))
-            ds[n:n + k] = np.stack(rows)
-        self._stamps.resize((n + k,))
-        self._stamps[n:n + k] = np.asarray(self._buf_stamps, dtype=np.int64)
-        self._written = n + k
-        self._buf_stamps.clear()
-        self._buf_qpos.clear()
-        self._buf_action.clear()
-        for bufs in self._buf_frames.values():
-            bufs.clear()
+    def _storage_failed(self, exc: BaseException) -> None:
+        """The log could not be written: roll back to the last commit, stop, and say what is kept."""
+        self._log.rollback()
+        self.num_steps = self.flushed_steps
+        self._frame_bytes = self._flushed_frame_bytes
+        full = _is_disk_full(exc)
+        text = (f"{'the disk is full' if full else 'writing failed'} ({exc}): the episode stopped at "
+                f"{self.flushed_steps} steps, every one committed to {self.log_path}; close() keeps them as "
+                f"{self.final_path.name} once about {self.hdf5_bytes_needed() / _MiB:.1f} MiB are free there")
+        self._failure = (DiskFullError if full else OSError)(errno.ENOSPC if full else errno.EIO, text)
+        raise type(self._failure)(self._failure.errno, text) from None
 
     def flush(self) -> None:
-        """Write everything appended so far to disk, then check free space (DiskFullError when short)."""
-        if self._closed:
+        """Commit everything appended so far (on disk when this returns), then check the free space."""
+        if self._closed or self._failure is not None:
             return
-        self._write_buffer()
-        self._file.flush()
-        self.flushed_steps = self._written
-        self._last_flush = time.monotonic()
         try:
-            _check_free(self.final_path.parent, self.min_free_bytes,
-                        f"the episode stopped at {self.num_steps} steps, all flushed to {self.temp_path}; "
+            self._log.commit()
+        except (sqlite3.Error, OSError) as exc:
+            self._storage_failed(exc)
+        self._interval_bytes = max(self._interval_bytes, self._frame_bytes - self._flushed_frame_bytes)
+        self.flushed_steps = self.num_steps
+        self._flushed_frame_bytes = self._frame_bytes
+        self._last_flush = time.monotonic()
+        # room to build the HDF5 file, and for the next interval's steps in the log and in that file
+        build = self.hdf5_bytes_needed() + 2 * self._interval_bytes
+        try:
+            _check_free(self.final_path.parent, self.min_free_bytes + build,
+                        f"{self.min_free_bytes / _MiB:.0f} MiB to keep free plus {build / _MiB:.1f} MiB to build this "
+                        f"episode; it stopped at {self.num_steps} steps, all committed to {self.log_path}, and "
                         f"close() keeps them as {self.final_path.name}")
-        except DiskFullError:
-            self._disk_full = True
+        except DiskFullError as exc:
+            self._failure = exc
             raise
 
     def close(self, extra: dict | None = None) -> Path:
-        """Finish the episode: merge ``extra`` into the attributes, flush, atomically rename; returns the path."""
+        """Finish the episode: merge ``extra`` into its attributes, build ``episode_<n>.hdf5`` and remove the
+        log; returns the path. EmptyEpisodeError (and no file) when no step was written; on DiskFullError or
+        EpisodeBuildError the log stays for ``recover``."""
         if self._closed:
             raise RuntimeError(f"episode writer for {self.final_path} is already closed")
         if extra:
             self.meta.extra.update(extra)
+        self.meta.extra["rejected_steps"] = self.rejected.to_dict()
         self.meta.validate()
-        self._release()
-        with h5py.File(self.temp_path, "r+") as f:  # SWMR forbids attribute writes; reopen normally
-            self.meta.write_attrs(f)
-            f.attrs["num_steps"] = self.num_steps
-        return _finalize(self.temp_path, self.final_path)
+        self._release(final_meta=True)
+        if self.flushed_steps == 0:
+            _unlink_log(self.log_path)
+            raise EmptyEpisodeError(f"episode {self.final_path.name} has no step ({self.rejected_summary()}); "
+                                    "nothing was written")
+        path = build_episode(self.log_path, self.final_path, meta=self.meta, isolate=self.isolate_build)
+        _unlink_log(self.log_path)
+        return path
 
     def discard(self) -> None:
-        """Drop the episode: close and delete the temporary file."""
-        self._release(keep_buffered=False)
-        self.temp_path.unlink(missing_ok=True)
-
-    def _release(self, keep_buffered: bool = True) -> None:
-        """Close the file; buffered steps are written first unless the episode is being thrown away."""
+        """Drop the episode: delete its step log."""
         if not self._closed:
             self._closed = True
-            try:
-                if keep_buffered:
-                    self._write_buffer()
-                self._file.flush()
-                self.flushed_steps = self._written
-            finally:
-                self._file.close()
+            self._log.rollback()
+            self._log.close()
+        _unlink_log(self.log_path)
 
-
-def _finalize(temp: Path, final: Path) -> Path:
-    if final.exists():
-        raise FileExistsError(f"{final} appeared while the episode was written; the episode stays in {temp}")
-    _fsync(temp)
-    os.replace(temp, final)
-    try:
-        dfd = os.open(final.parent, os.O_RDONLY)
+    def _release(self, final_meta: bool = False) -> None:
+        """Commit what was appended (unless the disk failed) and close the log."""
+        if self._closed:
+            return
+        self._closed = True
         try:
-            os.fsync(dfd)
+            if self._failure is None:
+                if final_meta:
+                    self._log.begin()
+                    self._log.store_meta(self.meta)   # recover after a failed build keeps the summary too
+                self._log.commit()
+                self.flushed_steps = self.num_steps
+        except (sqlite3.Error, OSError):
+            self._log.rollback()
+            self.num_steps = self.flushed_steps
         finally:
-            os.close(dfd)
-    except OSError:  # pragma: no cover - directories cannot be fsynced on every filesystem
-        pass
-    return final
+            self._log.close()
 
 
 def write_episode(path: str | Path, meta: EpisodeMeta, timestamps: Sequence[int], qpos: np.ndarray,
                   action: np.ndarray, jpeg_frames: Mapping[str, Sequence[bytes]], *,
-                  min_free_bytes: int = DEFAULT_MIN_FREE_BYTES) -> Path:
-    """Write a whole episode at once (converter, tests); same file as the streaming writer."""
+                  min_free_bytes: int = DEFAULT_MIN_FREE_BYTES, isolate_build: bool = True) -> Path:
+    """Write a whole episode at once (tests, offline tools); the same file and policy as the streaming writer."""
     T = len(timestamps)
     if len(qpos) != T or len(action) != T or any(len(v) != T for v in jpeg_frames.values()):
         raise ValueError(f"write_episode: {T} timestamps but qpos {len(qpos)}, action {len(action)}, frames "
                          f"{ {k: len(v) for k, v in jpeg_frames.items()} }; all need one entry per step")
-    w = EpisodeWriter(path, meta, flush_interval_s=float("inf"), min_free_bytes=min_free_bytes)
+    w = EpisodeWriter(path, meta, flush_interval_s=float("inf"), min_free_bytes=min_free_bytes,
+                      isolate_build=isolate_build)
     try:
         w.append_many(timestamps, qpos, action, jpeg_frames)
     except BaseException:
@@ -488,76 +930,24 @@ def write_episode(path: str | Path, meta: EpisodeMeta, timestamps: Sequence[int]
 
 
 # ----------------------------------------------------------------------------- recovery
-def _complete_steps(f: h5py.File, cams: Sequence[str]) -> int:
-    """Steps present in every dataset, minus trailing ones whose writes did not all land."""
-    dsets = [f[QPOS], f[ACTION], f[TIMESTAMPS]] + [f[f"{IMAGES}/{c}"] for c in cams]
-    n = min(ds.shape[0] for ds in dsets)
-    stamps = f[TIMESTAMPS]
-    while n > 0:
-        if stamps[n - 1] != 0 and all(f[f"{IMAGES}/{c}"][n - 1].size > 0 for c in cams):
-            break
-        n -= 1
-    return n
-
-
 def recover(temp_path: str | Path, final_path: str | Path | None = None) -> Path:
-    """Turn a crashed writer's temporary file into a valid episode of the complete steps it holds.
-
-    The steps are copied into a fresh file (the crashed one is only deleted once the new one is in place).
-    ``final_path`` defaults to the name the writer would have used.
-    """
+    """Turn what a crashed recording left (its step log, or an earlier version's ``.hdf5.partial``) into a
+    valid episode of every step it committed; the temporary file is deleted once the episode is in place.
+    A log without a single step is deleted and reported as EmptyEpisodeError (nothing written).
+    ``final_path`` defaults to the name the writer would have used."""
     temp_path = Path(temp_path)
-    if final_path is None:
-        m = re.match(r"^\.(.+)\.partial$", temp_path.name)
-        if not m:
-            raise ValueError(f"{temp_path} is not a temporary episode name (.<name>.partial); pass final_path")
-        final_path = temp_path.with_name(m.group(1))
-    final_path = Path(final_path)
+    final_path = _final_path_for(temp_path) if final_path is None else Path(final_path)
     if final_path.exists():
         raise FileExistsError(f"{final_path} already exists; pass another final_path to recover {temp_path}")
     if not temp_path.exists():
         raise FileNotFoundError(f"no temporary episode at {temp_path}")
     try:
-        src = _open_read(temp_path)
-    except OSError as e:
-        raise ValueError(f"{temp_path} cannot be opened as HDF5 ({e}); nothing of it is recoverable") from e
-    staging = final_path.with_name(f".{final_path.name}.recovering")
-    try:
-        try:
-            meta = EpisodeMeta.from_file(src)
-            missing = [p for p in (QPOS, ACTION, TIMESTAMPS) + tuple(f"{IMAGES}/{c}" for c in meta.camera_names)
-                       if p not in src]
-        except (ValueError, KeyError) as e:
-            raise ValueError(f"{temp_path} is not a recoverable episode: {e}") from e
-        if missing:
-            raise ValueError(f"{temp_path} is not a recoverable episode: datasets {missing} are missing")
-        n = _complete_steps(src, meta.camera_names)
-        meta.extra = dict(meta.extra, recovered={"from": temp_path.name, "steps": n,
-                                                 "steps_in_file": int(src[TIMESTAMPS].shape[0])})
-        with h5py.File(staging, "w") as dst:
-            D = src[QPOS].shape[1]
-            for name, dt in ((QPOS, "f8"), (ACTION, "f8")):
-                dst.create_dataset(name, data=src[name][:n], maxshape=(None, D), dtype=dt, chunks=(256, D))
-            dst.create_dataset(TIMESTAMPS, data=src[TIMESTAMPS][:n], maxshape=(None,), dtype="i8", chunks=(1024,))
-            dst.require_group(IMAGES)
-            for cam in meta.camera_names:
-                s = src[f"{IMAGES}/{cam}"]
-                d = dst.create_dataset(f"{IMAGES}/{cam}", shape=(n,), maxshape=(None,), dtype=_JPEG_DTYPE,
-                                       chunks=(64,))
-                for lo in range(0, n, 256):  # read in blocks, write frame by frame (vlen)
-                    block = s[lo:min(n, lo + 256)]
-                    for k, data in enumerate(block):
-                        d[lo + k] = data
-                d.attrs["color_order"] = meta.color_order(cam)
-            meta.write_attrs(dst)
-            dst.attrs["num_steps"] = n
-    except BaseException:
-        src.close()
-        staging.unlink(missing_ok=True)
-        raise
-    src.close()
-    out = _finalize(staging, final_path)
-    temp_path.unlink()
+        out = build_episode(temp_path, final_path, recovered=True)
+    except EmptyEpisodeError:
+        _unlink_log(temp_path)
+        raise EmptyEpisodeError(f"{temp_path.name} holds no step (the recording ended before its first commit); "
+                                "nothing to recover, so nothing was written and it was removed") from None
+    _unlink_log(temp_path)
     return out
 
 
@@ -608,7 +998,13 @@ class EpisodeReader:
         return self._dataset(camera)[i].tobytes()
 
     def image(self, camera: str, i: int) -> np.ndarray:
-        return decode_jpeg(self._dataset(camera)[i], self.meta.color_order(camera))
+        """Frame ``i`` of ``camera`` as (H, W, 3) RGB; a frame that does not decode is a ValueError naming
+        the file, the camera and the step."""
+        try:
+            return decode_jpeg(self._dataset(camera)[i], self.meta.color_order(camera))
+        except ValueError as exc:
+            raise ValueError(f"{self.path}: camera {camera!r}, step {i}: {exc}; `rdt-dataset-info "
+                             f"{self.path}` lists every bad frame") from None
 
     def close(self) -> None:
         self._f.close()
@@ -627,8 +1023,11 @@ class ValidationReport:
         return head if self.ok else head + "".join(f"\n  - {p}" for p in self.problems)
 
 
-def validate_episode(path: str | Path) -> ValidationReport:
-    """Check a file against the schema; every problem found is listed in the report."""
+def validate_episode(path: str | Path, *, frames: str = "all") -> ValidationReport:
+    """Check a file against the schema; every problem found is listed in the report. ``frames="all"``
+    checks every JPEG frame (an eighth-size decode, about 1-4 ms each), ``"ends"`` only the first and last."""
+    if frames not in ("all", "ends"):
+        raise ValueError(f"frames must be 'all' or 'ends', got {frames!r}")
     path = Path(path)
     problems: list[str] = []
     if not path.exists():
@@ -682,8 +1081,10 @@ def validate_episode(path: str | Path) -> ValidationReport:
                     problems.append(f"/{name} must be 2-D (T, D), has shape {ds.shape}")
                 elif joint_names is not None and ds.shape[1] != len(joint_names):
                     problems.append(f"/{name} has {ds.shape[1]} columns but joint_names lists {len(joint_names)}")
-                elif not np.isfinite(ds[:]).all():
-                    problems.append(f"/{name} contains NaN or infinite values")
+                else:
+                    problem = nonfinite_problem(f"/{name}", ds[:], joint_names)
+                    if problem:
+                        problems.append(problem)
         if TIMESTAMPS in f:
             ts = f[TIMESTAMPS][:]
             if ts.dtype.kind not in "iu":
@@ -699,9 +1100,30 @@ def validate_episode(path: str | Path) -> ValidationReport:
                 problems.append(f"camera {cam}: color_order attribute {order!r} is not 'rgb' or 'bgr'")
                 order = "rgb"
             m = ds.shape[0]
-            for i in sorted({0, m - 1}) if m else []:
-                try:
-                    decode_jpeg(ds[i], order)
-                except (ValueError, TypeError) as e:
-                    problems.append(f"camera {cam}: frame {i} does not decode as JPEG ({e})")
+            steps = range(m) if frames == "all" else sorted({0, m - 1}) if m else []
+            bad = []
+            for i in steps:
+                problem = jpeg_problem(ds[i])
+                if problem:
+                    bad.append(f"frame {i} {problem}")
+            if bad:
+                more = f" (and {len(bad) - 3} more bad frames)" if len(bad) > 3 else ""
+                problems.append(f"camera {cam}: " + "; ".join(bad[:3]) + more)
     return ValidationReport(path, not problems, problems, n)
+
+
+def nonfinite_problem(name: str, values: np.ndarray, joint_names: Sequence[str] | None = None) -> str | None:
+    """"/observations/qpos has 3 non-finite values, first at step 17 (joint_3 = nan)", or None."""
+    values = np.asarray(values)
+    bad = np.argwhere(~np.isfinite(values))
+    if not bad.size:
+        return None
+    step, col = (int(bad[0][0]), int(bad[0][1])) if values.ndim == 2 else (int(bad[0][0]), None)
+    label = "" if col is None else (joint_names[col] if joint_names and col < len(joint_names) else f"column {col}")
+    value = values[step] if col is None else values[step, col]
+    return (f"{name} has {len(bad)} non-finite value(s), first at step {step}"
+            + (f" ({label} = {value})" if label else f" ({value})"))
+
+
+if __name__ == "__main__":
+    sys.exit(_child_main(sys.argv[1:]))

@@ -1,4 +1,5 @@
-"""HDF5 episodes with real files: round trip, crash + recover, disk full, official loader, validation."""
+"""HDF5 episodes with real files: round trip, crash + recover, disk full, bad data, official loader, validation."""
+import errno
 import os
 import subprocess
 import sys
@@ -10,9 +11,10 @@ import h5py
 import numpy as np
 import pytest
 
-from rdt_core.episode import (DEFAULT_JPEG_QUALITY, DiskFullError, EpisodeMeta, EpisodeReader, EpisodeWriter,
-                              decode_jpeg, encode_jpeg, next_episode_path, recover, temp_path_for,
-                              validate_episode, write_episode)
+from rdt_core.episode import (DEFAULT_JPEG_QUALITY, BadFrame, CheckedJpeg, DiskFullError, EmptyEpisodeError,
+                              EpisodeMeta, EpisodeReader, EpisodeWriter, decode_jpeg, encode_jpeg,
+                              find_temporary_episodes, hdf5_size_bound, jpeg_problem, next_episode_path, recover,
+                              temp_path_for, validate_episode, write_episode)
 
 CAMS = ["cam_high", "cam_right_wrist", "cam_left_wrist"]
 JOINTS = [f"j{i}" for i in range(4)]
@@ -59,10 +61,20 @@ def test_jpeg_is_rgb_through_imdecode_and_default_quality_is_opencv_default():
         decode_jpeg(b"not a jpeg")
 
 
+def test_jpeg_problem_catches_empty_garbage_truncated_and_corrupted_frames():
+    good = encode_jpeg(frame(3, 1, h=240, w=320))
+    assert isinstance(good, CheckedJpeg) and jpeg_problem(good) is None
+    assert jpeg_problem(np.frombuffer(good, np.uint8)) is None
+    assert "empty" in jpeg_problem(b"")
+    assert "no start-of-image" in jpeg_problem(b"garbage bytes, not an image")
+    assert "does not decode" in jpeg_problem(good[: len(good) // 2])              # truncated
+    assert "does not decode" in jpeg_problem(good[:2] + bytes(len(good) - 2))      # header lost
+
+
 def test_stream_round_trip_and_atomic_rename(tmp_path):
     final = tmp_path / "episode_0.hdf5"
     w = EpisodeWriter(final, meta(), flush_interval_s=0.0)
-    assert w.temp_path == temp_path_for(final) and w.temp_path.name == ".episode_0.hdf5.partial"
+    assert w.temp_path == temp_path_for(final) and w.temp_path.name == ".episode_0.steps.sqlite"
     steps = [step_data(i) for i in range(12)]
     for s in steps:
         w.append(*s)
@@ -73,7 +85,8 @@ def test_stream_round_trip_and_atomic_rename(tmp_path):
         assert r.num_steps == 12
         assert r.meta.robot == "test_bot" and r.meta.joint_names == JOINTS and r.meta.camera_names == CAMS
         assert r.meta.instruction == "pick up the cube" and r.meta.control_frequency == 25.0
-        assert r.meta.extra == {"topics": {"cam_high": "/cam_high/image"}, "drops": {"cam_high": 1}}
+        assert r.meta.extra == {"topics": {"cam_high": "/cam_high/image"}, "drops": {"cam_high": 1},
+                                "rejected_steps": {"count": 0, "by_reason": {}, "first": []}}
         np.testing.assert_array_equal(r.timestamps, [s[0] for s in steps])
         assert r.timestamps.dtype == np.int64
         np.testing.assert_array_equal(r.qpos, np.stack([s[1] for s in steps]))
@@ -106,7 +119,7 @@ def test_context_manager_keeps_temp_on_error_and_refuses_overwrite(tmp_path):
         with EpisodeWriter(final, meta()) as w:
             w.append(*step_data(0))
             raise RuntimeError("operator hit ctrl-c")
-    assert w.temp_path.exists() and not final.exists()
+    assert w.temp_path.exists() and not final.exists() and find_temporary_episodes(tmp_path) == [w.temp_path]
     with pytest.raises(FileExistsError, match="recover"):
         EpisodeWriter(final, meta())
     assert recover(w.temp_path) == final
@@ -161,14 +174,12 @@ def test_process_crash_then_recover_returns_the_flushed_steps(tmp_path):
     assert out.returncode == 0 and "wrote" in out.stdout, out.stderr
     temp = temp_path_for(final)
     assert temp.exists() and not final.exists()
-    # the crashed file can be validated and read as it is (SWMR reader)
-    assert validate_episode(temp).num_steps >= 25
     assert recover(temp) == final and not temp.exists()
     rep = validate_episode(final)
     assert rep.ok, str(rep)
     with EpisodeReader(final) as r:
         n = r.num_steps
-        assert 25 <= n <= 40                      # every flushed step is back, nothing invented
+        assert n == 25                            # every committed step is back, the uncommitted 15 are not
         truth = [step_data(i) for i in range(n)]
         np.testing.assert_array_equal(r.timestamps, [s[0] for s in truth])
         np.testing.assert_array_equal(r.qpos, np.stack([s[1] for s in truth]))
@@ -188,9 +199,9 @@ def test_disk_full_at_open_and_while_recording_keeps_a_valid_file(tmp_path):
     for i in range(5):
         w.append(*step_data(i))
     w.min_free_bytes = huge                        # the disk "fills up" during the episode
-    with pytest.raises(DiskFullError, match="stopped at 6 steps"):
+    with pytest.raises(DiskFullError, match="stopped at 6 steps") as err:
         w.append(*step_data(5))
-    assert validate_episode(w.temp_path).num_steps == 6
+    assert err.value.errno == errno.ENOSPC and "to build this episode" in str(err.value)
     with pytest.raises(DiskFullError):
         w.append(*step_data(6))
     path = w.close()                               # keeps what was written
@@ -206,6 +217,8 @@ def test_next_episode_path_counts_finals_and_temps(tmp_path):
     assert next_episode_path(tmp_path).name == "episode_5.hdf5"
     temp_path_for(tmp_path / "episode_9.hdf5").touch()
     assert next_episode_path(tmp_path).name == "episode_10.hdf5"
+    (tmp_path / ".episode_12.hdf5.partial").touch()                     # an earlier version's temporary file
+    assert next_episode_path(tmp_path).name == "episode_13.hdf5"
 
 
 def test_validation_lists_problems(tmp_path):
@@ -226,8 +239,8 @@ def test_validation_lists_problems(tmp_path):
     assert not rep.ok
     for expected in ["missing file attribute(s) ['control_frequency']", "missing dataset /action",
                      "missing dataset /observations/images/cam_left_wrist", "length mismatch",
-                     "timestamps are not strictly increasing", "frame 0 does not decode",
-                     "frame 4 does not decode", "schema_version '2.0'", "has 4 columns but joint_names lists 3"]:
+                     "timestamps are not strictly increasing", "frame 0 is not a JPEG",
+                     "and 2 more bad frames", "schema_version '2.0'", "has 4 columns but joint_names lists 3"]:
         assert expected in text, f"{expected!r} not in report:\n{text}"
     (tmp_path / "plain.txt").write_text("hello")
     assert "not a readable HDF5 file" in str(validate_episode(tmp_path / "plain.txt"))
@@ -247,12 +260,12 @@ def test_append_many_and_blocks_give_the_same_file_as_single_appends(tmp_path):
     for s in steps:
         one.append(*s)
     one = one.close()
-    w = EpisodeWriter(tmp_path / "episode_1.hdf5", meta(), block_steps=5, flush_interval_s=float("inf"))
+    w = EpisodeWriter(tmp_path / "episode_1.hdf5", meta(), flush_interval_s=float("inf"))
     w.append(*steps[0])
     batch = steps[1:14]                                          # crosses two block boundaries
     w.append_many([s[0] for s in batch], np.stack([s[1] for s in batch]), np.stack([s[2] for s in batch]),
                   {c: [s[3][c] for s in batch] for c in CAMS})
-    assert w.num_steps == 14 and w.flushed_steps == 0           # nothing flushed yet, 4 steps still buffered
+    assert w.num_steps == 14 and w.flushed_steps == 0           # nothing committed yet
     for s in steps[14:]:
         w.append(*s)
     w.append_many([], np.zeros((0, 4)), np.zeros((0, 4)), {c: [] for c in CAMS})
@@ -280,11 +293,11 @@ def test_frames_of_equal_length_are_stored_one_per_step(tmp_path):
 
 
 def test_buffered_frames_do_not_alias_the_callers_buffers(tmp_path):
-    """Steps wait in memory until their block is written: a caller reusing its buffer must not change them."""
+    """A caller reusing its buffers after append must not change the stored steps."""
     t, q, a, frames = step_data(0)
     reused = {c: bytearray(v) for c, v in frames.items()}
     as_array = {c: np.frombuffer(v, np.uint8).copy() for c, v in frames.items()}
-    w = EpisodeWriter(tmp_path / "episode_0.hdf5", meta(), block_steps=10, flush_interval_s=float("inf"))
+    w = EpisodeWriter(tmp_path / "episode_0.hdf5", meta(), flush_interval_s=float("inf"))
     w.append(t, q, a, reused)
     w.append(t + 1, q, a, {c: memoryview(reused[c]) for c in CAMS})
     w.append(t + 2, q, a, as_array)
@@ -301,7 +314,7 @@ def test_buffered_frames_do_not_alias_the_callers_buffers(tmp_path):
 
 
 def test_append_many_rejects_a_bad_batch_whole(tmp_path):
-    w = EpisodeWriter(tmp_path / "episode_0.hdf5", meta(), block_steps=2)
+    w = EpisodeWriter(tmp_path / "episode_0.hdf5", meta())
     w.append(*step_data(0))
     batch = [step_data(i) for i in range(1, 6)]
     t = [s[0] for s in batch]
@@ -317,8 +330,6 @@ def test_append_many_rejects_a_bad_batch_whole(tmp_path):
         w.append_many(t, q, q, {c: v[:4] for c, v in fr.items()})
     with pytest.raises(ValueError, match=r"missing \['cam_left_wrist'\]"):
         w.append_many(t, q, q, {c: fr[c] for c in CAMS[:2]})
-    with pytest.raises(ValueError, match="empty JPEG frame at batch index 2"):
-        w.append_many(t, q, q, {c: v[:2] + [b""] + v[3:] for c, v in fr.items()})
     with pytest.raises(ValueError, match="integer nanoseconds"):
         w.append_many(np.asarray(t, float), q, q, fr)
     assert w.num_steps == 1
@@ -333,14 +344,14 @@ def test_append_many_rejects_a_bad_batch_whole(tmp_path):
 def test_buffered_steps_survive_an_exception_in_the_owner_and_are_dropped_by_discard(tmp_path):
     final = tmp_path / "episode_0.hdf5"
     with pytest.raises(KeyboardInterrupt):
-        with EpisodeWriter(final, meta(), block_steps=100, flush_interval_s=float("inf")) as w:
+        with EpisodeWriter(final, meta(), flush_interval_s=float("inf")) as w:
             for i in range(7):
                 w.append(*step_data(i))
             assert w.flushed_steps == 0
             raise KeyboardInterrupt
     assert recover(w.temp_path) == final
     assert validate_episode(final).num_steps == 7
-    d = EpisodeWriter(tmp_path / "episode_1.hdf5", meta(), block_steps=3)
+    d = EpisodeWriter(tmp_path / "episode_1.hdf5", meta())
     d.append_many(*zip(*[step_data(i)[:3] for i in range(5)]), {c: [step_data(i)[3][c] for i in range(5)] for c in CAMS})
     d.discard()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["episode_0.hdf5"]
@@ -349,7 +360,7 @@ def test_buffered_steps_survive_an_exception_in_the_owner_and_are_dropped_by_dis
 def test_flush_interval_bounds_what_is_unflushed_at_real_rates(tmp_path):
     """At 100 Hz with flush_interval_s=0.1: after every append, each step that started more than 0.1 s
     earlier is flushed, although blocks are far bigger than the steps in an interval."""
-    w = EpisodeWriter(tmp_path / "episode_0.hdf5", meta(), flush_interval_s=0.1, block_steps=1000)
+    w = EpisodeWriter(tmp_path / "episode_0.hdf5", meta(), flush_interval_s=0.1)
     starts = []
     most_unflushed = 0
     t_end = time.monotonic() + 0.6
@@ -362,7 +373,7 @@ def test_flush_interval_bounds_what_is_unflushed_at_real_rates(tmp_path):
         most_unflushed = max(most_unflushed, w.num_steps - w.flushed_steps)
         i += 1
         time.sleep(0.01)
-    assert most_unflushed >= 1                     # steps do wait for the interval: not one flush per step
+    assert most_unflushed >= 1                     # steps do wait for the interval: not one commit per step
     assert w.flushed_steps >= sum(1 for s in starts if s < starts[-1] - 0.1) > 20
     assert w.close() and validate_episode(w.final_path).num_steps == i
 
@@ -410,3 +421,97 @@ def test_sigkill_loses_at_most_the_last_flush_interval(tmp_path):
         np.testing.assert_array_equal(r.timestamps, [s[0] for s in truth])
         np.testing.assert_array_equal(r.action, np.stack([s[2] for s in truth]))
         assert r.jpeg("cam_right_wrist", n - 1) == truth[-1][3]["cam_right_wrist"]
+
+
+# ----------------------------------------------------------------------------- bad data, empty and old files
+def test_non_finite_joints_and_bad_frames_are_rejected_counted_and_named(tmp_path):
+    w = EpisodeWriter(tmp_path / "episode_0.hdf5", meta())
+    written = []
+    for i in range(10):
+        t, q, a, frames = step_data(i)
+        if i == 2:
+            q = q.copy(); q[1] = np.nan                                    # a NaN from the joint driver
+        if i == 4:
+            a = a.copy(); a[3] = np.inf
+        if i == 5:
+            frames = dict(frames, cam_high=b"\xff\xd8 garbage from a broken camera")
+        if i == 6:
+            frames = dict(frames, cam_left_wrist=b"")                       # a zero-length frame
+        if i == 7:
+            frames = dict(frames, cam_right_wrist=BadFrame("image buffer of 10 bytes does not hold 48 rows"))
+        if i == 8:
+            raw = bytes(frames["cam_high"])                                 # plain bytes: decoded to check
+            frames = dict(frames, cam_high=raw[: len(raw) // 2])
+        if w.append(t, q, a, frames):
+            written.append(i)
+    assert written == [0, 1, 3, 9] and w.num_steps == 4 and w.rejected.count == 6
+    path = w.close()
+    rep = validate_episode(path)
+    assert rep.ok and rep.num_steps == 4, str(rep)
+    with EpisodeReader(path) as r:
+        np.testing.assert_array_equal(r.timestamps, [step_data(i)[0] for i in written])
+        assert np.isfinite(r.qpos).all() and np.isfinite(r.action).all()
+        rejected = r.meta.extra["rejected_steps"]
+    assert rejected["count"] == 6
+    assert rejected["by_reason"] == {"non-finite qpos": 1, "non-finite action": 1, "cam_high frame": 2,
+                                     "cam_left_wrist frame": 1, "cam_right_wrist frame": 1}
+    first = rejected["first"]
+    assert [f["stamp_ns"] for f in first] == [step_data(i)[0] for i in (2, 4, 5, 6, 7, 8)]
+    assert first[0]["detail"] == "j1 = nan" and first[1]["detail"] == "j3 = inf"
+    assert "does not decode" in first[2]["detail"] and "empty" in first[3]["detail"]
+    assert "48 rows" in first[4]["detail"] and "does not decode" in first[5]["detail"]
+    assert w.rejected.summary().startswith("6 step(s) rejected: 2 x cam_high frame")
+
+
+def test_an_episode_of_only_bad_steps_writes_nothing(tmp_path):
+    w = EpisodeWriter(tmp_path / "episode_0.hdf5", meta())
+    t, q, a, frames = step_data(0)
+    assert not w.append(t, np.full(4, np.nan), a, frames)
+    with pytest.raises(EmptyEpisodeError, match="non-finite qpos"):
+        w.close()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_recover_of_an_episode_killed_before_its_first_commit_writes_nothing_and_says_so(tmp_path):
+    final = tmp_path / "episode_0.hdf5"
+    w = EpisodeWriter(final, meta(), flush_interval_s=1e9)
+    w.append(*step_data(0))                       # not committed: a crash now keeps nothing
+    w._log.conn.close()                           # what SIGKILL leaves: an open log, never committed again
+    with pytest.raises(EmptyEpisodeError, match="holds no step.*nothing was written"):
+        recover(temp_path_for(final))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_recover_reads_an_earlier_versions_partial_hdf5(tmp_path):
+    """Files left by the SWMR writer of earlier versions (``.episode_<n>.hdf5.partial``) still recover."""
+    temp = tmp_path / ".episode_2.hdf5.partial"
+    steps = [step_data(i) for i in range(6)]
+    with h5py.File(temp, "w") as f:
+        m = meta()
+        m.write_attrs(f)
+        f.create_dataset("observations/qpos", data=np.stack([s[1] for s in steps]))
+        f.create_dataset("action", data=np.stack([s[2] for s in steps]))
+        stamps = np.array([s[0] for s in steps] + [0], np.int64)        # the last step's stamp never landed
+        f.create_dataset("timestamps", data=stamps[[0, 1, 2, 3, 4, 6]])
+        for cam in CAMS:
+            ds = f.create_dataset(f"observations/images/{cam}", shape=(6,), dtype=h5py.vlen_dtype(np.uint8))
+            for i, s in enumerate(steps):
+                ds[i] = np.frombuffer(s[3][cam], np.uint8)
+    assert find_temporary_episodes(tmp_path) == [temp]
+    out = recover(temp)
+    assert out == tmp_path / "episode_2.hdf5" and not temp.exists()
+    with EpisodeReader(out) as r:
+        assert r.num_steps == 5 and r.jpeg("cam_high", 4) == steps[4][3]["cam_high"]
+        assert r.meta.extra["recovered"] == {"from": ".episode_2.hdf5.partial", "steps": 5}
+
+
+def test_the_space_reserved_for_building_covers_the_file(tmp_path):
+    """hdf5_size_bound (what is reserved before HDF5 writes) is above the real file size, for tiny and
+    for large frames."""
+    for h, w, n in ((8, 8, 200), (240, 320, 40)):
+        frames = {c: [encode_jpeg(frame(i, k, h=h, w=w)) for i in range(n)] for k, c in enumerate(CAMS)}
+        path = write_episode(tmp_path / f"episode_{h}.hdf5", meta(), np.arange(1, n + 1), np.zeros((n, 4)),
+                             np.zeros((n, 4)), frames)
+        payload = sum(len(f) for v in frames.values() for f in v)
+        bound = hdf5_size_bound(n, 4, n * len(CAMS), payload)
+        assert path.stat().st_size < bound < 2 * path.stat().st_size + 2 * 2**20

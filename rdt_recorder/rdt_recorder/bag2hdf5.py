@@ -27,7 +27,7 @@ from rdt_core.episode import DEFAULT_JPEG_QUALITY, EpisodeMeta, EpisodeWriter, n
 from rdt_core.robots import JointNameMismatchError, load_profile
 from rdt_recorder.alignment import AlignmentStats, NonMonotonicStampError, effective_stamp, header_stamp_ns
 from rdt_recorder.frames import (SKIPPED_RAW_ENCODINGS, SUPPORTED_RAW_ENCODINGS, CompressedFrame, RawImage,
-                                 frame_to_jpeg)
+                                 frame_to_stored)
 from rdt_recorder.streams import StreamPlan, parse_topic_overrides
 from rdt_recorder.writer import recording_summary
 
@@ -72,6 +72,7 @@ class EpisodeSummary:
     duration_s: float
     stats: dict
     final: str = ""
+    rejected: int = 0           # steps left out (non-finite joints, bad frames), see BagResult.rejections
 
 
 @dataclass
@@ -81,6 +82,7 @@ class BagResult:
     warnings: list[str] = field(default_factory=list)
     error: str = ""
     empty_segments: int = 0
+    rejections: list[str] = field(default_factory=list)   # rejected steps: topic, time and reason
 
 
 @dataclass
@@ -122,7 +124,7 @@ class _SegmentWriter:
             if last is not None and last[0] == step.stamps[r]:   # same frame as the previous step: encode once
                 futures[r] = last[1]
             else:
-                futures[r] = self.pool.submit(frame_to_jpeg, f, self.color_order[r], self.opts.jpeg_quality)
+                futures[r] = self.pool.submit(frame_to_stored, f, self.color_order[r], self.opts.jpeg_quality)
                 self.last_encoded[r] = (step.stamps[r], futures[r])
         self.pending.append((step.stamp_ns, qpos, action, futures))
         while len(self.pending) > 4 * max(1, self.opts.encode_workers):
@@ -130,10 +132,23 @@ class _SegmentWriter:
 
     def _write_one(self) -> None:
         stamp, qpos, action, futures = self.pending.popleft()
-        self.writer.append(stamp, qpos, action, {r: f.result() for r, f in futures.items()})
+        if not self.writer.append(stamp, qpos, action, {r: f.result() for r, f in futures.items()}):
+            return                       # rejected (non-finite joint, bad frame): counted by the writer
         self.steps += 1
         self.first = stamp if self.first is None else self.first
         self.last = stamp
+
+    def rejections(self, bag: Path) -> list[str]:
+        """One line per rejected step the writer kept the details of: topic, time in the bag, reason."""
+        topics = self.plan.topics
+        joints = ", ".join(topics[s.role] for s in self.plan.state + self.plan.action)
+        lines = []
+        for r in self.writer.rejected.first:
+            cam = r["reason"][:-len(" frame")] if r["reason"].endswith(" frame") else None
+            where = f"topic {topics[cam]} ({cam})" if cam in topics else f"{r['reason']} on {joints}"
+            lines.append(f"{bag}: {where} at stamp {r['stamp_ns'] / 1e9:.3f} s: {r['detail']}; step left out")
+        more = self.writer.rejected.count - len(lines)
+        return lines + ([f"{bag}: ... and {more} more rejected step(s)"] if more > 0 else [])
 
     def finish(self) -> EpisodeSummary | None:
         for step in self.aligner.finish():
@@ -146,7 +161,8 @@ class _SegmentWriter:
             return None
         path = self.writer.close(extra=recording_summary(stats, {}, 0))
         duration = (self.last - self.first) / 1e9 + 1.0 / self.plan.profile.control_frequency
-        return EpisodeSummary(staged=str(path), steps=self.steps, duration_s=duration, stats=stats.to_dict())
+        return EpisodeSummary(staged=str(path), steps=self.steps, duration_s=duration, stats=stats.to_dict(),
+                              rejected=self.writer.rejected.count)
 
     def abandon(self) -> None:
         for *_, futures in self.pending:
@@ -238,6 +254,7 @@ def convert_bag(bag: str | Path, staging_dir: str | Path, opts: ConvertOptions) 
                 if segment is None:
                     return
                 summary = segment.finish()
+                result.rejections += segment.rejections(bag)
                 segment = None
                 if summary is None:
                     result.empty_segments += 1
@@ -364,13 +381,15 @@ def convert_bags(bags: list[str], out_dir: str | Path, opts: ConvertOptions, job
 
 
 def summary_table(results: list[BagResult]) -> str:
-    rows = [("bag", "episodes", "steps", "seconds", "skipped", "status")]
+    rows = [("bag", "episodes", "steps", "seconds", "skipped", "rejected", "status")]
     for r in results:
         steps = sum(e.steps for e in r.episodes)
         secs = sum(e.duration_s for e in r.episodes)
         skipped = sum(e.stats.get("skipped_steps", 0) for e in r.episodes)
-        status = "ok" if not r.error else "FAILED"
-        rows.append((Path(r.bag).name, str(len(r.episodes)), str(steps), f"{secs:.1f}", str(skipped), status))
+        rejected = sum(e.rejected for e in r.episodes)
+        status = "FAILED" if r.error else "ok" if not rejected else "ok, steps rejected (see below)"
+        rows.append((Path(r.bag).name, str(len(r.episodes)), str(steps), f"{secs:.1f}", str(skipped),
+                     str(rejected), status))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)) for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
@@ -415,7 +434,7 @@ def main(argv: list[str] | None = None) -> int:
     results = convert_bags(args.bags, args.out, opts, jobs=args.jobs)
     print(summary_table(results))
     for r in results:
-        for w in r.warnings:
+        for w in r.warnings + r.rejections:
             print(f"warning: {w}", file=sys.stderr)
         for e in r.episodes:
             print(f"  {e.final}  {e.steps} steps  ({Path(r.bag).name})")

@@ -46,10 +46,11 @@ def apply_command(recorder: EpisodeRecorder, command: str, *, instruction: str |
 
 
 def status_line(status: RecorderStatus) -> str:
-    """One terminal line: state, episode, steps, duration, rate, skipped steps, dropped frames."""
+    """One terminal line: state, episode, steps, duration, rate, skipped / rejected steps, dropped frames."""
     if status.state == "RECORDING":
         return (f"[REC] episode {status.episode_index}  steps {status.steps}  {status.duration:6.1f} s  "
-                f"{status.rate:5.1f} Hz  skipped {status.dropped_steps}  dropped {status.dropped_frames}")
+                f"{status.rate:5.1f} Hz  skipped {status.dropped_steps}  dropped {status.dropped_frames}"
+                + (f"  rejected {status.rejected_steps}" if status.rejected_steps else ""))
     last = f"  last: {status.message}" if status.message else ""
     return f"[{status.state}] {HELP}{last}"
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from rdt_core.episode import DEFAULT_JPEG_QUALITY, encode_jpeg
+from rdt_core.episode import DEFAULT_JPEG_QUALITY, BadFrame, CheckedJpeg, check_jpeg, encode_jpeg
 
 SUPPORTED_RAW_ENCODINGS = ("rgb8", "bgr8", "mono8", "rgba8", "bgra8")
 SKIPPED_RAW_ENCODINGS = ("16UC1", "mono16", "32FC1")   # depth images: not camera frames for RDT
@@ -74,14 +74,15 @@ class CompressedFrame:
         return "rgb" if "compressed rgb" in self.format.lower() else "bgr"
 
 
-def frame_to_jpeg(frame, color_order: str = "rgb", quality: int = DEFAULT_JPEG_QUALITY) -> bytes:
+def frame_to_jpeg(frame, color_order: str = "rgb", quality: int = DEFAULT_JPEG_QUALITY) -> CheckedJpeg:
     """JPEG bytes whose imdecode returns ``color_order``. ``frame``: an (H, W, 3) uint8 array in that order,
-    a (H, W) grey array, a :class:`RawImage`, a :class:`CompressedFrame` or ready JPEG ``bytes``."""
+    a (H, W) grey array, a :class:`RawImage`, a :class:`CompressedFrame` or ready JPEG ``bytes``. Bytes
+    passed through unchanged are checked with an eighth-size decode (ValueError when they do not decode)."""
     if isinstance(frame, (bytes, bytearray, memoryview)):
-        return bytes(frame)
+        return check_jpeg(frame)
     if isinstance(frame, CompressedFrame):
         if frame.is_jpeg and frame.decoded_order == color_order:
-            return bytes(frame.data)                      # passed through, no re-encoding
+            return check_jpeg(frame.data)                 # passed through, no re-encoding
         arr = cv2.imdecode(np.frombuffer(memoryview(frame.data), np.uint8), cv2.IMREAD_COLOR)
         if arr is None:
             raise UnsupportedEncodingError(f"cannot decode compressed image of format '{frame.format}'")
@@ -98,3 +99,13 @@ def frame_to_jpeg(frame, color_order: str = "rgb", quality: int = DEFAULT_JPEG_Q
     if arr.ndim != 3 or arr.shape[2] != 3:
         raise UnsupportedEncodingError(f"camera frames must be (H, W, 3), got shape {arr.shape}")
     return encode_jpeg(arr, quality)
+
+
+def frame_to_stored(frame, color_order: str = "rgb", quality: int = DEFAULT_JPEG_QUALITY) -> CheckedJpeg | BadFrame:
+    """:func:`frame_to_jpeg` for the encoder threads of the recorder and the converter: a frame that cannot
+    be converted (empty, undecodable, a buffer too short for its size) becomes a BadFrame, so the writer
+    rejects and counts its step instead of the whole episode or bag failing."""
+    try:
+        return frame_to_jpeg(frame, color_order, quality)
+    except ValueError as exc:          # UnsupportedEncodingError included
+        return BadFrame(str(exc))

@@ -166,6 +166,7 @@ class RecorderNode(Node):
         msg.duration = float(s.duration)
         msg.rate = float(s.rate)
         msg.dropped_steps = int(s.dropped_steps)
+        msg.rejected_steps = int(s.rejected_steps)
         msg.stream_names = list(s.stream_names)
         msg.stream_misses = [int(v) for v in s.stream_misses]
         msg.stream_max_skew_ms = [float(v) for v in s.stream_max_skew_ms]

@@ -3,9 +3,11 @@
 Callers (ROS callbacks, a fake robot, a test) hand over messages with ``on_image`` / ``on_joints``; these never
 block: a full input queue drops the message and counts it. One alignment thread maps joint messages, aligns
 streams (``rdt_recorder.alignment``) and hands each step to a pool of JPEG encoder threads; one writer thread
-owns the ``rdt_core.episode.EpisodeWriter`` (h5py file), appends steps in order and flushes at least every
+owns the ``rdt_core.episode.EpisodeWriter`` (its step log), appends steps in order and commits at least every
 ``flush_interval_s``, so a crash loses at most that much. Free disk space is checked before and during
-recording; on shortage the episode stops cleanly and what is written is kept.
+recording; on shortage, or when a write fails on a full disk, the episode stops cleanly and what is committed
+is kept (``stop`` builds the HDF5 file, or says what to free and to run ``recover``). Steps with a non-finite
+joint value or a frame that does not decode are rejected and counted (rdt_core.episode's policy).
 """
 from __future__ import annotations
 
@@ -22,10 +24,10 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from rdt_core.episode import (DEFAULT_JPEG_QUALITY, DEFAULT_MIN_FREE_BYTES, DiskFullError, EpisodeMeta,
-                              EpisodeWriter, next_episode_path)
+from rdt_core.episode import (DEFAULT_JPEG_QUALITY, DEFAULT_MIN_FREE_BYTES, EpisodeMeta, EpisodeWriter,
+                              next_episode_path)
 from rdt_recorder.alignment import AlignmentStats, effective_stamp
-from rdt_recorder.frames import CompressedFrame, frame_to_jpeg
+from rdt_recorder.frames import CompressedFrame, frame_to_stored
 from rdt_core.robots import JointNameMismatchError
 from rdt_recorder.streams import StreamPlan
 
@@ -54,12 +56,16 @@ class EpisodeResult:
     finalize_s: float
     message: str
     kept: bool
+    rejected: dict = field(default_factory=dict)   # EpisodeWriter.rejected.to_dict(): steps left out and why
+    rejected_summary: str = ""
 
     def summary(self) -> str:
         head = f"{self.message}: {self.steps} steps, {self.duration_s:.1f} s"
         drops = sum(self.dropped_frames.values())
         lines = [head, f"  dropped frames {drops} {self.dropped_frames if drops else ''}".rstrip(),
                  f"  queue high-water {self.queue_high_water}, finalised in {self.finalize_s * 1e3:.0f} ms"]
+        if self.rejected.get("count"):
+            lines.append(f"  {self.rejected_summary}")
         return "\n".join(lines + self.stats.summary_lines())
 
 
@@ -75,6 +81,7 @@ class RecorderStatus:
     rate: float
     dropped_steps: int
     dropped_frames: int
+    rejected_steps: int = 0
     stream_names: list[str] = field(default_factory=list)
     stream_misses: list[int] = field(default_factory=list)
     stream_max_skew_ms: list[float] = field(default_factory=list)
@@ -270,6 +277,8 @@ class EpisodeRecorder:
                 state=self._state.value, episode_index=self._episode_index, path=self._path, steps=steps,
                 duration=duration, rate=rate, dropped_steps=stats.skipped_steps,
                 dropped_frames=sum(self._dropped.values()), stream_names=list(names),
+                rejected_steps=(ep.writer.rejected.count if ep else
+                                (self._last_result.rejected.get("count", 0) if self._last_result else 0)),
                 stream_misses=[int(stats.misses.get(n, 0)) for n in names],
                 stream_max_skew_ms=[float(stats.skew_max_ms.get(n, 0.0)) for n in names],
                 queue_high_water=self._high_water, message=self._message)
@@ -327,7 +336,7 @@ class EpisodeRecorder:
             if last is not None and last[0] == stamp:    # control rate above the camera rate: same frame again
                 futures[role] = last[1]
                 continue
-            futures[role] = self._pool.submit(frame_to_jpeg, frame, self._color_order[role], self.jpeg_quality)
+            futures[role] = self._pool.submit(frame_to_stored, frame, self._color_order[role], self.jpeg_quality)
             ep.last_encoded[role] = (stamp, futures[role])
         self._put_step(ep, (step.stamp_ns, qpos, action, futures))
 
@@ -351,7 +360,8 @@ class EpisodeRecorder:
                 if unflushed and not ep.error:
                     try:
                         ep.writer.flush()
-                    except DiskFullError as exc:
+                    except OSError as exc:   # DiskFullError, or a write that failed: committed steps stay
+                        ep.steps_written = ep.writer.num_steps
                         self._fail(ep, f"disk full, episode stopped with {ep.steps_written} steps kept: {exc}")
                     unflushed = False
                 continue
@@ -362,8 +372,8 @@ class EpisodeRecorder:
             stamp, qpos, action, futures = item
             try:
                 jpegs = {role: f.result() for role, f in futures.items()}
-                ep.writer.append(stamp, qpos, action, jpegs)
-            except DiskFullError as exc:      # raised by the flush after the step landed: count what is there
+                written = ep.writer.append(stamp, qpos, action, jpegs)   # False: rejected (NaN, bad frame)
+            except OSError as exc:            # DiskFullError, or a write that failed: committed steps stay
                 ep.steps_written = ep.writer.num_steps
                 self._fail(ep, f"disk full, episode stopped with {ep.steps_written} steps kept: {exc}")
                 continue
@@ -373,6 +383,8 @@ class EpisodeRecorder:
                 continue
             unflushed = True
             ep.steps_written = ep.writer.num_steps
+            if not written:
+                continue
             ep.append_times.append(time.monotonic())
             if ep.first_stamp is None:
                 ep.first_stamp = stamp
@@ -415,23 +427,29 @@ class EpisodeRecorder:
         elif ep.steps_written == 0:
             ep.writer.discard()
             waiting = ep.aligner.waiting_for()
+            rejected = ep.writer.rejected
             message = (error or f"episode {self._episode_index} had no complete step"
-                       + (f" (no message from {waiting}: check those topics)" if waiting else "") + "; nothing kept")
+                       + (f" (no message from {waiting}: check those topics)" if waiting else "")
+                       + (f" ({ep.writer.rejected_summary()})" if rejected.count else "") + "; nothing kept")
         else:
             try:
                 path = Path(ep.writer.close(extra=recording_summary(stats, dropped, self._high_water)))
                 kept = True
                 message = (f"{error}; " if error else "") + f"episode saved to {path}"
-            except Exception as exc:  # noqa: BLE001 - the temp file stays for `recover`
+                if ep.writer.rejected.count:
+                    message += f"; {ep.writer.rejected_summary()}"
+            except Exception as exc:  # noqa: BLE001 - the step log stays for `recover`
                 message = (f"{error}; " if error else "") + (
-                    f"could not finalise the episode ({exc}); its steps are in {ep.writer.temp_path}: "
-                    f"run `ros2 run rdt_recorder recover {ep.writer.temp_path}`")
+                    f"could not finalise the episode ({exc}); its steps are in {ep.writer.temp_path}: once there "
+                    f"is room, run `ros2 run rdt_recorder recover {ep.writer.temp_path.parent}`")
                 error = error or message
         duration = ((ep.last_stamp - ep.first_stamp) / 1e9 + 1 / self.plan.profile.control_frequency
                     if ep.first_stamp is not None else 0.0)
         result = EpisodeResult(path=path, steps=0 if discard else ep.steps_written, duration_s=duration,
                                stats=stats, dropped_frames=dropped, queue_high_water=self._high_water,
-                               finalize_s=time.perf_counter() - t0, message=message, kept=kept)
+                               finalize_s=time.perf_counter() - t0, message=message, kept=kept,
+                               rejected=ep.writer.rejected.to_dict(),
+                               rejected_summary=ep.writer.rejected_summary())
         with self._lock:
             self._last_result = result
             self._state = RecorderState.ERROR if error else RecorderState.IDLE
