@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from rdt_core.episode import EpisodeReader
+from rdt_core.episode import QPOS, ACTION, EpisodeReader, nonfinite_problem
 from rdt_core.robots import RobotProfile, load_profile
 
 from .augment import augment_image
@@ -122,8 +122,8 @@ def index_episodes(sources, *, profiles=None, skip_still: bool = True, still_thr
 
     profiles: None (each episode's ``robot`` attribute names its profile), one profile / name / YAML path
     for all, or a mapping {folder or file: profile} (required to mix robots in one dataset).
-    Returns (episodes, skipped) where skipped lists (path, reason) of episodes left out (unreadable, too
-    short, never moving). Raises DatasetError for problems a user must fix (unknown robot, joint names that
+    Returns (episodes, skipped) where skipped lists (path, reason) of episodes left out (unreadable, a
+    non-finite joint value (the step and joint named), too short, never moving). Raises DatasetError for problems a user must fix (unknown robot, joint names that
     do not match the profile, mixed robots without a mapping, no valid episodes at all).
     """
     pairs = find_episode_files(sources)
@@ -165,6 +165,12 @@ def index_episodes(sources, *, profiles=None, skip_still: bool = True, still_thr
         if qpos.ndim != 2 or qpos.shape != action.shape or qpos.shape[1] != profile.dof:
             errors.append(f"{path}: qpos {qpos.shape} / action {action.shape} do not match the {profile.name} "
                           f"profile's {profile.dof} joints")
+            continue
+        bad = nonfinite_problem(f"/{QPOS}", qpos, meta.joint_names) or \
+            nonfinite_problem(f"/{ACTION}", action, meta.joint_names)
+        if bad:
+            skipped.append((path, f"{bad}; left out (NaN would reach the statistics and the loss). Re-record or "
+                                  "re-convert it: the recorder and bag2hdf5 now leave such steps out"))
             continue
         if qpos.shape[0] < max(min_steps, 1):
             skipped.append((path, f"too short ({qpos.shape[0]} steps < min_steps={min_steps})"))
@@ -379,7 +385,10 @@ class EpisodeDataset(Dataset):
             reader = self._reader(ep_i)
             images = []
             for p in plan:
-                img = None if p is None else reader.image(p[0], p[1])
+                try:
+                    img = None if p is None else reader.image(p[0], p[1])
+                except ValueError as exc:        # names the file, the camera and the step
+                    raise DatasetError(f"{exc}; re-record the episode or move it out of the dataset") from None
                 if img is not None and self.image_aug:
                     img = augment_image(img, rng)
                 images.append(img)

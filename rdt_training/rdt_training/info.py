@@ -1,7 +1,9 @@
 """What is in a folder of episodes (console script ``rdt-dataset-info``).
 
 Prints one row per episode (length, duration, measured rate, cameras, instruction, still frames at the
-start, the recorder's timing-skew summary, problems) and, with ``--plot``, draws one episode's joints
+start, the recorder's timing-skew summary, problems), then every problem in full: a non-finite joint value
+or a frame that does not decode is named with its step (every frame is checked with an eighth-size decode
+unless ``--no-frame-check``). With ``--plot``, draws one episode's joints
 (qpos and action over time) and a strip of camera frames into a PNG, to check a recording by eye before
 training on it.
 """
@@ -14,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rdt_core.episode import EpisodeReader
+from rdt_core.episode import EpisodeReader, validate_episode
 
 from .dataset import DatasetError, find_episode_files, first_moving_step
 
@@ -33,6 +35,7 @@ class EpisodeInfo:
     still_steps: int = 0
     skew: str = ""
     problem: str = ""
+    problems: list = field(default_factory=list)      # every problem found, in full
 
 
 def _find_alignment(extra) -> dict | None:
@@ -56,7 +59,7 @@ def skew_summary(extra) -> str:
     return f"max {worst:.1f} ms, {misses} misses"
 
 
-def episode_info(path, still_threshold: float = 1e-2) -> EpisodeInfo:
+def episode_info(path, still_threshold: float = 1e-2, check_frames: bool = True) -> EpisodeInfo:
     path = Path(path)
     try:
         with EpisodeReader(path) as r:
@@ -68,12 +71,15 @@ def episode_info(path, still_threshold: float = 1e-2) -> EpisodeInfo:
     n = len(stamps)
     duration = (stamps[-1] - stamps[0]) / 1e9 if n > 1 else 0.0
     first = first_moving_step(qpos, still_threshold) if n else None
+    problems = validate_episode(path, frames="all" if check_frames else "ends").problems
+    if first is None:
+        problems.append("robot never moves")
     return EpisodeInfo(
-        path, ok=first is not None, robot=meta.robot, steps=n, duration_s=float(duration),
+        path, ok=not problems, robot=meta.robot, steps=n, duration_s=float(duration),
         rate_hz=float((n - 1) / duration) if duration > 0 else 0.0,
         control_frequency=float(meta.control_frequency), cameras=list(meta.camera_names),
         instruction=meta.instruction or "", still_steps=max((first or n) - 1, 0),
-        skew=skew_summary(meta.extra), problem="" if first is not None else "robot never moves")
+        skew=skew_summary(meta.extra), problem=problems[0] if problems else "", problems=problems)
 
 
 def format_table(infos: list[EpisodeInfo]) -> str:
@@ -87,6 +93,9 @@ def format_table(infos: list[EpisodeInfo]) -> str:
     total = sum(i.steps for i in ok)
     out.append(f"{len(infos)} episodes ({len(ok)} usable), {total} steps, "
                f"{sum(i.duration_s for i in ok) / 60:.1f} min")
+    bad = [f"  {i.path}: {p}" for i in infos for p in (i.problems or ([i.problem] if i.problem else []))]
+    if bad:
+        out += ["problems:"] + bad
     return "\n".join(out)
 
 
@@ -139,13 +148,15 @@ def main(argv=None) -> int:
                     help="episode (file, or its index in the table) to plot to --plot-out")
     ap.add_argument("--plot-out", default="episode.png", help="PNG path for --plot")
     ap.add_argument("--frames", type=int, default=6, help="frames per camera in the plot's strip")
+    ap.add_argument("--no-frame-check", action="store_true",
+                    help="decode only the first and last frame of each camera (faster on large datasets)")
     args = ap.parse_args(argv)
     try:
         files = [f for _, f in find_episode_files(args.episodes)]
     except DatasetError as exc:
         print(f"rdt-dataset-info: {exc}", file=sys.stderr)
         return 2
-    infos = [episode_info(f) for f in files]
+    infos = [episode_info(f, check_frames=not args.no_frame_check) for f in files]
     print(format_table(infos))
     if args.plot is not None:
         target = Path(args.plot)

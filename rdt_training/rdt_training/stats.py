@@ -62,14 +62,21 @@ def compute_stats(episodes: list[IndexedEpisode], dataset_name: str | None = Non
         record["qpos_mean"], record["qpos_std"] = qpos.mean(0).tolist(), qpos.std(0).tolist()
         record["qpos_min"], record["qpos_max"] = qpos.min(0).tolist(), qpos.max(0).tolist()
         record["action_mean"], record["action_std"] = action.mean(0).tolist(), action.std(0).tolist()
+    for key, value in record.items():       # index_episodes leaves non-finite episodes out; overflow remains
+        if isinstance(value, list) and value and isinstance(value[0], float) and not np.isfinite(value).all():
+            raise DatasetError(f"the statistic {key} is not finite: some joint values are too large for float64; "
+                               "find them with rdt-dataset-info")
     return record
 
 
 def dataset_stats(sources, *, profiles=None, dataset_name: str | None = None, skip_still: bool = True,
-                  still_threshold: float = 1e-2, min_steps: int = 2) -> dict:
-    """Index the episodes under ``sources`` and compute their statistics record."""
-    episodes, _ = index_episodes(sources, profiles=profiles, skip_still=skip_still,
-                                 still_threshold=still_threshold, min_steps=min_steps)
+                  still_threshold: float = 1e-2, min_steps: int = 2, skipped: list | None = None) -> dict:
+    """Index the episodes under ``sources`` and compute their statistics record; the episodes left out
+    ((path, reason), e.g. a non-finite joint value) are appended to ``skipped``."""
+    episodes, left_out = index_episodes(sources, profiles=profiles, skip_still=skip_still,
+                                        still_threshold=still_threshold, min_steps=min_steps)
+    if skipped is not None:
+        skipped.extend(left_out)
     return compute_stats(episodes, dataset_name)
 
 
@@ -86,7 +93,7 @@ def write_stats(record: dict, path, *, skip_exist: bool = False) -> bool:
         return False
     table[record["dataset_name"]] = record
     tmp = path.with_name("." + path.name + ".tmp")
-    tmp.write_text(json.dumps(table, indent=2))
+    tmp.write_text(json.dumps(table, indent=2, allow_nan=False))     # never a bare NaN in the official file
     tmp.replace(path)
     return True
 
@@ -102,12 +109,15 @@ def main(argv=None) -> int:
     ap.add_argument("--still-threshold", type=float, default=1e-2)
     ap.add_argument("--skip-exist", action="store_true", help="leave an existing record of this name untouched")
     args = ap.parse_args(argv)
+    skipped: list = []
     try:
         record = dataset_stats(args.episodes, profiles=args.profile, dataset_name=args.name,
-                               skip_still=not args.keep_still, still_threshold=args.still_threshold)
+                               skip_still=not args.keep_still, still_threshold=args.still_threshold, skipped=skipped)
     except (DatasetError, FileNotFoundError, ValueError) as exc:
         print(f"rdt-dataset-stats: {exc}", file=sys.stderr)
         return 2
+    for path, reason in skipped:
+        print(f"rdt-dataset-stats: left out {path}: {reason}", file=sys.stderr)
     if write_stats(record, args.out, skip_exist=args.skip_exist):
         print(f"{record['dataset_name']}: {record['num_episodes']} episodes, {record['num_steps']} steps "
               f"-> {args.out}")

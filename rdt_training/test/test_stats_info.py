@@ -67,3 +67,47 @@ def test_info_reports_problems_and_skew(tmp_path, kinova, capsys):
                                        "misses": {"cam_high": 2}}}) == "max 12.5 ms, 2 misses"
     assert skew_summary({}) == "-"
     assert info_main([str(tmp_path), "--plot", "9"]) == 2
+
+
+@pytest.fixture
+def damaged_dir(tmp_path, kinova):
+    """Episodes from elsewhere (written before the writer's bad-data policy, or by another tool): one with a
+    NaN joint value at step 7, one with an undecodable cam_high frame at step 5, one good."""
+    import h5py
+    folder = tmp_path / "damaged"
+    for i in range(3):
+        record_episode(folder / f"episode_{i}.hdf5", kinova, steps=12, seed=i)
+    with h5py.File(folder / "episode_0.hdf5", "r+") as f:
+        f["observations/qpos"][7, 2] = np.nan
+    with h5py.File(folder / "episode_1.hdf5", "r+") as f:
+        f["observations/images/cam_high"][5] = np.frombuffer(b"\xff\xd8 not a real frame", np.uint8)
+    return folder
+
+
+def test_stats_leave_out_non_finite_episodes_naming_file_and_step_and_never_write_nan(damaged_dir, tmp_path, capsys):
+    out = tmp_path / "dataset_stat.json"
+    assert stats_main([str(damaged_dir), "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "episode_0.hdf5" in err and "first at step 7 (joint_3 = nan)" in err
+    text = out.read_text()
+    assert "NaN" not in text and "Infinity" not in text
+    record = json.loads(text)["kinova_gen3"]
+    assert record["num_episodes"] == 2 and np.isfinite(record["state_std"]).all()
+
+
+def test_info_names_the_bad_file_and_step(damaged_dir, capsys):
+    assert info_main([str(damaged_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "3 episodes (1 usable)" in out
+    assert f"{damaged_dir / 'episode_0.hdf5'}: /observations/qpos has 1 non-finite value(s), first at step 7" in out
+    assert f"{damaged_dir / 'episode_1.hdf5'}: camera cam_high: frame 5 does not decode as JPEG" in out
+
+
+def test_the_dataset_refuses_a_bad_frame_naming_file_camera_and_step(damaged_dir):
+    from rdt_training.dataset import DatasetError, EpisodeDataset
+    ds = EpisodeDataset(damaged_dir, chunk_size=4, skip_still=False)
+    assert [e.path.name for e in ds.episodes] == ["episode_1.hdf5", "episode_2.hdf5"]   # the NaN one is left out
+    assert "first at step 7" in dict((p.name, r) for p, r in ds.skipped)["episode_0.hdf5"]
+    ds[4]                                          # steps 3 and 4: good frames
+    with pytest.raises(DatasetError, match=r"episode_1.hdf5: camera 'cam_high', step 5: could not decode"):
+        ds[5]
