@@ -75,10 +75,17 @@ def test_empty_instruction_given_apart_and_checked(tmp_path):
 
 
 def test_masking_without_an_empty_instruction_says_so(episodes_dir, instructions_dir, caplog):
-    with caplog.at_level(logging.WARNING, logger="rdt_training.dataset"):
-        EpisodeDataset(episodes_dir, instructions=instructions_dir, cond_mask_prob=0.1)
-    assert "cannot mask the instruction" in caplog.text and "rdt-encode-instruction" in caplog.text
-    caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="rdt_training.dataset"):
-        EpisodeDataset(episodes_dir, instructions=instructions_dir, cond_mask_prob=0.0)
-    assert "cannot mask" not in caplog.text
+    # with ROS sourced, launch_testing's pytest plugin installs launch's logger class, whose loggers do not
+    # propagate to the root logger caplog listens on: listen on the dataset's logger itself
+    dataset_log = logging.getLogger("rdt_training.dataset")
+    dataset_log.addHandler(caplog.handler)
+    try:
+        with caplog.at_level(logging.WARNING, logger="rdt_training.dataset"):
+            EpisodeDataset(episodes_dir, instructions=instructions_dir, cond_mask_prob=0.1)
+        assert "cannot mask the instruction" in caplog.text and "rdt-encode-instruction" in caplog.text
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="rdt_training.dataset"):
+            EpisodeDataset(episodes_dir, instructions=instructions_dir, cond_mask_prob=0.0)
+        assert "cannot mask" not in caplog.text
+    finally:
+        dataset_log.removeHandler(caplog.handler)
