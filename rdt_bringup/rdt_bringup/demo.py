@@ -108,28 +108,10 @@ def record_episodes(out_dir: Path, *, episodes: int, seconds: float, seed: int =
 # ------------------------------------------------------------------------------- instruction embedding
 def encode_instruction(out_dir: Path) -> Path:
     """The instruction through the real T5 encoding path, with a tiny random T5 built from a config (the
-    robot uses T5-v1.1-XXL from a local folder: rdt-encode-instruction)."""
-    import torch
-    from tokenizers import Tokenizer, models, pre_tokenizers, processors
-    from transformers import PreTrainedTokenizerFast, T5Config, T5EncoderModel
+    robot uses T5-v1.1-XXL from a local folder: rdt-encode-instruction); the empty instruction too."""
+    from rdt_core.encoders.language import encode_with_tiny_t5
 
-    from rdt_core.encoders.language import (EMPTY_INSTRUCTION_FILE, InstructionEmbedding, T5InstructionEncoder,
-                                            encode_instructions, save_instruction_embedding)
-
-    words = ["<pad>", "</s>", "<unk>"] + sorted(set(INSTRUCTION.split()))
-    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tok.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>",
-                                        unk_token="<unk>")
-    torch.manual_seed(0)
-    t5 = T5EncoderModel(T5Config(vocab_size=len(words), d_model=32, d_kv=8, d_ff=64, num_layers=1,
-                                 num_heads=4)).eval()
-    encoder = T5InstructionEncoder.from_model(t5, tokenizer)
-    # the empty instruction too: training's condition masking puts it in place of the instruction
-    save_instruction_embedding(out_dir / EMPTY_INSTRUCTION_FILE,
-                               InstructionEmbedding("empty_lang_embed", "", encoder.encode_empty()))
-    return encode_instructions([INSTRUCTION], encoder, out_dir)[INSTRUCTION]
+    return encode_with_tiny_t5([INSTRUCTION], out_dir)[INSTRUCTION]
 
 
 # ------------------------------------------------------------------------------------------- 2. train

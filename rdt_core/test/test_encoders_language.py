@@ -216,3 +216,15 @@ def test_console_script_is_installed_and_runs(t5_dir, tmp_path):
                           "--dtype", "float32"], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
     assert load_instruction_embedding(embedding_path_for("pick up the cube", tmp_path)).embeddings.shape == (1, 5, 16)
+
+
+def test_tiny_t5_writes_the_instructions_and_the_empty_one(tmp_path):
+    from rdt_core.encoders.language import EMPTY_INSTRUCTION_FILE, encode_with_tiny_t5
+
+    paths = encode_with_tiny_t5(["pick up the cube", "insert the peg"], tmp_path)
+    assert set(paths) == {"pick up the cube", "insert the peg"}
+    cube, peg = (load_instruction_embedding(paths[t]) for t in ("pick up the cube", "insert the peg"))
+    assert cube.instruction == "pick up the cube" and cube.embeddings.shape[0] == 1
+    assert cube.embeddings.shape[1] == 5 and peg.embeddings.shape[1] == 4  # words + </s>
+    assert not torch.equal(cube.embeddings[:, :4], peg.embeddings)
+    assert load_instruction_embedding(tmp_path / EMPTY_INSTRUCTION_FILE).instruction == ""

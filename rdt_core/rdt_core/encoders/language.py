@@ -150,6 +150,24 @@ class T5InstructionEncoder:
         self._init(model, tokenizer, device=device, max_length=max_length, place=offload_folder is None)
 
     @classmethod
+    def tiny(cls, texts, *, seed: int = 0) -> "T5InstructionEncoder":
+        """A random tiny T5 (built from a config: nothing is downloaded) with a word-level vocabulary over
+        ``texts``: UNTRAINED, for demos and tests that run the real encoding path without T5-v1.1-XXL."""
+        from tokenizers import Tokenizer, models, pre_tokenizers, processors
+        from transformers import PreTrainedTokenizerFast, T5Config, T5EncoderModel
+
+        words = ["<pad>", "</s>", "<unk>"] + sorted({w for t in texts for w in str(t).split()})
+        tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
+        tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+        tok.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
+        tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>",
+                                            unk_token="<unk>")
+        torch.manual_seed(seed)
+        t5 = T5EncoderModel(T5Config(vocab_size=len(words), d_model=32, d_kv=8, d_ff=64, num_layers=1,
+                                     num_heads=4)).eval()
+        return cls.from_model(t5, tokenizer)
+
+    @classmethod
     def from_model(cls, model, tokenizer, device="cpu", max_length: int = 1024) -> "T5InstructionEncoder":
         """Wrap an already built encoder (tests, or a model kept in memory by the caller)."""
         self = cls.__new__(cls)
@@ -269,6 +287,19 @@ def _update_index(out_dir: Path, entries: dict[str, Path]) -> None:
     tmp = index_path.with_name(f".{INDEX_FILE}.partial")
     tmp.write_text(json.dumps(index, indent=1, ensure_ascii=False, sort_keys=True))
     os.replace(tmp, index_path)
+
+
+def encode_with_tiny_t5(texts: Iterable[str], out_dir) -> dict[str, Path]:
+    """``texts`` and the empty instruction (training's condition masking) encoded into ``out_dir`` with
+    ``T5InstructionEncoder.tiny``: the real encoding path and file layout, an UNTRAINED encoder (demos,
+    the sim pipeline, tests)."""
+    texts = list(texts)
+    encoder = T5InstructionEncoder.tiny(texts)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    save_instruction_embedding(out_dir / EMPTY_INSTRUCTION_FILE,
+                               InstructionEmbedding("empty_lang_embed", "", encoder.encode_empty()))
+    return encode_instructions(texts, encoder, out_dir)
 
 
 def dataset_instructions(folder) -> list[str]:
