@@ -78,7 +78,8 @@ def make_policy(spec: str, *, vision_encoder=None, instruction=None, device="cpu
 
 def evaluate(task: str, policy: str, *, latencies=(0.0,), modes=("ours",), episodes: int = 10, seed: int = 0,
              out=None, render=None, camera_rate_hz: float = 25.0, strip_frames: int = 6, vision_encoder=None,
-             instruction=None, device: str = "cpu", runtime_options=None, log=print) -> dict:
+             instruction=None, device: str = "cpu", runtime_options=None, duration_s: float | None = None,
+             log=print) -> dict:
     """Run the evaluation; returns {"episodes": rows, "summary": lines, "report": path or None}."""
     from .aloha import AlohaSim
     from .experts import ChunkedExpert, demonstrate
@@ -96,7 +97,8 @@ def evaluate(task: str, policy: str, *, latencies=(0.0,), modes=("ours",), episo
     runs = [("expert", 0.0)] if expert else [(m, float(lat)) for m in modes for lat in latencies]
     sim = AlohaSim(task, render=render or RenderSettings())
     strip_sim = AlohaSim(task, render=RenderSettings(96, 128, shadows=False)) if out and strip_frames else None
-    snap_times = np.linspace(0.0, sim.task.episode_s, strip_frames + 1)[1:] - 1e-6 if strip_frames else ()
+    duration = float(duration_s or sim.task.episode_s)
+    snap_times = np.linspace(0.0, duration, strip_frames + 1)[1:] - 1e-6 if strip_frames else ()
     rows, strips, demos = [], {}, {}
     t0 = time.monotonic()
     try:
@@ -107,7 +109,7 @@ def evaluate(task: str, policy: str, *, latencies=(0.0,), modes=("ours",), episo
             for mode, lat in runs:
                 ep = run_episode(sim, s, mode, predictor=predictor_for(demos.get(s)) if predictor_for else None,
                                  demo=demos.get(s), latency_s=lat, camera_rate_hz=camera_rate_hz,
-                                 runtime_options=runtime_options, snapshot_times=snap_times)
+                                 runtime_options=runtime_options, snapshot_times=snap_times, duration_s=duration)
                 row = ep.metrics(sim.control_period)
                 row["policy"] = policy
                 rows.append(row)
