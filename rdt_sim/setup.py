@@ -21,6 +21,7 @@ setup(
     license="MIT",
     entry_points={
         "console_scripts": [
+            'sim_node = rdt_sim.sim_node:main',
             'rdt-sim-evaluate = rdt_sim.evaluate:main',
             'rdt-sim-pipeline = rdt_sim.pipeline:main',
         ],

@@ -124,7 +124,8 @@ def typestore():
 
 def test_the_interfaces_the_suite_needs_exist():
     assert {p.name for p in interface_files()} == {
-        "ActionChunk.msg", "EpisodeStatus.msg", "PolicyStatus.msg", "SetInstruction.srv", "StartEpisode.srv"}
+        "ActionChunk.msg", "EpisodeStatus.msg", "PolicyStatus.msg", "ResetSim.srv", "SetInstruction.srv",
+        "StartEpisode.srv"}
 
 
 @pytest.mark.parametrize("path", interface_files(), ids=lambda p: p.name)
