@@ -43,9 +43,45 @@ def leader_gripper(profile, follower_gripper: np.ndarray, role: str) -> np.ndarr
     return closed + openness * (opened - closed)
 
 
+def demonstration_messages(sim, demo, *, camera_rate_hz: float, lead_in: int = 10, after_success_s: float = 0.5):
+    """The streams of the real ALOHA while the sim replays ``demo``, in time order: ``(recording, topic,
+    role, stamp_ns, payload)`` with payload ``(names, positions)`` for a JointState (follower arms: measured;
+    leader arms: the expert's commands, in the leader gripper's units, as teleoperation gives them) or an RGB
+    frame. ``recording`` is False for the ``lead_in`` ticks before the episode (the drivers run first)."""
+    profile = sim.profile
+    names = profile.joint_names
+    state = [(s.role, s.topic, s.msg_joint_names, [names.index(j) for j in s.joints]) for s in profile.state_streams]
+    action = [(s.role, s.topic, s.msg_joint_names, [names.index(j) for j in s.joints]) for s in profile.action_streams]
+    cameras = [(c.role, c.topic) for c in profile.cameras]
+    period = 1.0 / camera_rate_hz
+    sim.reset(demo.seed)
+    end = len(demo.actions) if demo.time_to_success is None else min(
+        len(demo.actions), int((demo.time_to_success + after_success_s) / sim.control_period))
+    next_frame = 0.0
+    for k in range(-lead_in, end):
+        command = demo.actions[max(k, 0)]
+        if k >= 0:
+            sim.command(command)
+        stamp = STAMP_OFFSET_NS + int(round(sim.time * 1e9))
+        q = sim.qpos()
+        for role, topic, msg_names, idx in state:
+            yield k >= 0, topic, role, stamp, (msg_names, q[idx])
+        for role, topic, msg_names, idx in action:
+            values = np.asarray(command, dtype=np.float64)[idx].copy()
+            g = msg_names.index("gripper")
+            values[g] = leader_gripper(profile, values[g], role)
+            yield k >= 0, topic, role, stamp, (msg_names, values)
+        if sim.time >= next_frame - 1e-9:
+            for role, topic in cameras:
+                yield k >= 0, topic, role, stamp, sim.render(role)
+            next_frame += period
+        sim.step()
+
+
 def record_demonstrations(task: str, out_dir: Path, *, episodes: int, seed: int, render, camera_rate_hz: float,
-                          after_success_s: float = 0.5) -> list[dict]:
-    """Each demonstration replayed on the sim and recorded through the live recorder, in sim time."""
+                          bag_dir: Path | None = None) -> list[dict]:
+    """Each demonstration replayed on the sim and recorded through the live recorder, in sim time (and, with
+    ``bag_dir``, also written as a rosbag2 of the same topics, as ``ros2 bag record`` would)."""
     from rdt_recorder.streams import StreamPlan
     from rdt_recorder.writer import EpisodeRecorder
 
@@ -53,60 +89,79 @@ def record_demonstrations(task: str, out_dir: Path, *, episodes: int, seed: int,
     from .experts import demonstrate
 
     sim = AlohaSim(task, render=render)
-    profile = sim.profile
     # the sim may run faster than real time: a deep queue instead of the live recorder's 512 messages
-    recorder = EpisodeRecorder(StreamPlan.from_profile(profile), out_dir, instruction=sim.task.instruction,
+    recorder = EpisodeRecorder(StreamPlan.from_profile(sim.profile), out_dir, instruction=sim.task.instruction,
                                clock=lambda: STAMP_OFFSET_NS + int(round(sim.time * 1e9)), queue_size=100_000)
-    names = profile.joint_names
-    state = [(s.role, s.msg_joint_names, [names.index(j) for j in s.joints]) for s in profile.state_streams]
-    action = [(s.role, s.msg_joint_names, [names.index(j) for j in s.joints]) for s in profile.action_streams]
-    period = 1.0 / camera_rate_hz
     out = []
-
-    def offer(fn, *args):
-        fn(*args)  # refused before start() (the streams run ahead of the episode, as on the robot)
-
-    def publish(command, next_frame):
-        stamp = STAMP_OFFSET_NS + int(round(sim.time * 1e9))
-        q = sim.qpos()
-        for role, msg_names, idx in state:
-            offer(recorder.on_joints, role, stamp, msg_names, q[idx])
-        for role, msg_names, idx in action:
-            values = np.asarray(command, dtype=np.float64)[idx].copy()
-            values[msg_names.index("gripper")] = leader_gripper(profile, values[msg_names.index("gripper")], role)
-            offer(recorder.on_joints, role, stamp, msg_names, values)
-        if sim.time >= next_frame - 1e-9:
-            for role in sim.camera_roles:
-                offer(recorder.on_image, role, stamp, sim.render(role))
-            next_frame += period
-        return next_frame
-
     try:
         for i in range(episodes):
             s = seed + i
             demo = demonstrate(task, s)
-            sim.reset(s)
-            next_frame = 0.0
-            for _ in range(10):  # the streams run before the episode starts, as on the robot
-                next_frame = publish(demo.actions[0], next_frame)
-                sim.step()
-            recorder.start()
-            end = len(demo.actions) if demo.time_to_success is None else min(
-                len(demo.actions), int((demo.time_to_success + after_success_s) / sim.control_period))
-            for k in range(end):
-                sim.command(demo.actions[k])
-                next_frame = publish(demo.actions[k], next_frame)
-                sim.step()
+            bag = BagWriter(bag_dir / f"episode_{i}_bag") if bag_dir is not None else None
+            for recording, topic, role, stamp, payload in demonstration_messages(sim, demo,
+                                                                                 camera_rate_hz=camera_rate_hz):
+                if not recording:
+                    continue  # the recorder refuses messages before start(); the drivers ran all along
+                if recorder.state.value == "IDLE":
+                    recorder.start()
+                if isinstance(payload, tuple):
+                    recorder.on_joints(role, stamp, *payload)
+                else:
+                    recorder.on_image(role, stamp, payload)
+                if bag is not None:
+                    bag.write(topic, stamp, payload)
             result = recorder.stop()
+            if bag is not None:
+                bag.close()
             _log(f"episode {i} (seed {s}, expert {'succeeded' if demo.success else 'FAILED'}): "
                  f"{result.summary().splitlines()[0]}")
             if not result.kept or sum(result.dropped_frames.values()):
                 raise RuntimeError(f"episode {i} was not recorded whole: {result.summary()}")
-            out.append({"seed": s, "path": str(result.path), "steps": result.steps, "expert_success": demo.success})
+            out.append({"seed": s, "path": str(result.path), "steps": result.steps, "expert_success": demo.success,
+                        "bag": str(bag.path) if bag is not None else None})
     finally:
         recorder.close()
         sim.close()
     return out
+
+
+class BagWriter:
+    """A rosbag2 (sqlite3) of sensor_msgs JointState / Image messages, written with rosbags (no ROS needed),
+    received at their header stamps."""
+
+    def __init__(self, path: Path):
+        from rosbags.rosbag2 import Writer
+        from rosbags.typesys import Stores, get_typestore
+
+        self.path = Path(path)
+        self.ts = get_typestore(Stores.ROS2_JAZZY)
+        self.writer = Writer(self.path, version=9)
+        self.writer.open()
+        self.conns = {}
+
+    def _header(self, stamp_ns: int):
+        t = self.ts.types["builtin_interfaces/msg/Time"](sec=stamp_ns // 1_000_000_000, nanosec=stamp_ns % 1_000_000_000)
+        return self.ts.types["std_msgs/msg/Header"](stamp=t, frame_id="")
+
+    def write(self, topic: str, stamp_ns: int, payload) -> None:
+        if isinstance(payload, tuple):
+            names, positions = payload
+            kind = "sensor_msgs/msg/JointState"
+            msg = self.ts.types[kind](header=self._header(stamp_ns), name=list(names),
+                                      position=np.asarray(positions, np.float64), velocity=np.zeros(0),
+                                      effort=np.zeros(0))
+        else:
+            rgb = np.ascontiguousarray(payload, dtype=np.uint8)
+            h, w = rgb.shape[:2]
+            kind = "sensor_msgs/msg/Image"
+            msg = self.ts.types[kind](header=self._header(stamp_ns), height=h, width=w, encoding="rgb8",
+                                      is_bigendian=0, step=w * 3, data=rgb.reshape(-1))
+        if topic not in self.conns:
+            self.conns[topic] = self.writer.add_connection(topic, kind, typestore=self.ts)
+        self.writer.write(self.conns[topic], stamp_ns, self.ts.serialize_cdr(msg, kind))
+
+    def close(self) -> None:
+        self.writer.close()
 
 
 def train(episode_dir: Path, instructions: Path, run_dir: Path, *, init: str, vision: str, minutes: float,
