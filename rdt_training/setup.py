@@ -9,7 +9,7 @@ setup(
     name=package_name,
     version="0.1.0",
     packages=find_packages(exclude=["test", "test.*"]),
-    package_data={"rdt_training": ["configs/*.json"]},
+    package_data={"rdt_training": ["configs/*.json"], "rdt_training.review": ["templates/*"]},
     data_files=[
         ('share/ament_index/resource_index/packages', ['resource/rdt_training']),
         ('share/rdt_training', ['package.xml']),
@@ -27,6 +27,8 @@ setup(
             'rdt-train = rdt_training.train:main',
             'rdt-dataset-stats = rdt_training.stats:main',
             'rdt-dataset-info = rdt_training.info:main',
+            'rdt-dataset-edit = rdt_training.edit:main',
+            'rdt-dataset-review = rdt_training.review.__main__:main',
         ],
     },
 )

@@ -2,13 +2,14 @@
 
 1. record: a scripted expert drives the fake Kinova Gen3 to a target pose; its joint states and camera
    frames stream, in real time, into the recorder's live writer (rdt_recorder.writer.EpisodeRecorder),
-   which aligns them and writes episode_<n>.hdf5 files;
+   which aligns them and writes episode_<n>.hdf5 files; rdt-dataset-review builds their review page
+   (out/demo/review/index.html: videos, plots, quality flags, curation commands);
 2. train: the tiny RDT (random SigLIP tower and T5 built from configs: nothing is downloaded) is fine-tuned
    on those episodes for about a minute with rdt_training, which exports a checkpoint;
 3. deploy: the policy runtime (inference in a worker, chunk blending, safety) runs that checkpoint
    closed-loop on the fake robot, in real time;
-4. report: out/demo/report.html with the episodes, the loss curve, commanded vs measured joints, chunk
-   switches, latencies, and how close the policy came to the expert's target.
+4. report: out/demo/report.html with the episodes (a link to their review page), the loss curve, commanded
+   vs measured joints, chunk switches, latencies, and how close the policy came to the expert's target.
 
 The tiny model is a plumbing check, not a skill demonstration: a 1-minute CPU fine-tune of a randomly
 initialised network. The report says so next to the numbers.
@@ -209,6 +210,8 @@ def write_report(out: Path, summary: dict, images: dict[str, Path]) -> Path:
 <h1>RDT on the fake Kinova Gen3: record, train, deploy</h1>
 <p class="note">The model is the <b>tiny</b> RDT (random init, random SigLIP and T5 stand-ins) fine-tuned for
 about a minute on a CPU. This run checks the whole pipeline; it does not show what RDT-1B can do.</p>
+<p><a href="{html.escape(summary["review"])}">Review the recorded episodes</a>: the cameras' video, joints and
+timing per episode, the recorder's quality report, outliers, and the rdt-dataset-edit commands to curate them.</p>
 <table>{rows}</table>{figs}
 <p>Raw logs: commands.csv, joints.csv, chunks.csv, ticks.csv in policy/; summary.json.</p></body></html>"""
     path = out / "report.html"
@@ -240,6 +243,9 @@ def main(argv=None) -> int:
     _log(f"1/4 recording {args.episodes} expert episodes of {args.episode_seconds:.0f} s on the fake "
          f"{PROFILE} (real time, live recorder)")
     episodes = record_episodes(out / "episodes", episodes=args.episodes, seconds=args.episode_seconds)
+    from rdt_training.review import build_review
+    review = build_review(out / "episodes", out / "review", jobs=1, progress=False)
+    _log(f"    review of the episodes: {review.resolve()}")
     lang = encode_instruction(out / "instructions")
 
     budget = f"{args.train_steps} steps" if args.train_steps else f"{args.train_minutes:g} min"
@@ -283,7 +289,8 @@ def main(argv=None) -> int:
     }
     summary = {
         "profile": PROFILE, "instruction": INSTRUCTION, "untrained_model": False, "tiny_model": True,
-        "episodes": [str(p) for p in episodes], "instruction_embedding": str(lang),
+        "episodes": [str(p) for p in episodes], "review": str(review.relative_to(out)),
+        "instruction_embedding": str(lang),
         "train_steps": trained.steps, "loss_first10": float(np.mean(losses[:10])),
         "loss_last10": float(np.mean(losses[-10:])), "export_dir": str(trained.export_dir),
         "chunks": len(result.chunks), "late_ticks": result.late_ticks,

@@ -40,3 +40,12 @@ def test_demo_records_trains_deploys_and_reports(tmp_path):
     for png in ("loss.png", "policy.png", "distance.png"):
         assert (out / png).stat().st_size > 1000 and png in page
     assert "tiny" in page and "distance to target" in page
+
+    # the report links the review page of the recorded episodes, built from the recorder's own attributes
+    assert summary["review"] == "review/index.html" and 'href="review/index.html"' in page
+    review = json.loads((out / "review" / "review.json").read_text())
+    assert [Path(e["path"]).name for e in review["episodes"]] == [Path(p).name for p in summary["episodes"]]
+    for e in review["episodes"]:
+        assert e["ok"] and e["quality"]["dropped_frames"] is not None and e["quality"]["skipped_steps"] is not None
+        assert (out / "review" / "media" / e["slug"] / "video.mp4").stat().st_size > 1000
+        assert (out / "review" / "episodes" / f"{e['slug']}.html").is_file()

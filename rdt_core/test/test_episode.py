@@ -71,6 +71,17 @@ def test_jpeg_problem_catches_empty_garbage_truncated_and_corrupted_frames():
     assert "does not decode" in jpeg_problem(good[:2] + bytes(len(good) - 2))      # header lost
 
 
+def test_reduced_decode_keeps_colour_order_at_a_fraction_of_the_size():
+    img = frame(3, 1, h=96, w=128)
+    half = decode_jpeg(encode_jpeg(img), reduce=2)
+    assert half.shape == (48, 64, 3) and close(half, cv2.resize(img, (64, 48), interpolation=cv2.INTER_AREA))
+    bgr = cv2.imencode(".jpg", cv2.cvtColor(img, cv2.COLOR_RGB2BGR))[1].tobytes()
+    assert decode_jpeg(bgr, "bgr", reduce=4).shape == (24, 32, 3)
+    assert close(decode_jpeg(bgr, "bgr", reduce=4), cv2.resize(img, (32, 24), interpolation=cv2.INTER_AREA))
+    with pytest.raises(ValueError, match="reduce must be one of"):
+        decode_jpeg(encode_jpeg(img), reduce=3)
+
+
 def test_stream_round_trip_and_atomic_rename(tmp_path):
     final = tmp_path / "episode_0.hdf5"
     w = EpisodeWriter(final, meta(), flush_interval_s=0.0)
@@ -92,6 +103,9 @@ def test_stream_round_trip_and_atomic_rename(tmp_path):
         np.testing.assert_array_equal(r.qpos, np.stack([s[1] for s in steps]))
         np.testing.assert_array_equal(r.action, np.stack([s[2] for s in steps]))
         assert r.jpeg("cam_left_wrist", 7) == steps[7][3]["cam_left_wrist"]
+        block = r.jpegs("cam_left_wrist", 5, 9)
+        assert [b.tobytes() for b in block] == [s[3]["cam_left_wrist"] for s in steps[5:9]]
+        assert len(r.jpegs("cam_high")) == 12
         assert close(r.image("cam_right_wrist", 5), frame(5, 1))
         with pytest.raises(KeyError, match="cam_top"):
             r.image("cam_top", 0)

@@ -35,12 +35,15 @@ from rdt_core.episode import QPOS, ACTION, EpisodeReader, nonfinite_problem
 from rdt_core.robots import RobotProfile, load_profile
 
 from .augment import augment_image
+from .curation import CurationCache, CurationError, EpisodeCuration
 from .instructions import InstructionBank
 
 log = logging.getLogger(__name__)
 
 SLOTS = ("exterior", "right_wrist", "left_wrist")
 EPISODE_SUFFIXES = (".hdf5", ".h5")
+#: How index_episodes' skipped list words an episode that curation.json excludes.
+EXCLUDED_BY_CURATION = "excluded by curation"
 
 
 class DatasetError(ValueError):
@@ -75,6 +78,22 @@ def first_moving_step(qpos: np.ndarray, threshold: float) -> int | None:
     return int(moving[0]) if len(moving) else None
 
 
+def last_moving_step(qpos: np.ndarray, threshold: float) -> int | None:
+    """The still-frame rule from the end: index of the last step whose qpos differs from the last one by more
+    than ``threshold``; None when the robot never moves."""
+    first = first_moving_step(np.asarray(qpos)[::-1], threshold)
+    return None if first is None else len(qpos) - 1 - first
+
+
+def idle_window(qpos: np.ndarray, threshold: float) -> tuple[int, int] | None:
+    """Steps [first, end) left when the still steps at both ends are cut as the official loader cuts the
+    start: one still step is kept before the first moving step and after the last; None when never moving."""
+    first = first_moving_step(qpos, threshold)
+    if first is None:
+        return None
+    return max(first - 1, 0), min(last_moving_step(qpos, threshold) + 2, len(qpos))
+
+
 @dataclass
 class IndexedEpisode:
     """One episode's small arrays (kept in memory) and what is needed to fetch its frames."""
@@ -93,6 +112,10 @@ class IndexedEpisode:
     state_std: np.ndarray = field(repr=False, default=None)
     state_norm: np.ndarray = field(repr=False, default=None)
     meta: object = field(repr=False, default=None)
+    # Curation (curation.json) may cut steps off the file: the arrays above hold the kept steps only, and
+    # step i here is frame i + frame_offset of the file.
+    frame_offset: int = 0
+    curation: EpisodeCuration | None = field(repr=False, default=None)
 
     @property
     def num_steps(self) -> int:
@@ -117,13 +140,16 @@ def _resolve_profile(spec, cache: dict) -> RobotProfile:
 
 
 def index_episodes(sources, *, profiles=None, skip_still: bool = True, still_threshold: float = 1e-2,
-                   min_steps: int = 2, allow_mixed_robots: bool = False):
+                   min_steps: int = 2, allow_mixed_robots: bool = False, curation: bool = True):
     """Read every episode's metadata and low-dimensional arrays once.
 
     profiles: None (each episode's ``robot`` attribute names its profile), one profile / name / YAML path
     for all, or a mapping {folder or file: profile} (required to mix robots in one dataset).
-    Returns (episodes, skipped) where skipped lists (path, reason) of episodes left out (unreadable, a
-    non-finite joint value (the step and joint named), too short, never moving). Raises DatasetError for problems a user must fix (unknown robot, joint names that
+    curation: honour each folder's curation.json (rdt-dataset-edit): excluded episodes are skipped, trimmed
+    ones keep only their kept steps.
+    Returns (episodes, skipped) where skipped lists (path, reason) of episodes left out (excluded, unreadable,
+    a non-finite joint value (the step and joint named), too short, never moving). Raises DatasetError for
+    problems a user must fix (unknown robot, joint names that
     do not match the profile, mixed robots without a mapping, no valid episodes at all).
     """
     pairs = find_episode_files(sources)
@@ -134,8 +160,19 @@ def index_episodes(sources, *, profiles=None, skip_still: bool = True, still_thr
     elif profiles is not None:
         single = profiles
     cache: dict = {}
+    curations = CurationCache()
     episodes, skipped, errors = [], [], []
     for source, path in pairs:
+        folder_curation = cur = None
+        if curation:
+            try:
+                folder_curation = curations.curation(source, path)
+            except CurationError as exc:
+                raise DatasetError(str(exc)) from exc
+            cur = folder_curation.get(path)
+            if cur.excluded:
+                skipped.append((path, f"{EXCLUDED_BY_CURATION} ({folder_curation.path}): {cur.reason}"))
+                continue
         try:
             reader = EpisodeReader(path)
         except Exception as exc:  # unreadable or not an episode: leave it out, say why
@@ -148,6 +185,13 @@ def index_episodes(sources, *, profiles=None, skip_still: bool = True, still_thr
             stamps = np.asarray(reader.timestamps, dtype=np.int64)
         finally:
             reader.close()
+        lo = 0
+        if cur is not None and cur.trim is not None:
+            try:
+                lo, hi = folder_curation.window(path, len(stamps))
+            except CurationError as exc:
+                raise DatasetError(str(exc)) from exc
+            qpos, action, stamps = qpos[lo:hi], action[lo:hi], stamps[lo:hi]
         spec = single
         if mapping is not None:
             spec = mapping.get(path.resolve(), mapping.get(source.resolve()))
@@ -169,8 +213,11 @@ def index_episodes(sources, *, profiles=None, skip_still: bool = True, still_thr
         bad = nonfinite_problem(f"/{QPOS}", qpos, meta.joint_names) or \
             nonfinite_problem(f"/{ACTION}", action, meta.joint_names)
         if bad:
+            if lo:
+                bad += f" of the steps curation keeps (file step = that + {lo})"
             skipped.append((path, f"{bad}; left out (NaN would reach the statistics and the loss). Re-record or "
-                                  "re-convert it: the recorder and bag2hdf5 now leave such steps out"))
+                                  "re-convert it: the recorder and bag2hdf5 now leave such steps out (or trim "
+                                  "the steps away with rdt-dataset-edit)"))
             continue
         if qpos.shape[0] < max(min_steps, 1):
             skipped.append((path, f"too short ({qpos.shape[0]} steps < min_steps={min_steps})"))
@@ -198,7 +245,8 @@ def index_episodes(sources, *, profiles=None, skip_still: bool = True, still_thr
             path=path, source=source, profile=profile, robot=profile.name, instruction=meta.instruction or "",
             ctrl_freq=ctrl, qpos=qpos, action=action, timestamps=stamps, start=start, cameras=tuple(cams),
             state_mean=uni.mean(0).astype(np.float32), state_std=uni.std(0).astype(np.float32),
-            state_norm=np.sqrt((uni ** 2).mean(0)).astype(np.float32), meta=meta))
+            state_norm=np.sqrt((uni ** 2).mean(0)).astype(np.float32), meta=meta, frame_offset=lo,
+            curation=cur))
     if errors:
         raise DatasetError("these episodes do not fit their robot profile:\n  " + "\n  ".join(errors))
     robots = sorted({e.robot for e in episodes})
@@ -213,7 +261,7 @@ def index_episodes(sources, *, profiles=None, skip_still: bool = True, still_thr
                            f"{why}. Record episodes with `ros2 run rdt_recorder record` or convert bags with "
                            f"`ros2 run rdt_recorder bag2hdf5`.")
     for path, reason in skipped:
-        log.warning("skipping episode %s: %s", path, reason)
+        (log.info if reason.startswith(EXCLUDED_BY_CURATION) else log.warning)("skipping episode %s: %s", path, reason)
     return episodes, skipped
 
 
@@ -341,7 +389,8 @@ class EpisodeDataset(Dataset):
         return self.img_history_size * len(SLOTS)
 
     def frame_plan(self, ep_index: int, step: int) -> list[tuple[str, int] | None]:
-        """(camera role, frame index) for each of the history x slot frames, None where none is valid.
+        """(camera role, frame index in the file) for each of the history x slot frames, None where none is
+        valid.
 
         A frame is valid when it is at or after the episode's start and the robot has that camera
         (the official mask: the first history-1 steps have no past frames)."""
@@ -350,7 +399,7 @@ class EpisodeDataset(Dataset):
         for h in range(self.img_history_size):
             idx = step - (self.img_history_size - 1) + h
             for role in ep.cameras:
-                plan.append((role, idx) if role is not None and idx >= ep.start else None)
+                plan.append((role, idx + ep.frame_offset) if role is not None and idx >= ep.start else None)
         return plan
 
     def __getitem__(self, index: int) -> dict:
@@ -380,7 +429,7 @@ class EpisodeDataset(Dataset):
         plan = [p if p is None or not masked() else None for p in plan]   # officially masks frames too
         sample["image_mask"] = np.array([p is not None for p in plan], dtype=bool)
         if self.feature_store is not None:
-            sample["image_features"] = self.feature_store.features(ep.path, plan)
+            sample["image_features"] = self.feature_store.features(ep, plan)
         elif self.decode_images:
             reader = self._reader(ep_i)
             images = []

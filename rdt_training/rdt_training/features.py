@@ -3,7 +3,9 @@
 The vision tower is frozen during fine-tuning, so every frame's features never change; with image
 augmentation off they can be computed once (``FeatureStore.build``) and read back instead of decoding
 and encoding six frames per sample. Cache files are keyed by the episode file (path, size, mtime) and by
-a fingerprint of the encoder, so a changed episode or encoder is re-encoded, never silently reused.
+a fingerprint of the encoder, so a changed episode or encoder is re-encoded, never silently reused; and by
+the frames kept (the still-frame rule and a curation trim move an episode's start), so a cache never serves
+another window's rows.
 """
 from __future__ import annotations
 
@@ -79,60 +81,67 @@ class FeatureStore:
         state["_vision"] = None      # workers only read; the encoder stays in the main process
         return state
 
-    def path_for(self, episode_path) -> Path:
-        p = Path(episode_path).resolve()
+    @staticmethod
+    def _window(ep) -> tuple[int, int]:
+        """(first file frame, rows) an indexed episode's cache holds: its frames from its start on."""
+        return ep.frame_offset + ep.start, ep.num_steps - ep.start
+
+    def path_for(self, ep) -> Path:
+        p = Path(ep.path).resolve()
         st = p.stat()
-        key = hashlib.sha1(f"{p}|{st.st_size}|{st.st_mtime_ns}|{self.fingerprint}".encode()).hexdigest()[:16]
-        return self.cache_dir / f"{p.stem}-{key}.h5"
+        first, rows = self._window(ep)
+        key = hashlib.sha1(f"{p}|{st.st_size}|{st.st_mtime_ns}|{first}|{rows}|{self.fingerprint}".encode())
+        return self.cache_dir / f"{p.stem}-{key.hexdigest()[:16]}.h5"
 
     def build(self, episodes, *, batch_size: int = 32, progress: bool = False) -> int:
         """Encode every frame (from each episode's start) that is not cached yet; returns episodes encoded."""
         from tqdm.auto import tqdm
         if self._vision is None:
             raise RuntimeError("FeatureStore.build needs the encoder (call it in the main process)")
-        todo = [e for e in episodes if not self.path_for(e.path).is_file()]
+        todo = [e for e in episodes if not self.path_for(e).is_file()]
         for ep in tqdm(todo, desc="caching SigLIP features", disable=not progress):
-            final = self.path_for(ep.path)
+            final = self.path_for(ep)
             tmp = final.with_name("." + final.name + ".partial")
+            first, rows = self._window(ep)
             with EpisodeReader(ep.path) as reader, h5py.File(tmp, "w") as out:
-                out.attrs["first"] = int(ep.start)
+                out.attrs["first"] = int(first)
                 out.attrs["fingerprint"] = self.fingerprint
                 out.attrs["episode"] = str(ep.path)
                 for role in ep.cameras:
                     if role is None:
                         continue
-                    rows = ep.num_steps - ep.start
                     dset = out.create_dataset(role, (rows, self.num_patches, self.hidden_size), dtype=np.float16,
                                               chunks=(1, self.num_patches, self.hidden_size))
                     for i in range(0, rows, batch_size):
-                        frames = [reader.image(role, ep.start + j) for j in range(i, min(rows, i + batch_size))]
+                        frames = [reader.image(role, first + j) for j in range(i, min(rows, i + batch_size))]
                         dset[i:i + len(frames)] = encode_frames(self._vision, frames).float().cpu().numpy()
             os.replace(tmp, final)
         self.built_now = len(todo)
         return len(todo)
 
-    def _file(self, episode_path) -> h5py.File:
+    def _file(self, ep) -> h5py.File:
         if os.getpid() != self._pid:
             self._files, self._pid = {}, os.getpid()
-        key = str(episode_path)
+        key = (str(ep.path), self._window(ep))
         f = self._files.get(key)
         if f is None:
-            path = self.path_for(episode_path)
+            path = self.path_for(ep)
             if not path.is_file():
-                raise FileNotFoundError(f"no cached features for {episode_path} in {self.cache_dir}; "
+                raise FileNotFoundError(f"no cached features for {ep.path} in {self.cache_dir}; "
                                         f"call FeatureStore.build(dataset.episodes) first")
             f = self._files[key] = h5py.File(path, "r")
         return f
 
-    def features(self, episode_path, plan) -> np.ndarray:
-        """(len(plan), P, C) float32: cached features of each (role, frame), background where None."""
+    def features(self, ep, plan) -> np.ndarray:
+        """(len(plan), P, C) float32: cached features of each (role, file frame) of the indexed episode
+        ``ep`` (see EpisodeDataset.frame_plan), background where None."""
         out = np.empty((len(plan), self.num_patches, self.hidden_size), dtype=np.float32)
         f = None
         for k, p in enumerate(plan):
             if p is None:
                 out[k] = self.background
                 continue
-            f = f or self._file(episode_path)
+            f = f or self._file(ep)
             out[k] = f[p[0]][p[1] - int(f.attrs["first"])]
         return out
 

@@ -1,9 +1,10 @@
 """What is in a folder of episodes (console script ``rdt-dataset-info``).
 
 Prints one row per episode (length, duration, measured rate, cameras, instruction, still frames at the
-start, the recorder's timing-skew summary, problems), then every problem in full: a non-finite joint value
-or a frame that does not decode is named with its step (every frame is checked with an eighth-size decode
-unless ``--no-frame-check``). With ``--plot``, draws one episode's joints
+start, the recorder's timing-skew summary, the folder's curation (curation.json: excluded, trimmed; the
+numbers are of the kept steps), problems), then every problem in full: a non-finite joint value or a frame
+that does not decode is named with its step (every frame is checked with an eighth-size decode unless
+``--no-frame-check``). With ``--plot``, draws one episode's joints
 (qpos and action over time) and a strip of camera frames into a PNG, to check a recording by eye before
 training on it.
 """
@@ -18,6 +19,7 @@ import numpy as np
 
 from rdt_core.episode import EpisodeReader, validate_episode
 
+from .curation import CurationCache, CurationError, EpisodeCuration
 from .dataset import DatasetError, find_episode_files, first_moving_step
 
 
@@ -36,6 +38,8 @@ class EpisodeInfo:
     skew: str = ""
     problem: str = ""
     problems: list = field(default_factory=list)      # every problem found, in full
+    curation: str = ""               # EpisodeCuration.describe(): excluded (why), trimmed (where)
+    excluded: bool = False
 
 
 def _find_alignment(extra) -> dict | None:
@@ -59,15 +63,25 @@ def skew_summary(extra) -> str:
     return f"max {worst:.1f} ms, {misses} misses"
 
 
-def episode_info(path, still_threshold: float = 1e-2, check_frames: bool = True) -> EpisodeInfo:
+def episode_info(path, still_threshold: float = 1e-2, check_frames: bool = True,
+                 curation: EpisodeCuration | None = None) -> EpisodeInfo:
+    """The table row of one episode; with ``curation``, of its kept steps (an excluded one is not usable;
+    the problems are those of the whole file)."""
     path = Path(path)
+    cur = curation or EpisodeCuration()
     try:
         with EpisodeReader(path) as r:
             meta = r.meta
             stamps = np.asarray(r.timestamps, dtype=np.int64)
             qpos = np.asarray(r.qpos)
     except Exception as exc:
-        return EpisodeInfo(path, ok=False, problem=f"unreadable: {exc}")
+        return EpisodeInfo(path, ok=False, problem=f"unreadable: {exc}", curation=cur.describe(),
+                           excluded=cur.excluded)
+    try:
+        lo, hi = cur.window(len(stamps))
+    except CurationError as exc:
+        return EpisodeInfo(path, ok=False, problem=f"curation: {exc}", curation=cur.describe())
+    stamps, qpos = stamps[lo:hi], qpos[lo:hi]
     n = len(stamps)
     duration = (stamps[-1] - stamps[0]) / 1e9 if n > 1 else 0.0
     first = first_moving_step(qpos, still_threshold) if n else None
@@ -75,24 +89,27 @@ def episode_info(path, still_threshold: float = 1e-2, check_frames: bool = True)
     if first is None:
         problems.append("robot never moves")
     return EpisodeInfo(
-        path, ok=not problems, robot=meta.robot, steps=n, duration_s=float(duration),
+        path, ok=not problems and not cur.excluded, robot=meta.robot, steps=n, duration_s=float(duration),
         rate_hz=float((n - 1) / duration) if duration > 0 else 0.0,
         control_frequency=float(meta.control_frequency), cameras=list(meta.camera_names),
         instruction=meta.instruction or "", still_steps=max((first or n) - 1, 0),
-        skew=skew_summary(meta.extra), problem=problems[0] if problems else "", problems=problems)
+        skew=skew_summary(meta.extra), problem=problems[0] if problems else "", problems=problems,
+        curation=cur.describe(), excluded=cur.excluded)
 
 
 def format_table(infos: list[EpisodeInfo]) -> str:
-    header = ["episode", "robot", "steps", "dur s", "Hz", "still", "cameras", "skew", "instruction / problem"]
+    header = ["episode", "robot", "steps", "dur s", "Hz", "still", "cameras", "skew", "curation",
+              "instruction / problem"]
     rows = [[i.path.name, i.robot, str(i.steps), f"{i.duration_s:.1f}", f"{i.rate_hz:.1f}", str(i.still_steps),
-             ",".join(i.cameras), i.skew, (i.problem or i.instruction)[:60]] for i in infos]
+             ",".join(i.cameras), i.skew, i.curation[:40] or "-", (i.problem or i.instruction)[:60]] for i in infos]
     widths = [max(len(h), *(len(r[k]) for r in rows)) if rows else len(h) for k, h in enumerate(header)]
     line = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()
     out = [line(header), line(["-" * w for w in widths])] + [line(r) for r in rows]
     ok = [i for i in infos if i.ok]
     total = sum(i.steps for i in ok)
-    out.append(f"{len(infos)} episodes ({len(ok)} usable), {total} steps, "
-               f"{sum(i.duration_s for i in ok) / 60:.1f} min")
+    excluded = sum(i.excluded for i in infos)
+    out.append(f"{len(infos)} episodes ({len(ok)} usable" + (f", {excluded} excluded by curation" if excluded else "")
+               + f"), {total} steps, {sum(i.duration_s for i in ok) / 60:.1f} min")
     bad = [f"  {i.path}: {p}" for i in infos for p in (i.problems or ([i.problem] if i.problem else []))]
     if bad:
         out += ["problems:"] + bad
@@ -152,11 +169,14 @@ def main(argv=None) -> int:
                     help="decode only the first and last frame of each camera (faster on large datasets)")
     args = ap.parse_args(argv)
     try:
-        files = [f for _, f in find_episode_files(args.episodes)]
-    except DatasetError as exc:
+        pairs = find_episode_files(args.episodes)
+        curations = CurationCache()
+        infos = [episode_info(f, check_frames=not args.no_frame_check, curation=curations.lookup(src, f))
+                 for src, f in pairs]
+    except (DatasetError, CurationError) as exc:
         print(f"rdt-dataset-info: {exc}", file=sys.stderr)
         return 2
-    infos = [episode_info(f, check_frames=not args.no_frame_check) for f in files]
+    files = [f for _, f in pairs]
     print(format_table(infos))
     if args.plot is not None:
         target = Path(args.plot)

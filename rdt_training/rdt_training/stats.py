@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .dataset import DatasetError, IndexedEpisode, index_episodes
+from .dataset import EXCLUDED_BY_CURATION, DatasetError, IndexedEpisode, index_episodes
 
 EPS = 1e-8
 
@@ -71,13 +71,19 @@ def compute_stats(episodes: list[IndexedEpisode], dataset_name: str | None = Non
 
 def dataset_stats(sources, *, profiles=None, dataset_name: str | None = None, skip_still: bool = True,
                   still_threshold: float = 1e-2, min_steps: int = 2, skipped: list | None = None) -> dict:
-    """Index the episodes under ``sources`` and compute their statistics record; the episodes left out
-    ((path, reason), e.g. a non-finite joint value) are appended to ``skipped``."""
+    """Index the episodes under ``sources`` (honouring their curation.json) and compute their statistics
+    record, which names the episodes curation excluded or trimmed; the episodes left out ((path, reason),
+    e.g. a non-finite joint value) are appended to ``skipped``."""
     episodes, left_out = index_episodes(sources, profiles=profiles, skip_still=skip_still,
                                         still_threshold=still_threshold, min_steps=min_steps)
     if skipped is not None:
         skipped.extend(left_out)
-    return compute_stats(episodes, dataset_name)
+    record = compute_stats(episodes, dataset_name)
+    excluded = [str(p) for p, why in left_out if why.startswith(EXCLUDED_BY_CURATION)]
+    trimmed = [str(e.path) for e in episodes if e.curation is not None and e.curation.trim is not None]
+    if excluded or trimmed:
+        record["curation"] = {"excluded": excluded, "trimmed": trimmed}
+    return record
 
 
 def write_stats(record: dict, path, *, skip_exist: bool = False) -> bool:
@@ -119,7 +125,9 @@ def main(argv=None) -> int:
     for path, reason in skipped:
         print(f"rdt-dataset-stats: left out {path}: {reason}", file=sys.stderr)
     if write_stats(record, args.out, skip_exist=args.skip_exist):
-        print(f"{record['dataset_name']}: {record['num_episodes']} episodes, {record['num_steps']} steps "
+        cur = record.get("curation", {})
+        note = (f" (curation.json: {len(cur['excluded'])} excluded, {len(cur['trimmed'])} trimmed)" if cur else "")
+        print(f"{record['dataset_name']}: {record['num_episodes']} episodes, {record['num_steps']} steps{note} "
               f"-> {args.out}")
     else:
         print(f"{record['dataset_name']} already in {args.out}; left untouched (--skip-exist)")

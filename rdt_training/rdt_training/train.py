@@ -34,7 +34,7 @@ from rdt_core.model import RDTRunner, rdt_config
 from rdt_core.robots import load_profile
 
 from .configs import config_path
-from .dataset import DatasetError, EpisodeDataset, collate, index_episodes
+from .dataset import EXCLUDED_BY_CURATION, DatasetError, EpisodeDataset, collate, index_episodes
 from .export import export_model
 from .features import FeatureStore, batch_image_tokens
 from .instructions import InstructionBank
@@ -497,7 +497,8 @@ def train(config: TrainConfig) -> TrainResult:
             f"training {sum(p.numel() for p in runner.parameters()) / 1e6:.2f}M params on {device} "
             f"({accelerator.num_processes} process(es), precision {accelerator.mixed_precision}, {opt_name}); "
             f"{len(train_eps)} train / {len(heldout_eps)} held-out episodes, {len(train_ds)} steps; "
-            f"{len(skipped)} skipped")
+            f"{len(skipped)} skipped ({sum(why.startswith(EXCLUDED_BY_CURATION) for _, why in skipped)} "
+            f"excluded by curation.json)")
 
     def save_checkpoint(step: int) -> Path:
         ckpt = out / CHECKPOINTS_SUBDIR / f"checkpoint-{step}"

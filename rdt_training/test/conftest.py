@@ -46,6 +46,33 @@ def record_episode(path: Path, profile, *, steps: int, seed: int, still_steps: i
     return write_episode(path, meta, stamps, np.array(qpos), np.array(action), frames)
 
 
+def idle_episode(path, profile, *, still_start: int, moving: int, still_end: int, seed: int = 0,
+                 instruction: str = INSTRUCTIONS[0], extra: dict | None = None, frames_hook=None) -> Path:
+    """Fake-robot episode that holds still, moves with the expert, then holds still again (``extra``: the
+    episode's attributes, e.g. a recorder's quality report)."""
+    robot = FakeRobot(profile, seed=seed, image_size=IMAGE_SIZE)
+    robot.reset()
+    dt = 1.0 / profile.control_frequency
+    stamps, qpos, action, frames = [], [], [], {c.role: [] for c in profile.cameras}
+    for t in range(still_start + moving + still_end):
+        q = robot.joint_positions().copy()
+        a = robot.expert_action() if still_start <= t < still_start + moving else q.copy()
+        stamps.append(int(t * dt * 1e9))
+        qpos.append(q)
+        action.append(a)
+        for role, img in robot.render().items():
+            frames[role].append(encode_jpeg(img))
+        robot.command(a)
+        robot.step(dt)
+    meta = EpisodeMeta(robot=profile.name, joint_names=profile.joint_names,
+                       camera_names=[c.role for c in profile.cameras],
+                       control_frequency=profile.control_frequency, instruction=instruction,
+                       extra=dict(extra or {}))
+    if frames_hook is not None:          # a test damages frames: frozen camera, undecodable JPEG, ...
+        frames_hook(frames)
+    return write_episode(path, meta, stamps, np.array(qpos), np.array(action), frames)
+
+
 def write_instructions(folder: Path, texts=INSTRUCTIONS, dim: int = LANG_DIM) -> Path:
     """Official instruction .pt files (stand-ins for T5 outputs: fixed random tokens per text)."""
     folder.mkdir(parents=True, exist_ok=True)
