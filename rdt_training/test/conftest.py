@@ -47,9 +47,10 @@ def record_episode(path: Path, profile, *, steps: int, seed: int, still_steps: i
 
 
 def idle_episode(path, profile, *, still_start: int, moving: int, still_end: int, seed: int = 0,
-                 instruction: str = INSTRUCTIONS[0], extra: dict | None = None, frames_hook=None) -> Path:
+                 instruction: str = INSTRUCTIONS[0], extra: dict | None = None, damage=None) -> Path:
     """Fake-robot episode that holds still, moves with the expert, then holds still again (``extra``: the
-    episode's attributes, e.g. a recorder's quality report)."""
+    episode's attributes, e.g. a recorder's quality report; ``damage(qpos, action, frames)`` spoils steps
+    before they reach the writer: a frozen camera, a NaN joint, a frame that does not decode)."""
     robot = FakeRobot(profile, seed=seed, image_size=IMAGE_SIZE)
     robot.reset()
     dt = 1.0 / profile.control_frequency
@@ -68,8 +69,8 @@ def idle_episode(path, profile, *, still_start: int, moving: int, still_end: int
                        camera_names=[c.role for c in profile.cameras],
                        control_frequency=profile.control_frequency, instruction=instruction,
                        extra=dict(extra or {}))
-    if frames_hook is not None:          # a test damages frames: frozen camera, undecodable JPEG, ...
-        frames_hook(frames)
+    if damage is not None:
+        damage(qpos, action, frames)
     return write_episode(path, meta, stamps, np.array(qpos), np.array(action), frames)
 
 
