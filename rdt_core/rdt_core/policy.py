@@ -3,7 +3,9 @@
 The deployment step of the official scripts (scripts/agilex_model.py ``step``), robot-independent:
 the profile maps joint positions into the unified 128-dim state (state token + availability mask), the
 SigLIP features of the image window come from a history cache (a new step encodes only the new frames),
-the instruction embedding is loaded once, and the sampled unified chunk is mapped back to robot units.
+the instruction embedding is loaded once, the chunk is sampled by a :class:`StreamingSampler` (each frame's
+adaptor and key/value projections computed once in its life, the language ones once per instruction) and
+mapped back to robot units.
 Safety (limits, rate, staleness) is not done here: the control runtime applies it to what this returns.
 """
 from __future__ import annotations
@@ -19,6 +21,7 @@ import torch
 
 from rdt_core.encoders.language import InstructionEmbedding, load_instruction_embedding
 from rdt_core.encoders.vision import HistoryImageEncoder, VisionEncoder
+from rdt_core.model.streaming import StreamingSampler
 from rdt_core.robots import load_profile
 
 __all__ = ["RDTPolicy", "NonFiniteActionError", "default_dtype", "PROFILE_FILE"]
@@ -49,7 +52,7 @@ class RDTPolicy:
 
     def __init__(self, runner, vision: VisionEncoder, profile, instruction=None, *, device="cpu", dtype=None,
                  control_frequency: float | None = None, num_inference_steps: int | None = None,
-                 untrained: bool = False):
+                 untrained: bool = False, graphs: bool | None = None):
         self.device = torch.device(device)
         self.dtype = _as_dtype(dtype, self.device)
         self.profile = load_profile(profile)
@@ -79,6 +82,7 @@ class RDTPolicy:
             raise ValueError("vision encoder and checkpoint do not match: " + "; ".join(problems)
                              + " (RDT-1B/170M use google/siglip-so400m-patch14-384: 729 patches x 1152)")
         self.images = HistoryImageEncoder(vision, history=self.img_history_size, num_cameras=self.num_cameras)
+        self.sampler = StreamingSampler(self.runner, graphs=graphs)
 
         self.control_frequency = float(control_frequency or self.profile.control_frequency)
         if not self.control_frequency > 0:
@@ -206,6 +210,7 @@ class RDTPolicy:
         """Forget cached image features (call at the start of an episode)."""
         with self._lock:
             self.images.reset()
+            self.sampler.forget_frames()
 
     def _state_tokens(self, qpos) -> torch.Tensor:
         q = np.asarray(qpos, dtype=np.float64)
@@ -260,17 +265,20 @@ class RDTPolicy:
                 raise RuntimeError("no instruction set; call set_instruction(<embedding .pt>) first")
             t0 = time.perf_counter()
             before = self.images.stats["frames_encoded"]
+            projected = self.sampler.stats["frames_projected"]
             img_tokens = self.images.encode(images, keys=image_keys).to(self.dtype)
             t1 = time.perf_counter()
-            out = self.runner.predict_action(
+            out = self.sampler.predict_action(
                 lang_tokens=self._lang, lang_attn_mask=self._lang_mask, img_tokens=img_tokens,
                 state_tokens=state, action_mask=self._action_mask, ctrl_freqs=self._ctrl_freqs,
-                noise=noise_t, num_inference_steps=self.num_inference_steps, inpaint=inpaint)
+                noise=noise_t, num_inference_steps=self.num_inference_steps, inpaint=inpaint,
+                frame_keys=self.images.window_keys)
             chunk = out[0].float().cpu().numpy()
             t2 = time.perf_counter()
             self.last_stamp = stamp
             self.last_info = {"stamp": stamp, "encode_s": t1 - t0, "sample_s": t2 - t1,
-                              "frames_encoded": self.images.stats["frames_encoded"] - before}
+                              "frames_encoded": self.images.stats["frames_encoded"] - before,
+                              "frames_projected": self.sampler.stats["frames_projected"] - projected}
         bad = ~np.isfinite(chunk)
         if bad.any():
             raise NonFiniteActionError(

@@ -221,14 +221,14 @@ def test_agilex_step_is_the_official_deployment_step():
     action_div = np.array([1, 1, 1, 1, 1, 1, 11.8997, 1, 1, 1, 1, 1, 1, 13.9231])
     pol = RDTPolicy.tiny("agilex", seed=2)
     seen = {}
-    original = pol.runner.predict_action
+    original = pol.sampler.predict_action
 
-    def spy(**kwargs):                       # the real runner, its inputs and output recorded
+    def spy(**kwargs):                       # the real sampler, its inputs and output recorded
         seen.update(kwargs)
         seen["out"] = original(**kwargs)
         return seen["out"]
 
-    pol.runner.predict_action = spy
+    pol.sampler.predict_action = spy
     rng = np.random.default_rng(0)
     qpos = np.concatenate([rng.uniform(-1, 1, 6), [3.1], rng.uniform(-1, 1, 6), [2.2]])
     actions = pol.predict([None] * 3 + _frames(4, n=3), qpos)

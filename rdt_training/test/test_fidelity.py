@@ -28,16 +28,16 @@ AGILEX_ACTION_DIV = np.array([1, 1, 1, 1, 1, 1, 11.8997, 1, 1, 1, 1, 1, 1, 13.92
 
 
 def _spy(policy) -> dict:
-    """Record the inputs (and the output) of the policy's real runner."""
+    """Record the inputs (and the output) of the policy's real sampler (RDTRunner.predict_action's arguments)."""
     seen = {}
-    original = policy.runner.predict_action
+    original = policy.sampler.predict_action
 
     def predict_action(**kwargs):
         seen.update(kwargs)
         seen["out"] = original(**kwargs)
         return seen["out"]
 
-    policy.runner.predict_action = predict_action
+    policy.sampler.predict_action = predict_action
     return seen
 
 

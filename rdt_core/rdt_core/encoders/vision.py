@@ -23,9 +23,10 @@ except ImportError:  # transformers 4.x: SiglipImageProcessor is the PIL/numpy i
     from transformers import SiglipImageProcessor as _SiglipProcessorClass
 from transformers import SiglipVisionConfig, SiglipVisionModel
 
-__all__ = ["VisionEncoder", "HistoryImageEncoder", "pad_to_square", "OFFICIAL_VISION_ENCODER"]
+__all__ = ["VisionEncoder", "HistoryImageEncoder", "pad_to_square", "OFFICIAL_VISION_ENCODER", "BACKGROUND"]
 
 OFFICIAL_VISION_ENCODER = "google/siglip-so400m-patch14-384"
+BACKGROUND = ("background",)  # the key of a missing camera's frame (the mean-colour image)
 
 Image = np.ndarray | None
 
@@ -170,7 +171,9 @@ class HistoryImageEncoder:
     Frames are identified by ``keys`` (e.g. header stamps; they need only be unique per camera) or,
     without keys (or where a key is None), by the identity of the arrays. The features of the previous step's window are kept,
     so a new step whose ``t-1`` frames were the previous ``t`` frames only encodes the new frames.
-    A missing camera (None) uses the background features, computed once.
+    A missing camera (None) uses the background features, computed once. After :meth:`encode`,
+    ``window_keys`` names the frame in each slot (:data:`BACKGROUND` for a missing camera): equal keys, equal
+    features, so a consumer (the per-frame condition cache) can key its own work on them.
     """
 
     def __init__(self, encoder: VisionEncoder, history: int = 2, num_cameras: int = 3):
@@ -183,6 +186,7 @@ class HistoryImageEncoder:
         self._cache: dict[Hashable, _Cached] = {}
         self._background: torch.Tensor | None = None
         self.stats = {"frames_encoded": 0, "frames_reused": 0, "passes": 0}
+        self.window_keys: list[Hashable] = []
 
     @property
     def num_tokens(self) -> int:
@@ -250,4 +254,5 @@ class HistoryImageEncoder:
             new_cache[key] = entry
             window.append(entry.features)
         self._cache = new_cache  # keep only this window's frames: the next step reuses its newest ones
+        self.window_keys = [BACKGROUND if key is None else key for key in slots]
         return torch.cat(window, dim=0).unsqueeze(0)

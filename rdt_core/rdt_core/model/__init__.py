@@ -1,7 +1,8 @@
 """The RDT network and runner (checkpoint-compatible with the official thu-ml implementation).
 
 Layout: ``norm`` (RmsNorm, both timm formulas), ``pos_embed`` (sin-cos init), ``blocks`` (attention, MLP,
-timestep embedder), ``rdt`` (the denoiser), ``runner`` (adaptors + schedulers + sampler), ``config`` (sizes).
+timestep embedder), ``rdt`` (the denoiser), ``runner`` (adaptors + schedulers + sampler), ``streaming`` (a
+stream of chunks: per-frame condition cache, static buffers, CUDA graph), ``config`` (sizes).
 """
 # CONTRACT (see ../shared/conformance/README.md "What the project exposes"):
 # class RDTRunner(nn.Module):
@@ -22,9 +23,12 @@ timestep embedder), ``rdt`` (the denoiser), ``runner`` (adaptors + schedulers + 
 #     def forward(*args, **kwargs) -> compute_loss(...)
 # RDT.forward(x, freq, t, lang_c, img_c, lang_mask=None, img_mask=None) -> (B, H, out_channels)
 # def rdt_config(size: str = "tiny"|"170m"|"1b", **overrides) -> dict   # RDTRunner kwargs for a size
+# class StreamingSampler(runner, *, graphs=None): .predict_action(<predict_action's arguments>, frame_keys=None)
+#     # batch 1, a stream of chunks: per-frame condition cache, static buffers, CUDA graph on CUDA
 from .config import rdt_config
 from .norm import NORM_FORMULAS, RmsNorm
 from .rdt import RDT
 from .runner import RDTRunner, parse_dtype
+from .streaming import StreamingSampler
 
-__all__ = ["RDTRunner", "RDT", "rdt_config", "RmsNorm", "NORM_FORMULAS", "parse_dtype"]
+__all__ = ["RDTRunner", "RDT", "rdt_config", "RmsNorm", "NORM_FORMULAS", "parse_dtype", "StreamingSampler"]

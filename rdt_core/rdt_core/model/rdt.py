@@ -67,23 +67,31 @@ class RDT(nn.Module):
     def dtype(self) -> torch.dtype:
         return self.x_pos_embed.dtype
 
+    @staticmethod
+    def attends_to_image(block_index: int) -> bool:
+        """Even blocks cross-attend to language, odd blocks to the image tokens."""
+        return block_index % 2 == 1
+
     def condition_kv(self, lang_c: torch.Tensor, img_c: torch.Tensor) -> ConditionKV:
         """Keys/values of every block's cross-attention. They depend only on the conditions, so a sampler
         computes them once per chunk and passes them to :meth:`forward` at every denoising step."""
-        lang_c, img_c = self._position_conditions(lang_c, img_c)
-        conds = (lang_c, img_c)
-        return [block.cross_attn.project_condition(conds[i % 2]) for i, block in enumerate(self.blocks)]
+        lang_c, img_c = self.position_language(lang_c), self.position_image(img_c)
+        return [block.cross_attn.project_condition(img_c if self.attends_to_image(i) else lang_c)
+                for i, block in enumerate(self.blocks)]
 
-    def _position_conditions(self, lang_c: torch.Tensor, img_c: torch.Tensor):
+    def position_language(self, lang_c: torch.Tensor) -> torch.Tensor:
+        """Adapted language tokens -> the model dtype, plus their positional embedding."""
         if lang_c.shape[1] > self.max_lang_cond_len:
             raise ValueError(f"language condition has {lang_c.shape[1]} tokens but the model takes at most "
                              f"{self.max_lang_cond_len}; truncate the instruction embedding")
+        return lang_c.to(self.dtype) + self.lang_cond_pos_embed[:, :lang_c.shape[1]]
+
+    def position_image(self, img_c: torch.Tensor) -> torch.Tensor:
+        """Adapted image tokens -> the model dtype, plus their positional embedding."""
         if img_c.shape[1] != self.img_cond_len:
             raise ValueError(f"image condition has {img_c.shape[1]} tokens but the model expects "
                              f"{self.img_cond_len} (img_history_size x cameras x patches); check the encoder")
-        lang_c = lang_c.to(self.dtype) + self.lang_cond_pos_embed[:, :lang_c.shape[1]]
-        img_c = img_c.to(self.dtype) + self.img_cond_pos_embed
-        return lang_c, img_c
+        return img_c.to(self.dtype) + self.img_cond_pos_embed
 
     def forward(self, x: torch.Tensor, freq: torch.Tensor, t: torch.Tensor, lang_c: torch.Tensor | None,
                 img_c: torch.Tensor | None, lang_mask: torch.Tensor | None = None,
@@ -100,12 +108,12 @@ class RDT(nn.Module):
             t = t.expand(x.shape[0], -1, -1)
         x = torch.cat([t, freq, x], dim=1) + self.x_pos_embed
         if cond_kv is None:
-            lang_c, img_c = self._position_conditions(lang_c, img_c)
-            conds = (lang_c, img_c)
-        masks = (lang_mask, img_mask)
+            lang_c, img_c = self.position_language(lang_c), self.position_image(img_c)
         for i, block in enumerate(self.blocks):
+            image = self.attends_to_image(i)
+            mask = img_mask if image else lang_mask
             if cond_kv is None:
-                x = block(x, conds[i % 2], masks[i % 2])
+                x = block(x, img_c if image else lang_c, mask)
             else:
-                x = block(x, mask=masks[i % 2], kv=cond_kv[i])
+                x = block(x, mask=mask, kv=cond_kv[i])
         return self.final_layer(x)[:, -self.horizon:]

@@ -217,6 +217,7 @@ class RDTRunner(nn.Module):
         ``use_cache`` projects the conditions' cross-attention keys/values once instead of at every step
         (same result). ``inpaint=(known_actions (B,>=K,action_dim), K)`` pins the first K actions to known
         values at every solver step (real-time chunking); they are returned exactly as given.
+        A stream of chunks of one robot is faster through :class:`rdt_core.model.StreamingSampler`.
         """
         ctrl_freqs = torch.as_tensor(ctrl_freqs, device=self.device).reshape(-1)
         self._check_inputs(lang_tokens, lang_attn_mask, img_tokens, state_tokens, action_mask, ctrl_freqs)
@@ -224,41 +225,61 @@ class RDTRunner(nn.Module):
         lang_c, img_c, state_traj = self.adapt_conditions(
             lang_tokens, img_tokens, torch.cat([state_tokens, action_mask.to(state_tokens.dtype)], dim=2))
         dtype, device = state_traj.dtype, state_traj.device
-        if noise is None:
-            noise = torch.randn((B, H, self.action_dim), dtype=dtype, device=device)
-        elif tuple(noise.shape) != (B, H, self.action_dim):
-            raise ValueError(f"noise {tuple(noise.shape)} should be ({B}, {H}, {self.action_dim})")
-        noise = noise.to(device=device, dtype=dtype)
+        noise = self.initial_noise(noise, B, dtype, device)
         mask = action_mask.to(dtype).expand(-1, H, -1)
-        known, num_known = self._inpaint_target(inpaint, B, dtype, device)
+        pinned, known = self.inpaint_target(inpaint, B, dtype, device)
+        cond_kv = None
+        if use_cache:
+            cond_kv, lang_c, img_c = self.model.condition_kv(lang_c, img_c), None, None
+        return self.denoise(self.new_sample_scheduler(num_inference_steps), noise, state_traj, mask, ctrl_freqs,
+                            lang_attn_mask, cond_kv=cond_kv, lang_c=lang_c, img_c=img_c, pinned=pinned, known=known)
 
-        scheduler = self.new_sample_scheduler(num_inference_steps)
-        cond_kv = self.model.condition_kv(lang_c, img_c) if use_cache else None
+    def denoise(self, scheduler: DPMSolverMultistepScheduler, noise: torch.Tensor, state_traj: torch.Tensor,
+                mask: torch.Tensor, ctrl_freqs: torch.Tensor, lang_mask: torch.Tensor | None, *,
+                cond_kv=None, lang_c=None, img_c=None, pinned=None, known=None,
+                timesteps: list[torch.Tensor] | None = None) -> torch.Tensor:
+        """The sampling loop: ``scheduler``'s steps from ``noise`` (B,H,A) to the masked chunk.
+
+        ``state_traj`` is the adapted state token, ``mask`` the (B,H,A) action mask, the conditions either
+        ``cond_kv`` (projected once) or ``lang_c``/``img_c``. ``pinned`` (B|1,H,1) bool marks the actions
+        held at ``known`` (B,H,A) (inpainting). ``timesteps``: the scheduler's timesteps as (1,) tensors
+        already on the device (a CUDA graph cannot copy them there while it is captured).
+        """
+        B, dtype = noise.shape[0], noise.dtype
+        if timesteps is None:
+            timesteps = [t.reshape(1).to(noise.device) for t in scheduler.timesteps]
         x = noise
-        for t in scheduler.timesteps:
-            if num_known:
-                x = x.clone()
-                x[:, :num_known] = self.noise_scheduler.add_noise(
-                    known, noise[:, :num_known], t.reshape(1).expand(B).to(device))
+        for t, t_device in zip(scheduler.timesteps, timesteps):
+            if pinned is not None:
+                x = torch.where(pinned, self.noise_scheduler.add_noise(known, noise, t_device.expand(B)), x)
             action_traj = self.state_adaptor(torch.cat([x, mask], dim=2))
-            model_output = self.model(torch.cat([state_traj, action_traj], dim=1), ctrl_freqs,
-                                      t.unsqueeze(-1).to(device), lang_c, img_c, lang_mask=lang_attn_mask,
-                                      cond_kv=cond_kv)
+            model_output = self.model(torch.cat([state_traj, action_traj], dim=1), ctrl_freqs, t_device,
+                                      lang_c, img_c, lang_mask=lang_mask, cond_kv=cond_kv)
             x = scheduler.step(model_output, t, x).prev_sample.to(dtype)
         x = x * mask
-        if num_known:
-            x[:, :num_known] = known
+        if pinned is not None:
+            x = torch.where(pinned, known, x)
         return x
 
-    def _inpaint_target(self, inpaint, batch: int, dtype, device):
+    def initial_noise(self, noise: torch.Tensor | None, batch: int, dtype, device) -> torch.Tensor:
+        """The chunk's starting noise: ``noise`` checked and cast, or a fresh ``torch.randn`` draw."""
+        shape = (batch, self.pred_horizon, self.action_dim)
+        if noise is None:
+            return torch.randn(shape, dtype=dtype, device=device)
+        if tuple(noise.shape) != shape:
+            raise ValueError(f"noise {tuple(noise.shape)} should be {shape}")
+        return noise.to(device=device, dtype=dtype)
+
+    def inpaint_target(self, inpaint, batch: int, dtype, device):
+        """(pinned (1,H,1) bool, known (B,H,A)) from ``inpaint=(known_actions, K)``, or (None, None)."""
         if inpaint is None:
-            return None, 0
+            return None, None
         known, num_known = inpaint
         num_known = int(num_known)
         if not 0 <= num_known <= self.pred_horizon:
             raise ValueError(f"inpaint: num_known={num_known} must be within 0..{self.pred_horizon}")
         if num_known == 0:
-            return None, 0
+            return None, None
         known = torch.as_tensor(known)
         if known.ndim == 2:
             known = known.unsqueeze(0).expand(batch, -1, -1)
@@ -269,7 +290,11 @@ class RDTRunner(nn.Module):
         known = known[:, :num_known].to(device=device, dtype=dtype)
         if not torch.isfinite(known).all():
             raise ValueError("inpaint: known_actions contain NaN or inf")
-        return known, num_known
+        full = torch.zeros((batch, self.pred_horizon, self.action_dim), dtype=dtype, device=device)
+        full[:, :num_known] = known
+        pinned = torch.zeros((1, self.pred_horizon, 1), dtype=torch.bool, device=device)
+        pinned[:, :num_known] = True
+        return pinned, full
 
     # ------------------------------------------------------------------ training
     def compute_loss(self, lang_tokens: torch.Tensor, lang_attn_mask: torch.Tensor | None,
