@@ -178,3 +178,72 @@ def test_features_can_feed_a_trained_layer(encoder):
     assert not feats.requires_grad
     layer(feats).sum().backward()  # fine-tuning trains the adaptor on frozen SigLIP features
     assert layer.weight.grad is not None
+
+
+# ---------------------------------------------------------------- preprocessing on the device (the GPU path)
+def _levels(a, b):
+    """Largest difference in uint8 levels between two normalised (x/255-0.5)/0.5 pixel tensors."""
+    return ((a - b).abs().max() * 255 / 2).item()
+
+
+def test_device_preprocessing_is_the_processor_at_deployment_size():
+    """480x640 camera frames -> 384 (the so400m processor): the torch path gives the processor's pixels
+    (max difference 1.2e-7, float rounding of the normalisation); run here on CPU tensors, on CUDA on the GPU."""
+    from rdt_core.encoders.vision import _SiglipProcessorClass
+
+    processor = _SiglipProcessorClass(size={"height": 384, "width": 384}, image_mean=[0.5] * 3, image_std=[0.5] * 3,
+                                      resample=3, do_resize=True, do_rescale=True, do_normalize=True)
+    rng = np.random.default_rng(0)
+    noise = [rng.integers(0, 256, (480, 640, 3), dtype=np.uint8) for _ in range(2)]
+    yy, xx = np.mgrid[:480, :640]
+    smooth = np.stack([127 + 120 * np.sin(xx / 17 + c) * np.cos(yy / 23) for c in range(3)], -1).astype(np.uint8)
+    frames = noise + [smooth, None]
+    color = tuple(int(x * 255) for x in processor.image_mean)
+    want = processor(images=[pad_to_square(f, color) if f is not None else np.full((384, 384, 3), color, np.uint8)
+                             for f in frames], return_tensors="pt")["pixel_values"]
+    config = SiglipConfig(vision_config=dict(hidden_size=8, intermediate_size=8, num_hidden_layers=1,
+                                             num_attention_heads=1, image_size=384, patch_size=96)).vision_config
+    from transformers import SiglipVisionModel
+    enc = VisionEncoder(SiglipVisionModel(config), processor, preprocess_on_device=True)
+    got = enc.preprocess_tensor(frames)
+    assert got.shape == want.shape == (4, 3, 384, 384)
+    assert (got - want).abs().max() <= 2e-7
+
+
+@pytest.mark.parametrize("shape", [(24, 40, 3), (40, 24, 3), (31, 32, 3), (32, 32, 3), (480, 640, 3), (12, 20, 3)])
+def test_device_preprocessing_other_sizes_is_within_two_levels(encoder, shape):
+    """Other frame sizes (shrinking and enlarging): PIL's fixed-point weights round a few pixels the other
+    way; measured: at most 2 levels of 255 (0.0157 normalised) on under 1 % of the pixels."""
+    frames = _frames(21, 3, shape) + [None]
+    want = encoder.preprocess(frames)
+    got = encoder.preprocess_tensor(frames)
+    assert got.shape == want.shape and got.dtype == torch.float32
+    assert _levels(got, want) <= 2.0 + 1e-4
+    assert ((got - want).abs() > 1e-5).float().mean() < 0.01
+
+
+def test_device_preprocessing_feeds_the_tower_like_the_processor(encoder):
+    on_device = VisionEncoder(encoder.model, encoder.processor, preprocess_on_device=True)
+    assert on_device.preprocess_on_device and "from uint8" in on_device.preprocessing
+    assert not encoder.preprocess_on_device and encoder.preprocessing == "processor (PIL)"  # CPU default
+    frames = _frames(22, 5, (480, 640, 3)) + [None]
+    got = on_device.encode(frames)
+    with torch.no_grad():
+        torch.testing.assert_close(got, encoder.model(pixel_values=on_device.preprocess_tensor(frames)).last_hidden_state)
+    # at this tiny 32-pixel size a few pixels differ by 1-2 levels from PIL's (see above): features barely move
+    assert (got - encoder.encode(frames)).abs().max() < 0.05
+    with pytest.raises(ValueError, match="image 1"):
+        on_device.preprocess_tensor([None, np.zeros((8, 8), np.uint8)])
+
+
+def test_device_preprocessing_falls_back_and_says_why(encoder):
+    from rdt_core.encoders.vision import _SiglipProcessorClass
+
+    bilinear = _SiglipProcessorClass(size={"height": 32, "width": 32}, image_mean=[0.5] * 3, image_std=[0.5] * 3,
+                                     resample=2)
+    enc = VisionEncoder(encoder.model, bilinear, preprocess_on_device=True)
+    assert not enc.preprocess_on_device
+    assert "bicubic" in enc.preprocessing and "resample=2" in enc.preprocessing
+    frames = _frames(23, 2)
+    torch.testing.assert_close(enc.encode(frames), encoder.model(pixel_values=bilinear(
+        images=[pad_to_square(f, (127,) * 3) for f in frames], return_tensors="pt")["pixel_values"]).last_hidden_state)

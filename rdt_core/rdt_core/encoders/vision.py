@@ -16,6 +16,7 @@ from typing import Any, Hashable, Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 try:  # transformers >= 5: the PIL backend is the one that reproduces the official (PIL bicubic) resize
     from transformers import SiglipImageProcessorPil as _SiglipProcessorClass
@@ -23,7 +24,8 @@ except ImportError:  # transformers 4.x: SiglipImageProcessor is the PIL/numpy i
     from transformers import SiglipImageProcessor as _SiglipProcessorClass
 from transformers import SiglipVisionConfig, SiglipVisionModel
 
-__all__ = ["VisionEncoder", "HistoryImageEncoder", "pad_to_square", "OFFICIAL_VISION_ENCODER", "BACKGROUND"]
+__all__ = ["VisionEncoder", "HistoryImageEncoder", "pad_to_square", "resize_like_pil", "OFFICIAL_VISION_ENCODER",
+           "BACKGROUND"]
 
 OFFICIAL_VISION_ENCODER = "google/siglip-so400m-patch14-384"
 BACKGROUND = ("background",)  # the key of a missing camera's frame (the mean-colour image)
@@ -60,10 +62,33 @@ def _check_image(image: Any, index: int) -> np.ndarray:
     return image
 
 
-class VisionEncoder:
-    """SigLIP vision tower + its image processor; ``encode`` = one batched pass over a list of frames."""
+def resize_like_pil(pixels: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """(N, C, H, W) float holding 0..255 integers -> (N, C, height, width), as PIL's bicubic resize of uint8.
 
-    def __init__(self, model: SiglipVisionModel, processor, *, device="cpu", dtype=torch.float32):
+    PIL resizes horizontally, rounds to uint8, then vertically and rounds again; torch's antialiased bicubic
+    has PIL's kernel (a = -0.5, support scaled when shrinking), so two passes with the same rounding give
+    PIL's pixels (480x640 padded to 640x640 -> 384: identical; other sizes: a few pixels 1-2 levels apart).
+    """
+    if pixels.shape[-1] != width:
+        pixels = F.interpolate(pixels, size=(pixels.shape[-2], width), mode="bicubic", antialias=True,
+                               align_corners=False)
+        pixels = torch.floor(pixels + 0.5).clamp_(0, 255)
+    if pixels.shape[-2] != height:
+        pixels = F.interpolate(pixels, size=(height, width), mode="bicubic", antialias=True, align_corners=False)
+        pixels = torch.floor(pixels + 0.5).clamp_(0, 255)
+    return pixels
+
+
+class VisionEncoder:
+    """SigLIP vision tower + its image processor; ``encode`` = one batched pass over a list of frames.
+
+    ``preprocess_on_device`` (default: on CUDA) pads, resizes and normalises on the tower's device from the
+    uint8 frames (uploaded through pinned memory) with the processor's numerics, instead of the processor's
+    PIL code; ``preprocessing`` says which is used and, when the device path is unavailable, why.
+    """
+
+    def __init__(self, model: SiglipVisionModel, processor, *, device="cpu", dtype=torch.float32,
+                 preprocess_on_device: bool | None = None):
         self.device = torch.device(device)
         self.dtype = dtype
         self.model = model.to(device=self.device, dtype=dtype).eval()
@@ -84,10 +109,33 @@ class VisionEncoder:
         self.num_patches: int = (cfg.image_size // cfg.patch_size) ** 2
         self.passes = 0          # forward passes of the tower (one per encode call)
         self.frames_encoded = 0  # frames pushed through the tower
+        self._staging: dict[tuple, tuple[torch.Tensor, Any]] = {}
+        unsupported = self._device_preprocessing_unsupported()
+        wanted = self.device.type == "cuda" if preprocess_on_device is None else bool(preprocess_on_device)
+        self.preprocess_on_device = wanted and unsupported is None
+        if self.preprocess_on_device:
+            self.preprocessing = f"on {self.device} from uint8 (torch, the processor's numerics)"
+        elif wanted:
+            self.preprocessing = f"processor (PIL): device preprocessing unavailable, {unsupported}"
+        else:
+            self.preprocessing = "processor (PIL)"
+
+    def _device_preprocessing_unsupported(self) -> str | None:
+        """Why the processor's settings cannot be reproduced with torch ops, or None."""
+        p = self.processor
+        if not (getattr(p, "do_resize", False) and int(getattr(p, "resample", -1)) == 3):
+            return f"it reproduces a bicubic resize only (processor: do_resize={getattr(p, 'do_resize', None)}, " \
+                   f"resample={getattr(p, 'resample', None)})"
+        if getattr(p, "do_center_crop", False) or getattr(p, "do_pad", False):
+            return "the processor crops or pads after resizing"
+        if not (getattr(p, "do_rescale", False) and getattr(p, "do_normalize", False)):
+            return "the processor does not rescale and normalise"
+        return None
 
     # ---------------------------------------------------------------- construction
     @classmethod
-    def from_pretrained(cls, model_dir, *, device="cpu", dtype=torch.float32) -> "VisionEncoder":
+    def from_pretrained(cls, model_dir, *, device="cpu", dtype=torch.float32,
+                        preprocess_on_device: bool | None = None) -> "VisionEncoder":
         """Load the tower and processor from a local directory (no downloads), e.g. a copy of
         google/siglip-so400m-patch14-384 (a full SigLIP checkpoint: only its vision half is loaded)."""
         path = Path(model_dir).expanduser()
@@ -99,9 +147,10 @@ class VisionEncoder:
             raise FileNotFoundError(
                 f"{path} has no preprocessor_config.json; the image processor must be saved beside the "
                 f"model (the official {OFFICIAL_VISION_ENCODER} repository has one)")
-        model = SiglipVisionModel.from_pretrained(path, local_files_only=True, dtype=dtype)
+        model = SiglipVisionModel.from_pretrained(path, local_files_only=True, dtype=dtype,
+                                                  device_map=str(torch.device(device)))
         processor = _SiglipProcessorClass.from_pretrained(path, local_files_only=True)
-        return cls(model, processor, device=device, dtype=dtype)
+        return cls(model, processor, device=device, dtype=dtype, preprocess_on_device=preprocess_on_device)
 
     @classmethod
     def tiny(cls, seed: int = 0, image_size: int = 32, patch_size: int = 8, hidden_size: int = 24, *,
@@ -148,11 +197,60 @@ class VisionEncoder:
         out = self.processor(images=squares, return_tensors="pt")["pixel_values"]
         return out
 
+    def preprocess_tensor(self, images: Sequence[Image]) -> torch.Tensor:
+        """:meth:`preprocess` with torch ops on the encoder's device, from the uint8 frames: (N,3,S,S) float32.
+
+        Same steps and numerics: pad to a square of the mean colour, PIL's bicubic resize (see
+        :func:`resize_like_pil`), rescale, normalise; frames of one size are resized in one batch.
+        """
+        if len(images) == 0:
+            raise ValueError("no images to preprocess")
+        h, w = self.image_size
+        p = self.processor
+        out = torch.empty((len(images), 3, h, w), dtype=torch.float32, device=self.device)
+        color = torch.tensor(self.background_color, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
+        by_shape: dict[tuple, list[int]] = {}
+        for i, image in enumerate(images):
+            if image is None:
+                out[i] = color[0]  # the background image is already at the processor's size
+            else:
+                by_shape.setdefault(_check_image(image, i).shape, []).append(i)
+        for (fh, fw, _), index in by_shape.items():
+            frames = self._upload([images[i] for i in index]).permute(0, 3, 1, 2).float()
+            side = max(fh, fw)
+            square = color.expand(len(index), 3, side, side).clone()
+            top, left = (side - fh) // 2, (side - fw) // 2
+            square[:, :, top:top + fh, left:left + fw] = frames
+            out[torch.tensor(index, device=self.device)] = resize_like_pil(square, h, w)
+        mean = torch.tensor(p.image_mean, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
+        std = torch.tensor(p.image_std, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
+        return (out * float(p.rescale_factor) - mean) / std
+
+    def _upload(self, frames: list[np.ndarray]) -> torch.Tensor:
+        """(N, H, W, 3) uint8 on the device; on CUDA through a pinned staging buffer (one async copy)."""
+        if self.device.type != "cuda":
+            return torch.from_numpy(np.stack(frames)).to(self.device)
+        shape = (len(frames), *frames[0].shape)
+        staging, copied = self._staging.get(shape, (None, None))
+        if staging is None:
+            staging = torch.empty(shape, dtype=torch.uint8, pin_memory=True)
+        elif copied is not None:
+            copied.synchronize()  # the previous upload from this buffer has finished
+        host = staging.numpy()
+        for i, frame in enumerate(frames):
+            host[i] = frame
+        on_device = staging.to(self.device, non_blocking=True)
+        event = torch.cuda.Event()
+        event.record()
+        self._staging[shape] = (staging, event)
+        return on_device
+
     # ---------------------------------------------------------------- encoding
     @torch.no_grad()  # not inference_mode: the features may feed a graph that is trained (fine-tuning)
     def encode(self, images: Sequence[Image]) -> torch.Tensor:
         """(N, num_patches, hidden) last hidden state of every frame, in one batched pass."""
-        pixels = self.preprocess(images).to(device=self.device, dtype=self.dtype)
+        pixels = self.preprocess_tensor(images) if self.preprocess_on_device else self.preprocess(images)
+        pixels = pixels.to(device=self.device, dtype=self.dtype)
         features = self.model(pixel_values=pixels).last_hidden_state
         self.passes += 1
         self.frames_encoded += len(images)
