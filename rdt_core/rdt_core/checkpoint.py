@@ -14,7 +14,8 @@ Layouts read:
 # CONTRACT:
 # class CheckpointError(ValueError)   # one message listing every difference (missing/unexpected keys, shapes, config)
 # def read_config(path) -> dict        # config.json of an HF dir (or beside a .pt)
-# def load_state_dict(path) -> dict[str, Tensor]   # model.safetensors | pytorch_model.bin | mp_rank_00_model_states.pt ("module")
+# def load_state_dict(path, device="cpu") -> dict[str, Tensor]   # model.safetensors | pytorch_model.bin | mp_rank_00_model_states.pt ("module")
+# class WeightsFile(path, device): .shapes (meta tensors), .read(name, dtype)   # one tensor at a time, to the device
 # def load_runner(path, *, config=None, device="cpu", dtype=None, norm_formula=None) -> RDTRunner
 # def save_pretrained(runner, out_dir, *, extra_json: dict[str, dict] | None = None) -> Path
 from __future__ import annotations
@@ -28,7 +29,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors import safe_open
+from safetensors.torch import save_file
 
 from rdt_core.model import RDTRunner
 from rdt_core.model.norm import DEFAULT_NORM_FORMULA, check_norm_formula
@@ -144,8 +146,14 @@ def find_weights(path: str | Path) -> Path:
 
 
 def _torch_load(file: Path) -> Any:
+    """torch.load of tensors only, memory-mapped where the file allows it (no read of the whole file)."""
     try:
-        return torch.load(file, map_location="cpu", weights_only=True)
+        try:
+            return torch.load(file, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as err:
+            if "mmap" not in str(err):  # the legacy (pre-zip) format cannot be mapped: read it whole
+                raise
+            return torch.load(file, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         raise CheckpointError(f"refusing to unpickle {file}: it holds objects other than tensors and plain "
                               f"containers ({str(err).splitlines()[0]}). Re-save only the state dict, or convert "
@@ -154,28 +162,64 @@ def _torch_load(file: Path) -> Any:
         raise CheckpointError(f"cannot read {file}: {err}") from None
 
 
-def _strip_prefix(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Drop wrapper prefixes (DDP 'module.', torch.compile '_orig_mod.') shared by every key."""
+def _strip_prefix(names) -> dict[str, str]:
+    """name without the wrapper prefix every name shares (DDP 'module.', torch.compile '_orig_mod.') -> name."""
+    names = list(names)
+    mapping = {n: n for n in names}
     for prefix in ("module.", "_orig_mod."):
-        if state_dict and all(k.startswith(prefix) for k in state_dict):
-            state_dict = {k[len(prefix):]: v for k, v in state_dict.items()}
-    return state_dict
+        if mapping and all(k.startswith(prefix) for k in mapping):
+            mapping = {k[len(prefix):]: v for k, v in mapping.items()}
+    return mapping
 
 
-def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """Tensors of model.safetensors (or its shards), pytorch_model.bin, or a DeepSpeed file's ``module``."""
-    file = find_weights(path)
-    if file.name.endswith(".safetensors"):
+_SAFETENSORS_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+                       "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8,
+                       "U8": torch.uint8, "BOOL": torch.bool}
+
+
+class WeightsFile:
+    """The tensors of a checkpoint's weights, by (prefix-free) name, read one at a time when asked.
+
+    ``shapes`` holds meta tensors (shape + dtype, no data) to validate a checkpoint before reading it.
+    Safetensors are read tensor by tensor straight to ``device`` (no CPU copy of the model on the way to
+    a GPU); .bin / DeepSpeed .pt files are memory-mapped and each tensor is copied to ``device`` when read.
+    """
+
+    def __init__(self, path: str | Path, device: str | torch.device = "cpu"):
+        self.file = find_weights(path)
+        device = torch.device(device)
+        if device.type == "cuda" and device.index is None:
+            device = torch.device("cuda", torch.cuda.current_device())
+        self.device = device
+        self._readers: dict[str, tuple[Any, str]] = {}  # name -> (source, key in source)
+        self.shapes: dict[str, torch.Tensor] = {}
+        if self.file.name.endswith(".safetensors"):
+            self._add_safetensors(self.file)
+        elif self.file.name == SAFETENSORS_INDEX_NAME:
+            try:
+                weight_map = json.loads(self.file.read_text()).get("weight_map", {})
+            except json.JSONDecodeError as err:
+                raise CheckpointError(f"{self.file} is not valid JSON ({err})") from None
+            for shard in sorted(set(weight_map.values())):
+                self._add_safetensors(self.file.parent / shard)
+        else:
+            self._add_torch(self.file)
+        mapping = _strip_prefix(self._readers)
+        self._readers = {name: self._readers[key] for name, key in mapping.items()}
+        self.shapes = {name: self.shapes[key] for name, key in mapping.items()}
+
+    def _add_safetensors(self, file: Path) -> None:
         try:
-            state_dict = load_file(str(file))
+            handle = safe_open(str(file), framework="pt", device=str(self.device))
+            for key in handle.keys():
+                info = handle.get_slice(key)
+                self.shapes[key] = torch.empty(info.get_shape(), dtype=_SAFETENSORS_DTYPES[info.get_dtype()],
+                                               device="meta")
+                self._readers[key] = (handle, key)
         except Exception as err:  # safetensors raises its own error types
             raise CheckpointError(f"cannot read {file}: {err}") from None
-    elif file.name == SAFETENSORS_INDEX_NAME:
-        weight_map = json.loads(file.read_text()).get("weight_map", {})
-        state_dict = {}
-        for shard in sorted(set(weight_map.values())):
-            state_dict.update(load_state_dict(file.parent / shard))
-    else:
+
+    def _add_torch(self, file: Path) -> None:
         obj = _torch_load(file)
         if isinstance(obj, dict) and "module" in obj and isinstance(obj["module"], dict):
             obj = obj["module"]  # DeepSpeed model states
@@ -184,8 +228,21 @@ def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
             raise CheckpointError(f"{file} does not hold a state dict (name -> tensor) nor a DeepSpeed "
                                   f"'module' entry")
-        state_dict = dict(obj)
-    return _strip_prefix(state_dict)
+        for key, tensor in obj.items():
+            self.shapes[key] = torch.empty(tensor.shape, dtype=tensor.dtype, device="meta")
+            self._readers[key] = (obj, key)
+
+    def read(self, name: str, dtype: torch.dtype | None = None) -> torch.Tensor:
+        """One tensor on the device, cast to ``dtype`` (None: as stored)."""
+        source, key = self._readers[name]
+        tensor = source.get_tensor(key) if hasattr(source, "get_tensor") else source[key].to(self.device)
+        return tensor if dtype is None else tensor.to(dtype)
+
+
+def load_state_dict(path: str | Path, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
+    """Tensors of model.safetensors (or its shards), pytorch_model.bin, or a DeepSpeed file's ``module``."""
+    weights = WeightsFile(path, device)
+    return {name: weights.read(name) for name in weights.shapes}
 
 
 # ---------------------------------------------------------------------- validation
@@ -299,21 +356,22 @@ def load_runner(path: str | Path, *, config: dict | None = None, device: str | t
         model_dtype = parse_dtype(dtype if dtype is not None else kwargs.get("dtype"))
     except ValueError as err:
         raise CheckpointError(str(err)) from None
-    state_dict = load_state_dict(path)
+    weights = WeightsFile(path, device)  # shapes only so far: nothing is read before the layout is checked
     if problems:  # the runner cannot even be built: report the config and what the weights imply
-        implied = ", ".join(f"{k}={v}" for k, v in sizes_from_state_dict(state_dict).items())
+        implied = ", ".join(f"{k}={v}" for k, v in sizes_from_state_dict(weights.shapes).items())
         raise CheckpointError(f"checkpoint {path} cannot be loaded:\n- " + "\n- ".join(problems)
                               + f"\n(the weights imply {implied})")
     kwargs.update(dtype=model_dtype, norm_formula=formula)
     with torch.device("meta"):  # layout only: no memory, no random init for weights about to be replaced
         runner = RDTRunner(**kwargs)
-    problems = compare_state_dict(runner.state_dict(), state_dict, kwargs)
+    problems = compare_state_dict(runner.state_dict(), weights.shapes, kwargs)
     if problems:
         raise CheckpointError(f"checkpoint {path} does not match its config:\n- " + "\n- ".join(problems))
+    # Tensor by tensor, straight to the device in its final dtype: model.* in the model dtype, the adaptors
+    # float32 (as the official code keeps them); the peak is the model plus one tensor.
+    state_dict = {name: weights.read(name, model_dtype if name.startswith("model.") else torch.float32)
+                  for name in weights.shapes}
     runner.load_state_dict(state_dict, strict=True, assign=True)
-    runner.model.to(model_dtype)
-    for adaptor in (runner.lang_adaptor, runner.img_adaptor, runner.state_adaptor):
-        adaptor.to(torch.float32)
     runner.config["dtype"] = dtype_name(model_dtype)
     return runner.to(device).eval()
 

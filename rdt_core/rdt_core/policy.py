@@ -53,6 +53,8 @@ class RDTPolicy:
     def __init__(self, runner, vision: VisionEncoder, profile, instruction=None, *, device="cpu", dtype=None,
                  control_frequency: float | None = None, num_inference_steps: int | None = None,
                  untrained: bool = False, graphs: bool | None = None):
+        self._started_at = time.perf_counter()  # from_paths moves it back to when loading began
+        self.startup: dict[str, float | None] = {"first_chunk_s": None}
         self.device = torch.device(device)
         self.dtype = _as_dtype(dtype, self.device)
         self.profile = load_profile(profile)
@@ -109,9 +111,15 @@ class RDTPolicy:
         """Load a checkpoint (HF dir, .pt/.safetensors/.bin, DeepSpeed dir), a local SigLIP dir and an
         instruction .pt. ``profile`` = a RobotProfile, a shipped name, a YAML path, or None for the
         profile.json that rdt_training exports beside the checkpoint. ``vision_encoder`` = None uses the
-        tower an rdt_training export carries (``vision/``) or names (training.json ``vision_encoder``)."""
+        tower an rdt_training export carries (``vision/``) or names (training.json ``vision_encoder``).
+
+        Weights go straight to ``device`` in ``dtype`` (safetensors tensor by tensor, .bin/.pt memory-mapped);
+        T5 is never loaded (the instruction is its stored embedding). ``startup`` records the seconds spent
+        loading the runner and the tower, and (after the first :meth:`predict` or :meth:`warmup`) the time
+        from the start of loading to the first chunk."""
         from rdt_core.checkpoint import load_runner
 
+        started = time.perf_counter()
         device = torch.device(device)
         dtype = _as_dtype(dtype, device)
         if profile is None:
@@ -120,8 +128,14 @@ class RDTPolicy:
         if vision_encoder is None:
             vision_encoder = cls._exported_vision(checkpoint)
         runner = load_runner(checkpoint, device=device, dtype=dtype)
+        loaded_runner = time.perf_counter()
         vision = VisionEncoder.from_pretrained(vision_encoder, device=device, dtype=dtype)
-        return cls(runner, vision, profile, instruction, device=device, dtype=dtype, **kwargs)
+        loaded_vision = time.perf_counter()
+        policy = cls(runner, vision, profile, instruction, device=device, dtype=dtype, **kwargs)
+        policy._started_at = started
+        policy.startup.update(load_runner_s=loaded_runner - started, load_vision_s=loaded_vision - loaded_runner,
+                              ready_s=time.perf_counter() - started)
+        return policy
 
     @staticmethod
     def _exported_profile(checkpoint):
@@ -212,6 +226,15 @@ class RDTPolicy:
             self.images.reset()
             self.sampler.forget_frames()
 
+    def warmup(self) -> float:
+        """Run one chunk on background frames at mid-range joints (kernel selection, CUDA graph capture), so
+        that the first real chunk is not the slow one; returns its seconds. Needs an instruction."""
+        start = time.perf_counter()
+        self.predict([None] * self.window_size, (self.profile.lower + self.profile.upper) / 2,
+                     noise=torch.zeros(self.horizon, 128))
+        self.reset()
+        return time.perf_counter() - start
+
     def _state_tokens(self, qpos) -> torch.Tensor:
         q = np.asarray(qpos, dtype=np.float64)
         if q.shape != (self.profile.dof,):
@@ -279,6 +302,8 @@ class RDTPolicy:
             self.last_info = {"stamp": stamp, "encode_s": t1 - t0, "sample_s": t2 - t1,
                               "frames_encoded": self.images.stats["frames_encoded"] - before,
                               "frames_projected": self.sampler.stats["frames_projected"] - projected}
+            if self.startup["first_chunk_s"] is None:
+                self.startup.update(first_chunk_s=t2 - self._started_at, first_chunk_latency_s=t2 - t0)
         bad = ~np.isfinite(chunk)
         if bad.any():
             raise NonFiniteActionError(

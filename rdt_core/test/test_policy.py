@@ -241,3 +241,49 @@ def test_agilex_step_is_the_official_deployment_step():
     np.testing.assert_array_equal(seen["action_mask"][0, 0].numpy(), want_mask)
     assert seen["ctrl_freqs"].tolist() == [25] and seen["lang_attn_mask"].all()
     np.testing.assert_allclose(actions, seen["out"][0][:, indices].numpy() * action_div, rtol=1e-6, atol=1e-6)
+
+
+def test_from_paths_reads_weights_one_at_a_time_never_t5_and_reports_startup(tmp_path, policy, monkeypatch):
+    """Start-up: the checkpoint is checked from its shapes (meta tensors) before any tensor is read, then
+    read tensor by tensor in the final dtype; T5 is never built (the instruction is its stored embedding);
+    ``startup`` gives the load times and, after the first chunk, the time from the start of loading to it."""
+    import transformers
+
+    from rdt_core import checkpoint
+    from rdt_core.checkpoint import WeightsFile, save_pretrained
+
+    ckpt = save_pretrained(policy.runner, tmp_path / "ckpt", extra_json={"profile.json": policy.profile.to_dict()})
+    policy.vision.model.save_pretrained(tmp_path / "siglip")
+    policy.vision.processor.save_pretrained(tmp_path / "siglip")
+    save_instruction_embedding(tmp_path / "instr.pt", policy.instruction)
+
+    def no_t5(*_a, **_k):
+        raise AssertionError("T5 must not be loaded at deployment")
+
+    monkeypatch.setattr(transformers.T5EncoderModel, "from_pretrained", no_t5)
+    monkeypatch.setattr(transformers.T5EncoderModel, "__init__", no_t5)
+    weights = WeightsFile(ckpt)
+    assert all(t.device.type == "meta" for t in weights.shapes.values())
+    reads = []
+    original = WeightsFile.read
+
+    def counted(self, name, dtype=None):
+        tensor = original(self, name, dtype)
+        reads.append((name, tensor.dtype))
+        return tensor
+
+    monkeypatch.setattr(checkpoint.WeightsFile, "read", counted)
+    loaded = RDTPolicy.from_paths(ckpt, tmp_path / "siglip", None, tmp_path / "instr.pt", dtype="bfloat16")
+    assert sorted(n for n, _ in reads) == sorted(weights.shapes)  # each tensor read once
+    assert {d for n, d in reads if n.startswith("model.")} == {torch.bfloat16}
+    assert {d for n, d in reads if not n.startswith("model.")} == {torch.float32}  # adaptors, as released
+    assert loaded.startup["first_chunk_s"] is None
+    assert loaded.startup["load_runner_s"] > 0 and loaded.startup["load_vision_s"] > 0
+    latency = loaded.warmup()
+    s = loaded.startup
+    assert s["first_chunk_latency_s"] <= latency and s["first_chunk_s"] >= s["ready_s"] + s["first_chunk_latency_s"] - 1e-6
+    # the warm-up chunk left nothing behind: the next chunk is the one a fresh policy gives
+    images, q = _frames(10), _qpos(policy.profile)
+    fresh = RDTPolicy.from_paths(ckpt, tmp_path / "siglip", None, tmp_path / "instr.pt", dtype="bfloat16")
+    np.testing.assert_array_equal(loaded.predict(images, q, noise=_noise(policy)),
+                                  fresh.predict(images, q, noise=_noise(policy)))
