@@ -82,8 +82,10 @@ class StreamingSampler:
     def reset(self) -> None:
         """Forget frames, instruction, buffers and graphs (other weights)."""
         self._rows: dict[Hashable, int] = {}
-        self._store: torch.Tensor | None = None      # (image layers, slots, patches, 2*hidden): W a per frame
-        self._slot_bias: list[torch.Tensor] = []     # per image layer (1, tokens, 2*hidden): W p + b
+        # W a of each frame and W p + b of each slot, per image layer, in the (k|v, heads, slots, patches,
+        # head_dim) layout attention reads, so that a chunk gathers its keys/values in one contiguous copy
+        self._store: torch.Tensor | None = None      # (image layers, 2, heads, slots, patches, head_dim)
+        self._slot_bias: list[torch.Tensor] = []     # per image layer (2, heads, slots, patches, head_dim)
         self._lang = None                            # (tokens, version, mask-free kv list)
         self._buffers: dict[tuple, _Buffers] = {}
 
@@ -137,8 +139,13 @@ class StreamingSampler:
         if signature != self._signature:
             self.reset()
             self._signature = signature
-            self._slot_bias = [self.runner.model.blocks[i].cross_attn.kv(self.runner.model.img_cond_pos_embed)
-                               for i in self.image_blocks]
+            self._slot_bias = [self._heads_layout(self.runner.model.blocks[i].cross_attn.kv(
+                self.runner.model.img_cond_pos_embed)[0]) for i in self.image_blocks]
+
+    def _heads_layout(self, kv: torch.Tensor) -> torch.Tensor:
+        """(frames * patches, 2 * hidden) output of a ``kv`` Linear -> (2, heads, frames, patches, head_dim)."""
+        attn = self.runner.model.blocks[self.image_blocks[0]].cross_attn
+        return kv.reshape(-1, self.patches, 2, attn.num_heads, attn.head_dim).permute(2, 3, 0, 1, 4).contiguous()
 
     def _set_language(self, bufs: _Buffers, lang_tokens: torch.Tensor, lang_mask: torch.Tensor | None) -> None:
         cached = self._lang
@@ -174,8 +181,7 @@ class StreamingSampler:
                 new[key] = slot
         if new:
             if self._store is None:
-                hidden = runner.model.hidden_size
-                self._store = torch.empty((len(self.image_blocks), self.slots, self.patches, 2 * hidden),
+                self._store = torch.empty((len(self.image_blocks), *self._slot_bias[0].shape),
                                           dtype=runner.model.dtype, device=self.device)
             free = sorted(set(range(self.slots)) - set(self._rows.values()))
             features = img_tokens[0].reshape(self.slots, self.patches, -1)[list(new.values())]
@@ -185,7 +191,7 @@ class StreamingSampler:
             index = torch.tensor(rows, device=self.device)
             for layer, block in enumerate(self.image_blocks):
                 projected = F.linear(adapted, runner.model.blocks[block].cross_attn.kv.weight)
-                self._store[layer].index_copy_(0, index, projected.reshape(len(new), self.patches, -1))
+                self._store[layer].index_copy_(2, index, self._heads_layout(projected))
             self._rows.update(zip(new, rows))
             self.stats["frames_projected"] += len(new)
         bufs.rows.copy_(torch.tensor([self._rows[k] for k in keys]))
@@ -223,8 +229,10 @@ class StreamingSampler:
         for i, block in enumerate(blocks):
             if runner.model.attends_to_image(i):
                 layer = self._image_layer[i]
-                raw = self._store[layer].index_select(0, bufs.rows).reshape(1, runner.img_cond_len, -1)
-                cond_kv.append(block.cross_attn.split_kv(raw + self._slot_bias[layer]))
+                kv = self._store[layer].index_select(2, bufs.rows)  # (2, heads, slots, patches, head_dim)
+                kv += self._slot_bias[layer]
+                kv = kv.reshape(2, 1, kv.shape[1], runner.img_cond_len, kv.shape[-1])
+                cond_kv.append((block.cross_attn.k_norm(kv[0]), kv[1]))
             else:
                 cond_kv.append(next(lang))
         state_traj = runner.state_adaptor(torch.cat([bufs.state, bufs.action_mask], dim=2))
