@@ -99,6 +99,7 @@ class Script:
     returns the (left, right) waypoints from then on (it may look at the objects: the sim's ground truth)."""
 
     replan_times: tuple[float, ...] = ()
+    servo: dict = {}  # TcpServo options
 
     def plan(self, sim: AlohaSim, t: float) -> tuple[list[Waypoint], list[Waypoint]]:
         raise NotImplementedError
@@ -153,23 +154,39 @@ class TransferCubeScript(Script):
         return left, right
 
 
+def _heading(quat) -> float:
+    """Yaw (degrees) of a body's x axis seen from above."""
+    x = rotate(quat, [1.0, 0.0, 0.0])
+    return float(np.degrees(np.arctan2(x[1], x[0])))
+
+
+def _elevation(quat) -> float:
+    """How far (degrees) a body's x axis points up out of the horizontal."""
+    x = rotate(quat, [1.0, 0.0, 0.0])
+    return float(np.degrees(np.arcsin(np.clip(x[2], -1.0, 1.0))))
+
+
 class InsertionScript(Script):
-    """Left arm: the socket, right arm: the peg, each gripped tilted from above at its middle and lifted.
-    From then on the grippers only translate (turning them would swing the objects, which pivot about the
-    fingers' closing axis), so both objects stay as they lay: level and along the table's x axis. Looking
-    at where each object sits relative to its gripper, both are carried over the middle of the table, the
-    peg in line to the right of the socket's opening; then the peg is pushed in, looking again every 0.1 s
-    and correcting sideways, until it touches the pin."""
+    """Left arm: the socket, right arm: the peg, each gripped from above (tilted, the fingers closing along
+    y: square to the object's long axis) at its middle. The grippers only translate from then on: a held
+    object pivots freely about the fingers' closing axis, and turning the gripper would swing it. The left arm
+    sets the socket down again in the middle of the table, where the table keeps it level, and holds it;
+    the right arm carries the peg, just above the table, in line with the socket's opening and pushes it in
+    until it touches the pin, looking again every 0.1 s at where the peg sits and correcting."""
 
     pitch = 60.0
-    socket_goal = np.array([-0.1, 0.5, 0.2])  # where the socket's centre is carried
-    standoff = 0.22  # peg centre this far right of the socket centre before pushing in
-    inserted = 0.09  # ... and this far when pushed in (the pin's end is at 0.04 + the peg's half length 0.06)
-    push_speed = 0.06  # m/s along the socket's axis
-    replan_times = (2.9,) + tuple(np.round(np.arange(3.9, 7.0, 0.1), 2))
+    socket_goal = np.array([-0.05, 0.5])  # where the socket is set down (x, y)
+    lift = 0.03  # both objects are carried this high above where they rest
+    standoff = 0.14  # peg centre this far right of the socket centre before pushing in
+    inserted = 0.097  # ... and this far when pushed in: the peg's end (half length 0.06) on the pin's (0.04)
+    push_speed = 0.08  # m/s along the socket's axis
+    in_line = 0.007  # push while the peg's centre is this close to the socket's axis (y and z, m)
+    replan_times = (2.9,) + tuple(np.round(np.arange(4.3, 8.0, 0.1), 2))
+    servo = {"gain": 0.15, "proportional": 0.5}  # a lead on the lag, a lower integral: no overshoot
 
     def __init__(self):
         self.along = self.standoff
+        self.rest = {}
 
     def plan(self, sim, t):
         if t == 0.0:
@@ -177,39 +194,58 @@ class InsertionScript(Script):
         peg, socket = sim.object_poses()
         grips = [sim.tcp_pose(side) for side in range(2)]
         held = [np.linalg.norm(grips[side][0] - obj[:3]) < 0.06 for side, obj in ((0, socket), (1, peg))]
-        if not all(held):  # dropped: nothing left to align, stay where we are
+        if not held[1] or (t < 3.0 and not held[0]):  # dropped: nothing left to align, stay where we are
             return None, None
-        if t < 3.5:  # carry both to the middle, the peg clear of the opening
-            return ([self._carry(grips[0], socket, self.socket_goal, 3.9)],
-                    [self._carry(grips[1], peg, self.socket_goal + np.array([self.standoff, 0, 0]), 3.9)])
-        if abs(peg[1] - socket[1]) < 0.006 and abs(peg[2] - socket[2]) < 0.006:  # in line: push on
-            self.along = max(self.inserted, self.along - self.push_speed * 0.1)
+        if t < 3.0:  # carry the socket to the middle and set it down; the peg to its right, clear of it
+            goal = np.r_[self.socket_goal, self.rest["socket"]]
+            peg_goal = goal + np.array([self.standoff + 0.04, 0, 0])  # clear of the socket while both move
+            peg_goal[2] = self.rest["socket"]
+            down = self._carry(grips[0], socket, goal + [0, 0, 0.003], 4.3)
+            # let go: lying on the table the socket is level and square, which no grasp keeps it
+            left = [self._carry(grips[0], socket, goal + [0, 0, self.lift], 3.9), down,
+                    Waypoint(4.6, down.pos, down.quat, OPEN),
+                    Waypoint(5.0, down.pos + np.array([-0.04, 0, 0.08]), down.quat, OPEN)]
+            right = [self._carry(grips[1], peg, peg_goal + [0, 0, self.lift], 3.9),
+                     self._carry(grips[1], peg, peg_goal, 4.3)]
+            return left, right
+        # the peg in line with the socket where it really is (turned about the vertical to the socket's
+        # heading, which does not swing it); pushed in only while in line
+        turn = _heading(socket[3:]) - _heading(peg[3:])
+        tilt = _elevation(peg[3:]) - _elevation(socket[3:])
+        off = peg[1:3] - socket[1:3]
+        if np.all(np.abs(off) < self.in_line) and abs(turn) < 3.0 and abs(tilt) < 3.0:
+            self.along = max(self.inserted, min(self.along, peg[0] - socket[0]) - self.push_speed * 0.1)
         target = socket[:3] + np.array([self.along, 0, 0])
-        return None, [self._carry(grips[1], peg, target, t + 0.1)]
+        tcp, quat = grips[1]
+        # level the peg by turning the gripper about the fingers' closing axis (world y), head it like the socket
+        fix = quat_mul(axis_angle([0, 0, 1], float(np.clip(turn, -5.0, 5.0))),
+                       axis_angle([0, 1, 0], float(np.clip(tilt, -5.0, 5.0))))
+        return None, [Waypoint(t + 0.1, target - rotate(fix, peg[:3] - tcp), quat_mul(fix, quat), CLOSED)]
 
     @staticmethod
     def _carry(grip, obj, target, t) -> Waypoint:
         """The waypoint that translates the gripper so that the object it holds is at ``target``."""
         tcp, quat = grip
-        return Waypoint(t, np.asarray(target) - (obj[:3] - tcp), quat, CLOSED)
+        return Waypoint(t, np.asarray(target, dtype=np.float64) - (obj[:3] - tcp), quat, CLOSED)
 
     def _pick(self, sim):
         peg, socket = sim.object_poses()
+        self.rest = {"peg": 0.01, "socket": 0.022}  # centre heights resting on the table (spawned 5 cm up)
         plans = []
-        for side, obj in ((0, socket), (1, peg)):
-            c = obj[:3].copy()
-            c[2] = 0.01 if side == 1 else 0.022  # resting on the table (spawned 5 cm up)
+        for side, obj, rest in ((0, socket, self.rest["socket"]), (1, peg, self.rest["peg"])):
+            c = np.r_[obj[:2], rest]
             forward = LEFT_FORWARD if side == 0 else RIGHT_FORWARD
-            q = pitched(forward, self.pitch)  # fingers close along y: square to the object's long x axis
+            q = pitched(forward, self.pitch)
             ax = rotate(q, [1, 0, 0])
             grasp = c - 0.012 * ax + np.array([0, 0, 0.004])
             start = sim.tcp_pose(side)[0]
             plans.append([Waypoint(0.0, start, forward, OPEN),
                           Waypoint(1.2, grasp - 0.08 * ax, q, OPEN),
-                          Waypoint(1.7, grasp, q, OPEN),
-                          Waypoint(2.0, grasp, q, CLOSED),
-                          Waypoint(2.3, grasp, q, CLOSED),
-                          Waypoint(2.9, grasp + np.array([0, 0, 0.13]), q, CLOSED)])
+                          Waypoint(1.6, grasp, q, OPEN),
+                          Waypoint(1.8, grasp, q, OPEN),  # the joint-controlled arm lags: let it arrive
+                          Waypoint(2.1, grasp, q, CLOSED),
+                          Waypoint(2.4, grasp, q, CLOSED),
+                          Waypoint(2.9, grasp + np.array([0, 0, self.lift]), q, CLOSED)])
         return plans[0], plans[1]
 
 
@@ -229,8 +265,10 @@ class TcpServo:
     have friction, so the gripper lags and sags a few centimetres behind its mocap body; an integral of
     the remaining error is added to the mocap pose until the gripper is where the script wants it."""
 
-    def __init__(self, sim: AlohaSim, side: int, gain: float = 0.25, limit: float = 0.08):
-        self.sim, self.side, self.gain, self.limit = sim, side, gain, limit
+    def __init__(self, sim: AlohaSim, side: int, gain: float = 0.25, limit: float = 0.08, proportional: float = 0.0):
+        """``gain``: of the integral, per control period; ``proportional``: a lead on the position error
+        (the lag of a move), which a low integral gain then does not wind up into an overshoot."""
+        self.sim, self.side, self.gain, self.limit, self.kp = sim, side, gain, limit, proportional
         self.pos_offset = np.zeros(3)
         self.rot_offset = np.zeros(3)  # rotation vector, world frame
 
@@ -238,13 +276,15 @@ class TcpServo:
         import mujoco
 
         actual_pos, actual_quat = self.sim.tcp_pose(self.side)
+        pos = np.asarray(pos, dtype=np.float64)
         self.pos_offset = np.clip(self.pos_offset + self.gain * (pos - actual_pos), -self.limit, self.limit)
+        lead = np.clip(self.kp * (pos - actual_pos), -self.limit, self.limit)
         err = np.zeros(3)
         mujoco.mju_subQuat(err, np.asarray(quat, float), actual_quat)  # body-frame rotation actual -> target
         self.rot_offset = np.clip(self.rot_offset + self.gain * rotate(actual_quat, err), -0.5, 0.5)
         angle = np.linalg.norm(self.rot_offset)
         corr = axis_angle(self.rot_offset / angle, np.rad2deg(angle)) if angle > 1e-9 else np.array([1.0, 0, 0, 0])
-        self.sim.set_tcp(self.side, pos + self.pos_offset, quat_mul(corr, quat))
+        self.sim.set_tcp(self.side, pos + self.pos_offset + lead, quat_mul(corr, quat))
 
 
 # ---------------------------------------------------------------------------------------- demonstrations
@@ -284,7 +324,12 @@ def plan_actions(task: str | TaskSpec, seed: int, *, profile="aloha", on_step=No
         steps = int(round(spec.episode_s / sim.control_period))
         actions, rewards = np.empty((steps, 14)), np.empty(steps, dtype=np.int64)
         grip_cols = (6, 13)
-        servos = [TcpServo(sim, side) for side in range(2)]
+        servos = [TcpServo(sim, side, **script.servo) for side in range(2)]
+        from rdt_policy_node.runtime import Safety
+
+        # a demonstration the robot could be sent: inside the profile's position and velocity limits
+        safety = Safety.from_profile(sim.profile, publish_rate=sim.profile.control_frequency)
+        previous = sim.qpos()
         for k in range(steps):
             t = k * sim.control_period
             if replans and t >= replans[0] - 1e-9:
@@ -299,6 +344,8 @@ def plan_actions(task: str | TaskSpec, seed: int, *, profile="aloha", on_step=No
             offset = np.array([sim.profile.joints[c].offset for c in grip_cols])
             scale = np.array([sim.profile.joints[c].scale for c in grip_cols])
             cmd[list(grip_cols)] = offset + scale * np.asarray(openings)
+            cmd, _ = safety.limit(cmd, previous, sim.control_period)
+            previous = cmd
             sim.command(cmd)
             actions[k] = cmd
             sim.step()
