@@ -23,6 +23,6 @@ def test_transfer_cube_demonstration_succeeds_in_the_replay(seed):
     assert demo.ee_rewards.max() == 4  # it succeeded in the mocap model it was planned in, too
     # the commands are the robot's: inside the profile's limits, and never faster than its velocity limit
     assert np.all(demo.actions >= profile.lower - 1e-9) and np.all(demo.actions <= profile.upper + 1e-9)
-    assert np.all(np.abs(np.diff(demo.actions, axis=0)) <= profile.max_velocity * demo.control_period)
+    assert np.all(np.abs(np.diff(demo.actions, axis=0)) <= profile.max_velocity * demo.control_period + 1e-9)
     # the rewards climb in the task's order: right grasp and lift (2) before the handover (4)
     assert np.flatnonzero(demo.rewards >= 2)[0] < np.flatnonzero(demo.rewards >= 4)[0]
