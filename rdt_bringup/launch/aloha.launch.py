@@ -15,7 +15,7 @@ from launch.actions import DeclareLaunchArgument, LogInfo, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
-from rdt_bringup.launch_utils import FAKE_ROBOT_NODE, POLICY_NODE, node_parameters, plan_robot_launch
+from rdt_bringup.launch_utils import FAKE_ROBOT_NODE, POLICY_NODE, SIM_NODE, node_parameters, plan_robot_launch
 
 # (name, default, description): the documented interface of this launch file.
 ARGUMENTS = [
@@ -30,6 +30,10 @@ ARGUMENTS = [
     ("dry_run", "", "true: predict and publish chunks, command nothing; '' = params file"),
     ("device", "", "torch device (cuda, cpu); '' = params file"),
     ("params_file", "", "ROS 2 parameter file; '' = rdt_bringup/config/<profile>.yaml"),
+    ("use_sim", "false", "true: rdt_sim's MuJoCo ALOHA instead of the robot (publishes /clock; use_sim_time)"),
+    ("sim_task", "", "use_sim: transfer_cube | insertion ('' = transfer_cube)"),
+    ("sim_seed", "", "use_sim: seed of the first episode ('' = 0; ~/reset takes another)"),
+    ("sim_resolution", "", "use_sim: camera HEIGHTxWIDTH ('' = 480x640)"),
 ]
 
 
@@ -38,6 +42,9 @@ def launch_setup(context, *args, **kwargs):
     values = {name: LaunchConfiguration(name).perform(context) for name, _, _ in ARGUMENTS}
     plan = plan_robot_launch(values, os.path.join(share, "config"), "aloha")
     actions = [LogInfo(msg=note) for note in plan.notes]
+    if plan.sim is not None:
+        actions.append(Node(package="rdt_sim", executable="sim_node", name=SIM_NODE, output="screen",
+                            parameters=[plan.sim]))
     if plan.fake_robot is not None:
         actions.append(Node(package="rdt_bringup", executable="fake_robot_node", name=FAKE_ROBOT_NODE,
                             output="screen", parameters=node_parameters(plan.params_file, plan.fake_robot)))

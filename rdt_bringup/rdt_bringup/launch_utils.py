@@ -20,12 +20,13 @@ import yaml
 __all__ = [
     "CAMERA_SLOT_ARGS", "LaunchPlan", "parse_bool", "read_node_params", "params_file_for",
     "camera_topics_with_overrides", "plan_robot_launch", "plan_record_launch",
-    "POLICY_NODE", "RECORDER_NODE", "FAKE_ROBOT_NODE",
+    "POLICY_NODE", "RECORDER_NODE", "FAKE_ROBOT_NODE", "SIM_NODE",
 ]
 
 POLICY_NODE = "rdt_policy_node"
 RECORDER_NODE = "rdt_recorder"
 FAKE_ROBOT_NODE = "rdt_fake_robot"
+SIM_NODE = "rdt_sim"  # rdt_sim's sim_node: the MuJoCo ALOHA (use_sim:=true)
 
 #: launch argument -> RDT camera slot it overrides.
 CAMERA_SLOT_ARGS = {
@@ -110,6 +111,7 @@ class LaunchPlan:
     policy: dict | None = None
     recorder: dict | None = None
     fake_robot: dict | None = None
+    sim: dict | None = None        # rdt_sim sim_node (the sim publishes /clock: every node uses sim time)
     driver: dict | None = None     # launch arguments for kortex_bringup gen3.launch.py
     notes: list[str] = field(default_factory=list)
 
@@ -153,6 +155,9 @@ def plan_robot_launch(args: dict[str, str], config_dir: str | Path, default_prof
     plan = LaunchPlan(params_file=params_file, policy=policy)
     fake = parse_bool(args.get("use_fake_hardware", "false"), "use_fake_hardware")
     want_driver = parse_bool(args.get("launch_driver", "false"), "launch_driver")
+    if _sim_plan(plan, args, profile.name, fake, expert=False):
+        policy["use_sim_time"] = True
+        return plan
     if fake:
         plan.fake_robot = _fake_robot_params(profile.name, {**policy_file, **policy}, expert=False)
         if want_driver:
@@ -191,8 +196,35 @@ def plan_record_launch(args: dict[str, str], config_dir: str | Path) -> LaunchPl
         except ValueError:
             raise ValueError(f"episode_seconds:={args['episode_seconds']!r} must be a number (0 = open-ended)")
     plan = LaunchPlan(params_file=params_file, recorder=recorder)
-    if parse_bool(args.get("use_fake_hardware", "false"), "use_fake_hardware"):
+    fake = parse_bool(args.get("use_fake_hardware", "false"), "use_fake_hardware")
+    if _sim_plan(plan, args, recorder_file.get("profile", profile_name), fake, expert=True):
+        recorder["use_sim_time"] = True
+    elif fake:
         # Nobody commands the fake robot while recording: its scripted expert demonstrates.
         plan.fake_robot = _fake_robot_params(recorder_file.get("profile", profile_name),
                                              {**recorder_file, **recorder}, expert=True)
     return plan
+
+
+def _sim_plan(plan: LaunchPlan, args: dict[str, str], profile_name: str, fake: bool, expert: bool) -> bool:
+    """use_sim:=true: rdt_sim's MuJoCo ALOHA instead of the robot (aloha profile only); ``expert``: its
+    scripted expert performs the task (recording). True when the sim is planned."""
+    if not parse_bool(args.get("use_sim", "false"), "use_sim"):
+        return False
+    if fake:
+        raise ValueError("use_sim:=true and use_fake_hardware:=true: pick one (the MuJoCo sim or the fake robot)")
+    if profile_name != "aloha":
+        raise ValueError(f"use_sim:=true simulates the Interbotix ALOHA: it needs the aloha profile, not "
+                         f"{profile_name!r}")
+    task = args.get("sim_task") or "transfer_cube"
+    if task not in ("transfer_cube", "insertion"):
+        raise ValueError(f"sim_task:={task!r}: use transfer_cube or insertion")
+    try:
+        seed = int(args.get("sim_seed") or 0)
+    except ValueError:
+        raise ValueError(f"sim_seed:={args.get('sim_seed')!r} must be an integer") from None
+    plan.sim = {"task": task, "seed": seed, "autonomous_expert": expert}
+    if args.get("sim_resolution"):
+        plan.sim["resolution"] = args["sim_resolution"]
+    plan.notes.append(f"use_sim:=true: the MuJoCo ALOHA ({task}, seed {seed}) publishes /clock; nodes use sim time")
+    return True

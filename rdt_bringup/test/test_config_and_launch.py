@@ -46,9 +46,9 @@ LAUNCH_ARGS = {
                          "camera_left_wrist_topic", "dry_run", "device", "params_file"},
     "aloha.launch.py": {"profile", "use_fake_hardware", "checkpoint", "vision_encoder", "instruction",
                         "camera_exterior_topic", "camera_right_wrist_topic", "camera_left_wrist_topic", "dry_run",
-                        "device", "params_file"},
+                        "device", "params_file", "use_sim", "sim_task", "sim_seed", "sim_resolution"},
     "record.launch.py": {"robot", "use_fake_hardware", "output_dir", "instruction", "episode_seconds",
-                         "params_file"},
+                         "params_file", "use_sim", "sim_task", "sim_seed", "sim_resolution"},
 }
 
 
@@ -241,3 +241,27 @@ def test_node_parameters_leave_out_an_empty_override():
 
     assert node_parameters("/cfg/kinova_gen3.yaml", {}) == ["/cfg/kinova_gen3.yaml"]
     assert node_parameters("/cfg/kinova_gen3.yaml", {"dry_run": True}) == ["/cfg/kinova_gen3.yaml", {"dry_run": True}]
+
+
+def test_use_sim_starts_the_mujoco_aloha_and_puts_every_node_on_sim_time():
+    plan = plan_robot_launch({"use_sim": "true", "sim_task": "insertion", "sim_seed": "7", "checkpoint": "tiny"},
+                             CONFIG, "aloha")
+    assert plan.sim == {"task": "insertion", "seed": 7, "autonomous_expert": False}
+    assert plan.policy["use_sim_time"] is True and plan.fake_robot is None and plan.driver is None
+    assert set(plan.policy) - {"use_sim_time"} <= POLICY_PARAMS  # use_sim_time is rclpy's own parameter
+    rec = plan_record_launch({"robot": "aloha", "use_sim": "true", "output_dir": "/tmp/x"}, CONFIG)
+    assert rec.sim["autonomous_expert"] is True and rec.recorder["use_sim_time"] is True and rec.fake_robot is None
+    assert plan_robot_launch({"profile": "aloha"}, CONFIG, "aloha").sim is None
+
+
+def test_use_sim_refuses_what_it_cannot_simulate():
+    with pytest.raises(ValueError, match="pick one"):
+        plan_robot_launch({"use_sim": "true", "use_fake_hardware": "true"}, CONFIG, "aloha")
+    with pytest.raises(ValueError, match="needs the aloha profile"):
+        plan_robot_launch({"use_sim": "true"}, CONFIG, "kinova_gen3")
+    with pytest.raises(ValueError, match="needs the aloha profile"):
+        plan_record_launch({"robot": "kinova", "use_sim": "true"}, CONFIG)
+    with pytest.raises(ValueError, match="sim_task"):
+        plan_robot_launch({"use_sim": "true", "sim_task": "stack"}, CONFIG, "aloha")
+    with pytest.raises(ValueError, match="sim_seed"):
+        plan_robot_launch({"use_sim": "true", "sim_seed": "x"}, CONFIG, "aloha")

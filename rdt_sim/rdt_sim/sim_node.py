@@ -27,6 +27,8 @@ from std_srvs.srv import Trigger
 
 from rdt_msgs.srv import ResetSim
 
+from .pipeline import leader_gripper
+
 PARAMETERS = {  # name: (default, description)
     "task": ("transfer_cube", "transfer_cube | insertion"),
     "seed": (0, "seed of the first episode (~/reset takes another)"),
@@ -35,6 +37,8 @@ PARAMETERS = {  # name: (default, description)
     "shadows": (True, "render the model's shadows (about 4x the rendering time on CPU)"),
     "camera_rate_hz": (30.0, "camera frames per second of sim time"),
     "real_time_factor": (1.0, "sim seconds per wall second (0 = as fast as the machine allows)"),
+    "autonomous_expert": (False, "the scripted expert performs each episode (recording): its commands are applied "
+                                 "and published as the leader arms' joint states, as teleoperation would"),
 }
 
 
@@ -54,6 +58,8 @@ class SimNode(Node):
             self.declare_parameter(name, default)
         p = {name: self.get_parameter(name).value for name in PARAMETERS}
         self.real_time_factor = float(p["real_time_factor"])
+        self.expert = bool(p["autonomous_expert"])
+        self._demo, self._step = None, 0
         self.camera_period = 1.0 / float(p["camera_rate_hz"])
 
         # ------------------------------------------------------------------ the sim (ROS-free)
@@ -95,6 +101,8 @@ class SimNode(Node):
                             [names.index(j) for j in s.joints]) for s in self.profile.state_streams]
         self.image_pubs = {c.role: self.create_publisher(Image, c.topic, 5)
                            for c in self.profile.cameras}
+        self.leader_pubs = [(self.create_publisher(JointState, s.topic, 10), s.role, s.msg_joint_names,
+                             [names.index(j) for j in s.joints]) for s in self.profile.action_streams] if self.expert else []
 
         # ------------------------------------------------------------------ services
         self.create_service(ResetSim, "~/reset", self._on_reset)
@@ -128,9 +136,15 @@ class SimNode(Node):
 
     # ------------------------------------------------------------------ the sim's loop
     def _reset(self, seed: int) -> str:
+        demo = None
+        if self.expert:
+            from .experts import demonstrate
+
+            demo = demonstrate(self.sim.task.name, seed)
         with self._lock:
             q = self.sim.reset(seed)
             self._command = q.copy()
+            self._demo, self._step = demo, 0
             self._max_reward = 0
             self._next_frame = self.sim.time
             poses = np.round(self.sim.object_poses()[:, :3], 3).tolist()
@@ -140,6 +154,10 @@ class SimNode(Node):
         start_wall, start_sim = time.monotonic(), None
         while not self._stop.is_set():
             with self._lock:
+                if self._demo is not None:  # the expert's next command (held after its end)
+                    self._command = self._demo.actions[min(self._step, len(self._demo.actions) - 1)].copy()
+                    self._step += 1
+                command = self._command.copy()
                 self.sim.command(self._command)
                 self.sim.step()
                 now = self.sim.time
@@ -154,6 +172,13 @@ class SimNode(Node):
             self.clock_pub.publish(Clock(clock=stamp))
             for pub, msg_names, idx in self.joint_pubs:
                 msg = JointState(name=list(msg_names), position=q[idx].tolist(), velocity=v[idx].tolist())
+                msg.header.stamp = stamp
+                pub.publish(msg)
+            for pub, role, msg_names, idx in self.leader_pubs:
+                values = command[idx].copy()
+                g = msg_names.index("gripper")
+                values[g] = leader_gripper(self.profile, values[g], role)
+                msg = JointState(name=list(msg_names), position=values.tolist())
                 msg.header.stamp = stamp
                 pub.publish(msg)
             for role, rgb in (frames or {}).items():

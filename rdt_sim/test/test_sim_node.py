@@ -20,28 +20,36 @@ def own_ros_domain():
         yield domain
 
 
-@pytest.fixture
-def running():
+def start(**params):
     import rclpy
     from rclpy.executors import MultiThreadedExecutor
     from rclpy.parameter import Parameter
 
     from rdt_sim.sim_node import SimNode
     rclpy.init()
-    node = SimNode(parameter_overrides=[Parameter("resolution", value="48x64"), Parameter("shadows", value=False),
-                                        Parameter("seed", value=3), Parameter("real_time_factor", value=2.0)])
+    base = {"resolution": "48x64", "shadows": False, "seed": 3, "real_time_factor": 2.0}
+    node = SimNode(parameter_overrides=[Parameter(k, value=v) for k, v in {**base, **params}.items()])
     probe = rclpy.create_node("sim_probe")
     executor = MultiThreadedExecutor(num_threads=4)
     executor.add_node(node)
     executor.add_node(probe)
     thread = threading.Thread(target=executor.spin, daemon=True)
     thread.start()
+
+    def stop():
+        executor.shutdown()
+        thread.join(timeout=5)
+        node.destroy_node()
+        probe.destroy_node()
+        rclpy.try_shutdown()
+    return node, probe, stop
+
+
+@pytest.fixture
+def running():
+    node, probe, stop = start()
     yield node, probe
-    executor.shutdown()
-    thread.join(timeout=5)
-    node.destroy_node()
-    probe.destroy_node()
-    rclpy.try_shutdown()
+    stop()
 
 
 def wait_for(predicate, timeout=20.0):
@@ -107,3 +115,24 @@ def test_topics_commands_and_services_of_the_aloha(running):
     n = len(clocks)
     assert wait_for(lambda: len(clocks) > n + 5)
     assert clocks[-1].clock.sec + clocks[-1].clock.nanosec * 1e-9 < before
+
+
+def test_autonomous_expert_demonstrates_and_publishes_the_leader_arms():
+    from sensor_msgs.msg import JointState
+    from std_srvs.srv import Trigger
+
+    from rdt_core.robots import load_profile
+    node, probe, stop = start(autonomous_expert=True, real_time_factor=0.0, seed=0)
+    try:
+        profile = load_profile("aloha")
+        leader = []
+        probe.create_subscription(JointState, "/leader_right/joint_states", leader.append, 100)
+        assert wait_for(lambda: node.sim.time > 6.0, timeout=120)  # the demonstration succeeds near 5 s
+        res = call(probe, Trigger, "/rdt_sim/success", Trigger.Request())
+        assert res.success, res.message
+        grip = np.array([m.position[6] for m in leader])
+        lo, hi = profile.stream("leader_right").gripper_ranges["gripper"]
+        assert leader and np.all((grip >= lo - 1e-6) & (grip <= hi + 1e-6)) and np.ptp(grip) > 0.5 * (hi - lo)
+        assert list(leader[-1].name) == profile.stream("leader_right").msg_joint_names
+    finally:
+        stop()
