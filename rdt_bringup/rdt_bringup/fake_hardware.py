@@ -3,10 +3,12 @@
 The rclpy shell (``fake_robot_node.py``) only converts messages into these calls. Kept here so the
 behaviour that decides where the fake joints go is tested without ROS:
 
-- ``sample_trajectory`` / ``TrajectoryFollower``: a positions-only ``JointTrajectory`` followed the way
-  ros2_control's joint_trajectory_controller does it (start at ``header.stamp``, or on receipt when the
-  stamp is zero; interpolate linearly from the state at the start to the first point and between
-  points; hold the last point; a new trajectory replaces the old one from its own start time on).
+- ``TrajectoryFollower``: a ``JointTrajectory`` followed the way ros2_control's joint_trajectory_controller
+  (Jazzy) does it, through rdt_core.joint_trajectory (the one model of it): linear segments for positions
+  only, cubic with velocities; a new trajectory replaces the running one on receipt, from the desired
+  state there (``interpolate_from_desired_state``, as ros2_kortex's 1 kHz controller); the last point
+  held. ``trajectory_from_arrays`` rejects what the controller rejects, a last point with a velocity too
+  (the stock ``allow_nonzero_velocity_at_trajectory_end: false``).
 - ``command_from_joint_state`` / ``command_from_array`` / ``command_from_interbotix``: ALOHA / AgileX style
   commands (JointState with names, Float64MultiArray, Interbotix group/single commands), read through the
   profile's ``command`` section -> profile joint values (state units).
@@ -20,32 +22,13 @@ from typing import Sequence
 
 import numpy as np
 
+from rdt_core.joint_trajectory import SplineTrajectory, TrajectoryController
+
 __all__ = [
-    "sample_trajectory", "Trajectory", "TrajectoryFollower", "trajectory_from_arrays",
+    "Trajectory", "TrajectoryFollower", "trajectory_from_arrays",
     "joint_state_command_topics", "command_from_joint_state", "command_from_array", "command_from_interbotix",
     "stream_positions", "gripper_goal_done",
 ]
-
-
-def sample_trajectory(times_from_start: np.ndarray, positions: np.ndarray, elapsed: float,
-                      start_positions: np.ndarray) -> np.ndarray:
-    """Position commanded ``elapsed`` seconds after a trajectory started.
-
-    times_from_start: (N,) strictly increasing seconds; positions: (N, J); start_positions: (J,) the state
-    when the trajectory started (interpolated towards the first point, as the controller does when the
-    first point is in the future). Before the start: start_positions; after the last point: the last point.
-    """
-    times = np.asarray(times_from_start, dtype=np.float64)
-    points = np.asarray(positions, dtype=np.float64)
-    start = np.asarray(start_positions, dtype=np.float64)
-    if elapsed <= 0.0:
-        return start.copy()
-    if times[0] > 0.0:
-        times = np.concatenate([[0.0], times])
-        points = np.concatenate([start[None, :], points], axis=0)
-    if elapsed >= times[-1]:
-        return points[-1].copy()
-    return np.array([np.interp(elapsed, times, points[:, j]) for j in range(points.shape[1])])
 
 
 @dataclass
@@ -55,21 +38,27 @@ class Trajectory:
     joint_indices: np.ndarray      # (J,) int
     times_from_start: np.ndarray   # (N,)
     positions: np.ndarray          # (N, J)
+    velocities: np.ndarray | None = None  # (N, J), None when the points carry none
 
     @property
     def end_time(self) -> float:
         return self.start_time + float(self.times_from_start[-1])
 
+    @property
+    def spline(self) -> SplineTrajectory:
+        return SplineTrajectory(self.start_time, self.times_from_start, self.positions, self.velocities)
+
 
 def trajectory_from_arrays(profile_joint_names: Sequence[str], joint_names: Sequence[str],
                            times_from_start: Sequence[float], positions: Sequence[Sequence[float]],
                            start_time: float, lower: np.ndarray | None = None,
-                           upper: np.ndarray | None = None) -> Trajectory:
+                           upper: np.ndarray | None = None, velocities: Sequence[Sequence[float]] = ()) -> Trajectory:
     """Validate a JointTrajectory given as arrays; a ValueError says what is wrong and how to fix it.
 
     Rejected, as joint_trajectory_controller rejects them: unknown or duplicated joint names, points whose
-    size differs from the joint names, time_from_start not strictly increasing, non-finite values. With
-    ``lower``/``upper`` (the profile's limits, full D), positions outside them are rejected too.
+    size differs from the joint names, time_from_start not strictly increasing, non-finite values, a last
+    point with a non-zero velocity. With ``lower``/``upper`` (the profile's limits, full D), positions
+    outside them are rejected too. ``velocities``: per point, empty when the points carry none.
     """
     names = list(joint_names)
     index = {n: i for i, n in enumerate(profile_joint_names)}
@@ -82,17 +71,18 @@ def trajectory_from_arrays(profile_joint_names: Sequence[str], joint_names: Sequ
     times = np.asarray(times_from_start, dtype=np.float64).reshape(-1)
     if times.size == 0:
         raise ValueError("trajectory has no points")
-    try:
-        points = np.asarray(positions, dtype=np.float64)
-    except ValueError:
-        points = None
-    if points is None or points.shape != (times.size, len(names)):
-        raise ValueError(f"every trajectory point needs {len(names)} positions (one per joint name); got "
-                         f"{[len(p) for p in positions]}")
-    if not (np.isfinite(times).all() and np.isfinite(points).all()):
-        raise ValueError("trajectory contains NaN or inf (time_from_start or positions)")
+    points = _point_array(positions, times.size, len(names), "positions")
+    vel = None
+    if any(len(v) for v in velocities):
+        vel = _point_array(velocities, times.size, len(names), "velocities")
+    if not (np.isfinite(times).all() and np.isfinite(points).all() and (vel is None or np.isfinite(vel).all())):
+        raise ValueError("trajectory contains NaN or inf (time_from_start, positions or velocities)")
     if times[0] < 0.0 or np.any(np.diff(times) <= 0.0):
         raise ValueError(f"time_from_start must be >= 0 and strictly increasing, got {times.tolist()}")
+    if vel is not None and np.any(np.abs(vel[-1]) > np.finfo(np.float32).eps):
+        j = int(np.argmax(np.abs(vel[-1])))
+        raise ValueError(f"Velocity of last trajectory point of joint {names[j]} is not zero: {vel[-1, j]} (the "
+                         f"stock controller's allow_nonzero_velocity_at_trajectory_end: false)")
     idx = np.array([index[n] for n in names], dtype=np.int64)
     if lower is not None and upper is not None:
         lo, hi = np.asarray(lower)[idx], np.asarray(upper)[idx]
@@ -101,22 +91,44 @@ def trajectory_from_arrays(profile_joint_names: Sequence[str], joint_names: Sequ
             p, j = int(bad[0][0]), int(bad[1][0])
             raise ValueError(f"point {p} commands {names[j]}={points[p, j]:.4f} outside its limits "
                              f"[{lo[j]:.4f}, {hi[j]:.4f}]")
-    return Trajectory(float(start_time), idx, times, points)
+    return Trajectory(float(start_time), idx, times, points, vel)
+
+
+def _point_array(rows, n: int, width: int, what: str) -> np.ndarray:
+    try:
+        out = np.asarray(rows, dtype=np.float64)
+    except ValueError:
+        out = None
+    if out is None or out.shape != (n, width):
+        raise ValueError(f"every trajectory point needs {width} {what} (one per joint name); got "
+                         f"{[len(r) for r in rows]}")
+    return out
+
+
+#: ros2_kortex's controller_manager runs its controllers at 1000 Hz
+CONTROLLER_PERIOD_S = 0.001
 
 
 class TrajectoryFollower:
-    """Keeps the active and the next trajectories and says where every joint is commanded at a time."""
+    """Where every joint is commanded, for the trajectories received (rdt_core's model of the controller)."""
 
-    def __init__(self, initial_command: np.ndarray):
+    def __init__(self, initial_command: np.ndarray, update_period: float = CONTROLLER_PERIOD_S):
         self._command = np.array(initial_command, dtype=np.float64)
+        self.update_period = float(update_period)
         self._active: Trajectory | None = None
-        self._active_start_positions: np.ndarray | None = None
-        self._pending: list[Trajectory] = []
+        self._controller: TrajectoryController | None = None
 
-    def submit(self, trajectory: Trajectory) -> None:
-        """Queue a trajectory; it takes over at its start time (the old one runs until then)."""
-        self._pending = [t for t in self._pending if t.start_time < trajectory.start_time]
-        self._pending.append(trajectory)
+    def submit(self, trajectory: Trajectory, now: float) -> None:
+        """The controller takes ``trajectory`` at ``now``: it replaces the running one from the desired
+        state there (the same joints), or from the commanded positions at rest (other joints)."""
+        self.command_at(now)
+        same = self._active is not None and np.array_equal(self._active.joint_indices, trajectory.joint_indices)
+        if not same:
+            self._controller = TrajectoryController(self._command[trajectory.joint_indices],
+                                                    update_period=self.update_period)
+        self._controller.receive(trajectory.spline, now)
+        self._active = trajectory
+        self._driven = np.ones(len(trajectory.joint_indices), bool)
 
     @property
     def active(self) -> Trajectory | None:
@@ -124,30 +136,16 @@ class TrajectoryFollower:
 
     def command_at(self, now: float) -> np.ndarray:
         """The full (D,) position command at time ``now`` (monotonic calls)."""
-        while self._pending and self._pending[0].start_time <= now:
-            nxt = self._pending.pop(0)
-            # The new trajectory starts from where the commanded state is at its start time.
-            self._advance(nxt.start_time)
-            self._active = nxt
-            self._active_start_positions = self._command[nxt.joint_indices].copy()
-        self._advance(now)
+        if self._active is not None:
+            desired = self._controller.desired(now).positions
+            self._command[self._active.joint_indices[self._driven]] = desired[self._driven]
         return self._command.copy()
-
-    def _advance(self, t: float) -> None:
-        traj = self._active
-        if traj is None:
-            return
-        self._command[traj.joint_indices] = sample_trajectory(
-            traj.times_from_start, traj.positions, t - traj.start_time, self._active_start_positions)
 
     def set_joint(self, index: int, value: float) -> None:
         """Direct command of one joint (e.g. the gripper through its action), outside any trajectory."""
         self._command[index] = float(value)
-        if self._active is not None and index in self._active.joint_indices:
-            keep = self._active.joint_indices != index
-            self._active_start_positions = self._active_start_positions[keep]
-            self._active = Trajectory(self._active.start_time, self._active.joint_indices[keep],
-                                      self._active.times_from_start, self._active.positions[:, keep])
+        if self._active is not None:  # the running trajectory no longer drives it
+            self._driven &= self._active.joint_indices != index
 
 
 def joint_state_command_topics(command: dict) -> list[dict]:

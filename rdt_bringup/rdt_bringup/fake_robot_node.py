@@ -173,12 +173,12 @@ class FakeRobotNode(Node):
             traj = trajectory_from_arrays(
                 self.profile.joint_names, msg.joint_names,
                 [_seconds(p.time_from_start) for p in msg.points], [list(p.positions) for p in msg.points],
-                start, self.profile.lower, self.profile.upper)
+                start, self.profile.lower, self.profile.upper, velocities=[list(p.velocities) for p in msg.points])
         except ValueError as e:
             self.get_logger().error(f"rejected trajectory on the fake robot: {e}")
             return
         with self.lock:
-            self.follower.submit(traj)
+            self.follower.submit(traj, now)
             self.last_command_time = now
 
     def on_joint_state(self, entry: dict, msg: JointState) -> None:

@@ -1,11 +1,12 @@
-"""The fake robot's ROS-free logic: trajectory following as joint_trajectory_controller does it, and the
+"""The fake robot's ROS-free logic: trajectory following as joint_trajectory_controller does it (through
+rdt_core.joint_trajectory), and the
 JointState / Float64MultiArray / Interbotix command and state conversions, on the shipped profiles."""
 import numpy as np
 import pytest
 
 from rdt_bringup.fake_hardware import (
     TrajectoryFollower, command_from_array, command_from_interbotix, command_from_joint_state, gripper_goal_done,
-    joint_state_command_topics, sample_trajectory, stream_positions, trajectory_from_arrays)
+    joint_state_command_topics, stream_positions, trajectory_from_arrays)
 from rdt_core.robots import RobotProfile, load_profile
 
 NAMES = ["j1", "j2", "j3"]
@@ -31,48 +32,47 @@ def two_arm_profile():
     })
 
 
-def test_sample_interpolates_from_start_state_then_between_points_and_holds_the_last():
-    times = [0.5, 1.0]
-    points = [[1.0, 2.0], [2.0, 0.0]]
-    start = np.array([0.0, 0.0])
-    np.testing.assert_allclose(sample_trajectory(times, points, -0.1, start), [0.0, 0.0])
-    np.testing.assert_allclose(sample_trajectory(times, points, 0.25, start), [0.5, 1.0])
-    np.testing.assert_allclose(sample_trajectory(times, points, 0.75, start), [1.5, 1.0])
-    np.testing.assert_allclose(sample_trajectory(times, points, 5.0, start), [2.0, 0.0])
-    # A first point at time 0 is taken as is (no ramp from the start state).
-    np.testing.assert_allclose(sample_trajectory([0.0, 1.0], points, 0.0, start), [0.0, 0.0])
-    np.testing.assert_allclose(sample_trajectory([0.0, 1.0], points, 1e-9, start), [1.0, 2.0], atol=1e-6)
+def test_positions_only_trajectory_is_linear_from_the_state_on_receipt_and_holds_the_last_point():
+    follower = TrajectoryFollower(np.zeros(2), update_period=0.0)
+    follower.submit(trajectory_from_arrays(["a", "b"], ["a", "b"], [0.5, 1.0], [[1.0, 2.0], [2.0, 0.0]],
+                                           start_time=10.0), now=10.0)
+    np.testing.assert_allclose(follower.command_at(10.25), [0.5, 1.0])  # from the state on receipt
+    np.testing.assert_allclose(follower.command_at(10.75), [1.5, 1.0])
+    np.testing.assert_allclose(follower.command_at(15.0), [2.0, 0.0])  # the last point held
 
 
-def test_follower_splices_a_new_trajectory_at_its_start_time_from_the_commanded_state():
-    follower = TrajectoryFollower(np.zeros(3))
+def test_follower_replaces_the_running_trajectory_on_receipt_from_the_desired_state():
+    follower = TrajectoryFollower(np.zeros(3), update_period=0.0)
     first = trajectory_from_arrays(NAMES, ["j1", "j2"], [1.0, 2.0], [[1.0, 1.0], [2.0, 2.0]], start_time=10.0)
-    follower.submit(first)
-    np.testing.assert_allclose(follower.command_at(9.0), [0, 0, 0])
-    np.testing.assert_allclose(follower.command_at(10.5), [0.5, 0.5, 0])
-    # The next chunk is stamped in the near future: the old one runs until then.
-    second = trajectory_from_arrays(NAMES, ["j1"], [1.0], [[-1.0]], start_time=11.5)
-    follower.submit(second)
+    follower.submit(first, now=9.0)
+    np.testing.assert_allclose(follower.command_at(10.5), [0.75, 0.75, 0])  # from 0 at 9.0 to 1 at 11.0
+    # the controller takes a new trajectory when it arrives, even one stamped in the future, and goes from
+    # where the running one has brought it to the new first point
+    second = trajectory_from_arrays(NAMES, ["j1", "j2"], [1.0], [[-1.0, 1.0]], start_time=11.5)
+    follower.submit(second, now=11.0)
     np.testing.assert_allclose(follower.command_at(11.0), [1.0, 1.0, 0])
-    at_switch = follower.command_at(11.5)  # the first trajectory's state at 11.5 is the new start
-    np.testing.assert_allclose(at_switch, [1.5, 1.5, 0])
-    np.testing.assert_allclose(follower.command_at(12.0), [0.25, 1.5, 0])  # j2 keeps its last command
-    np.testing.assert_allclose(follower.command_at(20.0), [-1.0, 1.5, 0])
+    np.testing.assert_allclose(follower.command_at(11.75), [0.0, 1.0, 0])  # halfway from (1, 1) at 11.0
+    np.testing.assert_allclose(follower.command_at(20.0), [-1.0, 1.0, 0])
+    # another set of joints starts from the commanded positions (j2 keeps its last command)
+    follower.submit(trajectory_from_arrays(NAMES, ["j1"], [1.0], [[0.0]], start_time=20.0), now=20.0)
+    np.testing.assert_allclose(follower.command_at(20.5), [-0.5, 1.0, 0])
 
 
-def test_follower_trajectories_queued_later_are_dropped_by_an_earlier_one():
-    follower = TrajectoryFollower(np.zeros(1))
-    follower.submit(trajectory_from_arrays(["a"], ["a"], [0.1], [[5.0]], start_time=3.0))
-    follower.submit(trajectory_from_arrays(["a"], ["a"], [0.1], [[1.0]], start_time=2.0))
-    np.testing.assert_allclose(follower.command_at(10.0), [1.0])
+def test_follower_splines_through_points_with_velocities():
+    follower = TrajectoryFollower(np.zeros(1), update_period=0.0)
+    # from rest at 0 to 1 with zero end velocity in 1 s: the cubic 3t^2 - 2t^3
+    follower.submit(trajectory_from_arrays(["a"], ["a"], [0.0, 1.0], [[0.0], [1.0]], start_time=5.0,
+                                           velocities=[[0.0], [0.0]]), now=5.0)
+    for t in (0.25, 0.5, 0.8):
+        np.testing.assert_allclose(follower.command_at(5.0 + t), [3 * t ** 2 - 2 * t ** 3])
 
 
 def test_set_joint_takes_the_joint_out_of_the_running_trajectory():
-    follower = TrajectoryFollower(np.zeros(2))
-    follower.submit(trajectory_from_arrays(["a", "g"], ["a", "g"], [1.0], [[1.0, 1.0]], start_time=0.0))
-    follower.command_at(0.5)
+    follower = TrajectoryFollower(np.zeros(2), update_period=0.0)
+    follower.submit(trajectory_from_arrays(["a", "g"], ["a", "g"], [1.0], [[1.0, 1.0]], start_time=0.5), now=0.5)
+    follower.command_at(1.0)
     follower.set_joint(1, 0.3)
-    np.testing.assert_allclose(follower.command_at(1.0), [1.0, 0.3])
+    np.testing.assert_allclose(follower.command_at(1.5), [1.0, 0.3])
 
 
 @pytest.mark.parametrize("names,times,points,needle", [
@@ -87,6 +87,17 @@ def test_set_joint_takes_the_joint_out_of_the_running_trajectory():
 def test_bad_trajectories_are_rejected_with_the_reason(names, times, points, needle):
     with pytest.raises(ValueError, match=needle):
         trajectory_from_arrays(NAMES, names, times, points, 0.0, lower=-np.ones(3), upper=np.ones(3))
+
+
+def test_a_last_point_still_moving_is_rejected_as_the_stock_controller_does():
+    with pytest.raises(ValueError, match="Velocity of last trajectory point of joint j2 is not zero"):
+        trajectory_from_arrays(NAMES, ["j1", "j2"], [0.1, 0.2], [[0, 0], [0, 0.1]], 0.0,
+                               velocities=[[0.0, 0.5], [0.0, 0.2]])
+    with pytest.raises(ValueError, match="needs 2 velocities"):
+        trajectory_from_arrays(NAMES, ["j1", "j2"], [0.1], [[0, 0]], 0.0, velocities=[[0.0]])
+    ok = trajectory_from_arrays(NAMES, ["j1", "j2"], [0.1, 0.2], [[0, 0], [0, 0.1]], 0.0,
+                                velocities=[[0.0, 0.5], [0.0, 0.0]])
+    assert ok.velocities.shape == (2, 2)
 
 
 def test_agilex_joint_state_commands_map_by_topic_and_convert_gripper_action_units():
@@ -164,7 +175,7 @@ def test_the_fake_robot_tracks_a_trajectory_under_its_velocity_limits(name):
     arm = [i for i in range(profile.dof) if not profile.gripper_mask[i]]
     goal = np.clip(start[arm] + 0.3, profile.lower[arm], profile.upper[arm])
     follower.submit(trajectory_from_arrays(profile.joint_names, [profile.joint_names[i] for i in arm],
-                                           [0.5], [goal], start_time=0.0))
+                                           [0.5], [goal], start_time=0.0), now=0.0)
     dt, previous = 0.01, start
     for k in range(1, 151):
         robot.command(follower.command_at(k * dt))

@@ -28,6 +28,10 @@ __all__ = [
     "load_profile", "available_profiles", "save_profile",
 ]
 
+#: Without a joint's max_acceleration, trajectories reach its max_velocity from rest in this many seconds
+#: (the Gen3's 8.6 rad/s^2 of ros2_kortex's MoveIt joint limits takes its 0.87 rad/s in 0.1 s).
+DEFAULT_ACCELERATION_TIME_S = 0.1
+
 #: RDT's three camera slots, in the order the model sees them.
 CAMERA_SLOTS = ("exterior", "right_wrist", "left_wrist")
 
@@ -44,6 +48,7 @@ class JointSpec:
     scale: float = 1.0
     action_offset: float | None = None
     action_scale: float | None = None
+    max_acceleration: float | None = None  # rad/s^2 (None: max_velocity / DEFAULT_ACCELERATION_TIME_S)
 
     @property
     def act_offset(self) -> float:
@@ -147,12 +152,14 @@ class RobotProfile:
         self._lower = np.array([s.lower for s in j], dtype=np.float64)
         self._upper = np.array([s.upper for s in j], dtype=np.float64)
         self._vel = np.array([s.max_velocity for s in j], dtype=np.float64)
+        self._acc = np.array([s.max_velocity / DEFAULT_ACCELERATION_TIME_S if s.max_acceleration is None
+                              else s.max_acceleration for s in j], dtype=np.float64)
         self._offset = np.array([s.offset for s in j], dtype=np.float64)
         self._scale = np.array([s.scale for s in j], dtype=np.float64)
         self._aoffset = np.array([s.act_offset for s in j], dtype=np.float64)
         self._ascale = np.array([s.act_scale for s in j], dtype=np.float64)
         self._uidx = state_vec.unified_indices([s.unified for s in j])
-        for a in (self._lower, self._upper, self._vel, self._uidx):
+        for a in (self._lower, self._upper, self._vel, self._acc, self._uidx):
             a.setflags(write=False)
 
     @property
@@ -174,6 +181,11 @@ class RobotProfile:
     @property
     def max_velocity(self) -> np.ndarray:
         return self._vel
+
+    @property
+    def max_acceleration(self) -> np.ndarray:
+        """(D,) rad/s^2 (robot units/s^2) the trajectories sent to a trajectory controller may use."""
+        return self._acc
 
     @property
     def gripper_mask(self) -> np.ndarray:
@@ -371,6 +383,8 @@ class RobotProfile:
                 raise ValueError(f"{p}.lower/upper: need finite lower < upper, got {j.lower}, {j.upper}")
             if not (np.isfinite(j.max_velocity) and j.max_velocity > 0):
                 raise ValueError(f"{p}.max_velocity: must be > 0, got {j.max_velocity}")
+            if j.max_acceleration is not None and not (np.isfinite(j.max_acceleration) and j.max_acceleration > 0):
+                raise ValueError(f"{p}.max_acceleration: must be > 0 (or left out), got {j.max_acceleration}")
             for attr in ("scale", "action_scale"):
                 v = getattr(j, attr)
                 if v is not None and (not np.isfinite(v) or v == 0):

@@ -129,12 +129,16 @@ class PolicyConfig:
                                    choices=("",) + BACKENDS)
     trajectory_topic: str = setting("", "JointTrajectory topic (empty = the profile's command.topic)",
                                     scope="ros", backends=("joint_trajectory",))
-    trajectory_lead_s: float = setting(0.1, "JointTrajectory header.stamp this far in the future (the first "
-                                            "segment is never in the past)", scope="ros", above=0.0,
+    trajectory_lead_s: float = setting(0.1, "a new JointTrajectory follows the running one this long before it "
+                                            "changes course: the longest a message may take to reach the "
+                                            "controller for a smooth (C1) switch, s", scope="ros", above=0.0,
                                        backends=("joint_trajectory",))
     trajectory_horizon_s: float = setting(0.5, "length of each JointTrajectory: the most motion the controller "
                                                "runs unsupervised if the node dies", scope="ros", above=0.0,
                                           backends=("joint_trajectory",))
+    trajectory_controller_rate_hz: float = setting(1000.0, "update rate of the arm's joint_trajectory_controller "
+                                                           "(ros2_kortex: 1000 Hz); 0 = an ideal controller",
+                                                   scope="ros", minimum=0.0, backends=("joint_trajectory",))
     gripper_action: str = setting("", "gripper action server name (empty = the profile's "
                                       "command.gripper_action)", scope="ros", backends=("joint_trajectory",))
     gripper_action_type: str = setting("", "GripperCommand (Humble) | ParallelGripperCommand (Jazzy); empty = "
@@ -215,6 +219,18 @@ class PolicyConfig:
             except ValueError as e:
                 raise ConfigError("arm_steps_length", str(e)) from None
             out = out.replace(arm_steps_length=steps)
+        if out.command_backend == "joint_trajectory":
+            from .runtime.streaming import refresh_time
+
+            arm = ~profile.gripper_mask
+            step = 1.0 / out.publish_rate_hz
+            least = refresh_time(profile.max_velocity[arm] * out.velocity_scale, profile.max_acceleration[arm],
+                                 out.trajectory_lead_s, step) + step
+            if out.trajectory_horizon_s <= least:
+                raise ConfigError("trajectory_horizon_s", f"{out.trajectory_horizon_s} s is too short to splice one "
+                                                          f"trajectory onto the next: give more than {least:.3f} s "
+                                                          f"(trajectory_lead_s + the braking time from full speed "
+                                                          f"+ 3 publish periods), e.g. 0.5")
         if horizon is not None and out.execute_horizon > horizon:
             raise ConfigError("execute_horizon", f"{out.execute_horizon} is longer than the checkpoint's chunk "
                                                  f"({horizon} actions); use 1..{horizon}, or 0 for all")

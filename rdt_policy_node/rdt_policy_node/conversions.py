@@ -69,28 +69,12 @@ def joint_indices(profile, names: Sequence[str]) -> np.ndarray:
     return np.array([all_names.index(n) for n in names], dtype=np.int64)
 
 
-def trajectory_points(times: np.ndarray, positions: np.ndarray, lead_s: float) -> list[tuple[list, tuple[int, int]]]:
-    """Safe trajectory (times since now, positions) -> JointTrajectory points relative to a header stamp
-    ``lead_s`` in the future: [(positions, time_from_start (sec, nanosec))], points before the stamp dropped."""
-    out = []
-    for t, q in zip(np.asarray(times), np.asarray(positions)):
-        if t > lead_s + 1e-6:
-            out.append(([float(v) for v in q], seconds_to_stamp(t - lead_s)))
-    if not out:  # a hold: one point shortly after the stamp
-        out.append(([float(v) for v in positions[-1]], seconds_to_stamp(max(1e-2, float(times[-1]) - lead_s))))
-    return out
-
-
-def trajectory_sent_until(now: float, times: np.ndarray) -> float:
-    """Until when a sent trajectory keeps the controller supplied. A single-point hold never runs out: the
-    controller keeps holding its point, and re-sending it would restart the hold from the measured state
-    (a softer hold, the arm sagging under load), so it is sent again only when the plan changes."""
-    return float("inf") if len(times) == 1 else now + float(times[-1])
-
-
-def should_send_trajectory(now: float, plan_changed: bool, sent_until: float, horizon_s: float) -> bool:
-    """A new trajectory on every plan change, and before the last one runs out (a third of its horizon left)."""
-    return plan_changed or now + horizon_s / 3 >= sent_until
+def trajectory_points(trajectory, columns) -> list[tuple[list, list, tuple[int, int]]]:
+    """A planned trajectory (rdt_core.joint_trajectory.SplineTrajectory, times from its stamp) ->
+    JointTrajectoryPoint fields for the joints ``columns``: [(positions, velocities, time_from_start)]."""
+    q, v = trajectory.positions[:, columns], trajectory.velocities[:, columns]
+    return [([float(x) for x in q[i]], [float(x) for x in v[i]], seconds_to_stamp(t))
+            for i, t in enumerate(trajectory.times)]
 
 
 def joint_state_groups(profile, command: dict) -> list[dict]:

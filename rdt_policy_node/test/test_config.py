@@ -120,6 +120,9 @@ def test_robot_dependent_values_are_checked(kinova):
         PolicyConfig(arm_steps_length=(0.1, 0.1, 0.1)).for_profile(kinova)
     aloha = load_profile("aloha")  # one value per arm joint, tiled to both arms
     assert len(PolicyConfig(arm_steps_length=(0.01,) * 7).for_profile(aloha).arm_steps_length) == aloha.dof
+    with pytest.raises(ConfigError, match=r"parameter trajectory_horizon_s: 0.2 s is too short .* more than 0.2"):
+        PolicyConfig(trajectory_horizon_s=0.2, publish_rate_hz=100.0).for_profile(kinova)  # 0.1 + 0.1 + 0.03
+    PolicyConfig(trajectory_horizon_s=0.2, command_backend="kortex_api").for_profile(kinova)  # no trajectories
     with pytest.raises(ConfigError, match="parameter execute_horizon: 65 is longer than the checkpoint's chunk"):
         PolicyConfig(execute_horizon=65).for_profile(kinova, horizon=64)
     with pytest.raises(ConfigError, match="execute_horizon"):

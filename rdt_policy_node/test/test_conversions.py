@@ -3,9 +3,9 @@ import numpy as np
 import pytest
 
 from rdt_core.robots import load_profile
+from rdt_core.joint_trajectory import SplineTrajectory
 from rdt_policy_node.conversions import (chunk_fields, interbotix_groups, joint_state_groups, resolve_instruction,
-                                         seconds_to_stamp, should_send_trajectory, stamp_to_seconds, status_fields,
-                                         trajectory_points, trajectory_sent_until)
+                                         seconds_to_stamp, stamp_to_seconds, status_fields, trajectory_points)
 from rdt_policy_node.runtime import Chunk
 
 
@@ -32,14 +32,12 @@ def test_status_fields_replace_unmeasured_values():
     assert f["inference_latency_ms"] == 0.0 and f["observation_ages"] == [0.1, 1e9] and f["dry_run"] is True
 
 
-def test_trajectory_points_are_relative_to_the_future_stamp():
-    times = np.array([0.04, 0.08, 0.12, 0.16])
-    pos = np.arange(8.0).reshape(4, 2)
-    pts = trajectory_points(times, pos, lead_s=0.1)
-    assert [p[0] for p in pts] == [[4.0, 5.0], [6.0, 7.0]]
-    assert pts[0][1] == seconds_to_stamp(0.02)
-    hold = trajectory_points(times[:1], pos[:1], lead_s=0.1)
-    assert hold[0][0] == [0.0, 1.0] and hold[0][1][1] > 0
+def test_trajectory_points_carry_positions_and_velocities_of_the_commanded_joints():
+    traj = SplineTrajectory(10.0, [0.02, 0.06], np.arange(6.0).reshape(2, 3), -np.arange(6.0).reshape(2, 3))
+    pts = trajectory_points(traj, np.array([0, 2]))
+    assert [p[0] for p in pts] == [[0.0, 2.0], [3.0, 5.0]]
+    assert [p[1] for p in pts] == [[-0.0, -2.0], [-3.0, -5.0]]
+    assert pts[1][2] == seconds_to_stamp(0.06)
 
 
 def test_command_groups_from_the_shipped_profiles():
@@ -60,14 +58,3 @@ def test_resolve_instruction_by_path_or_name(tmp_path):
     assert resolve_instruction(str(tmp_path / "pick_cup.pt"), None) == tmp_path / "pick_cup.pt"
     with pytest.raises(FileNotFoundError, match="pick_cup"):
         resolve_instruction("open_drawer", str(tmp_path))
-
-
-def test_a_hold_trajectory_is_sent_once_a_running_one_before_it_runs_out():
-    """Re-sending a single-point hold every tick would restart it from the measured state (a soft hold)."""
-    hold_until = trajectory_sent_until(10.0, np.array([0.01]))
-    assert not any(should_send_trajectory(10.0 + k * 0.01, False, hold_until, 0.5) for k in range(1000))
-    assert should_send_trajectory(20.0, True, hold_until, 0.5)          # a new plan (resume) goes out at once
-    run_until = trajectory_sent_until(10.0, np.arange(1, 51) * 0.01)   # 0.5 s of points
-    assert run_until == 10.5
-    assert not should_send_trajectory(10.3, False, run_until, 0.5)
-    assert should_send_trajectory(10.34, False, run_until, 0.5)         # a third of the horizon left

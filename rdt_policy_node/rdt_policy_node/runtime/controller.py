@@ -323,11 +323,21 @@ class PolicyController:
         return TickResult(command, not self.safety.dry_run, state, self.hold_reason, chunk, self._changed)
 
     # ------------------------------------------------------------------ trajectories and status
-    def trajectory(self, now: float, duration_s: float, step_s: float) -> tuple[np.ndarray, np.ndarray]:
-        """The safe future of the current plan from ``now``: times (K,) since now and positions (K, D).
+    def follow_reference(self, joints, positions) -> None:
+        """The arm's controller is commanded ``positions`` for the profile columns ``joints`` now: a
+        trajectory controller's reference, which lags the ticks' commands by the acceleration limit. The
+        runtime continues from there (the next tick's step, a hold's position, the re-sync check), so that
+        a hold does not take that lag for a joint moved by something else."""
+        with self._lock:
+            if self.last_command is None:
+                return
+            command = self.last_command.copy()
+            command[np.asarray(joints)] = np.asarray(positions, dtype=np.float64)
+            self.last_command = self.safety.clip(command)
 
-        Every point is inside the position limits and each step within the velocity limit for step_s, so a
-        trajectory controller can be given a whole multi-point trajectory."""
+    def targets(self, times) -> np.ndarray:
+        """Where the current plan wants the joints at absolute ``times`` (K,): (K, D), inside the position
+        limits; the last command while holding or paused. For trajectories planned ahead (Safety.trajectory)."""
         with self._lock:
             if self.phase == MOVING_TO_START:
                 plan = self._start_plan
@@ -335,21 +345,13 @@ class PolicyController:
                 plan = self.scheduler.plan
             else:
                 plan = None
-            start = self.last_command
-        if start is None:
-            raise RuntimeError("no command yet: call trajectory() after a tick that produced a command")
-        n = max(1, int(round(duration_s / step_s)))
-        times = np.arange(1, n + 1) * step_s
+            hold = self.last_command
+        if hold is None:
+            raise RuntimeError("no command yet: call targets() after a tick that produced a command")
+        times = np.asarray(times, dtype=np.float64).reshape(-1)
         if plan is None:
-            return times[:1], np.asarray(start)[None].copy()
-        targets = plan.sample(now + times)
-        out = np.empty_like(targets)
-        prev = np.asarray(start, dtype=np.float64)
-        max_step = self.safety.max_velocity * self.safety.velocity_scale * step_s
-        for i, target in enumerate(targets):
-            prev = self.safety.clip(prev + np.clip(self.safety.clip(target) - prev, -max_step, max_step))
-            out[i] = prev
-        return times, out
+            return np.repeat(np.asarray(hold, dtype=np.float64)[None], len(times), axis=0)
+        return self.safety.clip(plan.sample(times))
 
     def status(self, now: float) -> dict:
         """Plain values for rdt_msgs/PolicyStatus at the caller's time ``now``."""
@@ -371,3 +373,4 @@ class PolicyController:
                 "chunk_index": self.scheduler.chunk_index(now),
                 "dry_run": self.safety.dry_run,
             }
+
