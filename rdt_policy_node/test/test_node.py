@@ -138,6 +138,11 @@ def test_policy_drives_the_fake_kinova_within_limits(ros, server_type):
             assert np.all(np.isfinite(q)) and np.all(q >= lower - 1e-9) and np.all(q <= upper + 1e-9)
             if len(t) > 1:  # every step between points within the velocity limits
                 assert np.all(np.abs(np.diff(q, axis=0)) <= vmax * np.diff(t)[:, None] + 1e-6)
+            # every point carries velocities (the controller splines through them), consistent with the
+            # positions, within the limits, and zero at the last point (what the stock controller accepts)
+            v = np.array([list(p.velocities) for p in traj.points])
+            assert v.shape == q.shape and np.all(v[-1] == 0.0) and np.all(np.abs(v) <= vmax + 1e-9)
+            np.testing.assert_allclose(np.diff(q, axis=0) / np.diff(t)[:, None], (v[1:] + v[:-1]) / 2, atol=1e-6)
         chunk = chunks[-1]
         assert list(chunk.joint_names) == profile.joint_names
         assert len(chunk.actions) == chunk.horizon * chunk.dof and chunk.dof == profile.dof
