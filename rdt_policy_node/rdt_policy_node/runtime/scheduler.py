@@ -87,8 +87,10 @@ class ThreadInference:
             except BaseException as exc:  # reported through the future: the tick turns it into a hold
                 future.set_exception(exc)
 
-    def close(self) -> None:
-        """Cancel what has not started and let the worker end; does not wait for a running inference."""
+    def close(self, timeout: float = 3.0) -> None:
+        """Cancel what has not started and let the worker end, waiting up to ``timeout`` s for a running
+        inference (torch still running in a thread when the interpreter exits aborts the process:
+        "terminate called without an active exception"); a model that never returns is left behind."""
         self._closed = True
         while True:
             try:
@@ -98,6 +100,8 @@ class ThreadInference:
             if job is not None:
                 job[0].cancel()
         self._jobs.put(None)
+        if threading.current_thread() is not self._thread:
+            self._thread.join(timeout)
 
 
 _CHILD_PREDICTOR = None
