@@ -373,4 +373,3 @@ class PolicyController:
                 "chunk_index": self.scheduler.chunk_index(now),
                 "dry_run": self.safety.dry_run,
             }
-

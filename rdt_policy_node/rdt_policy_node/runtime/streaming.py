@@ -5,8 +5,8 @@ segments when they carry velocities (rdt_core.joint_trajectory). A new trajector
 at the controller's first update after it arrives, from the state there (with
 ``interpolate_from_desired_state``: the desired state, on the spline it replaces) to the new first point.
 
-So each trajectory sent here begins with the knots of the running one that lie ahead (copied exactly, same
-absolute times) up to ``lead_s`` after it is sent, and only after the last of them (the splice) follows
+So each trajectory sent here begins with the knots of the running one that lie ahead (the same positions
+and velocities at the same times, but for the shift below) up to ``lead_s`` after it is sent, and only after the last of them (the splice) follows
 the current plan, planned by Safety.trajectory from the state at the splice. Wherever between now and the
 splice the controller takes it, the segment it draws to the next point is the one it was already on
 (a cubic is fixed by its two end states), so the switch is C1 and the reference stays inside the limits.
@@ -52,10 +52,9 @@ class TrajectoryStream:
         self.safety = safety
         self.step_s, self.horizon_s, self.lead_s = float(step_s), float(horizon_s), float(lead_s)
         self.controller_period_s = float(controller_period_s)
-        cols = slice(None) if joints is None else np.asarray(joints)
-        self.refresh_s = refresh_time(safety.max_velocity[cols] * safety.velocity_scale,
-                                      safety.max_acceleration[cols], self.lead_s, self.step_s)
         self.joints = np.arange(len(safety.lower)) if joints is None else np.asarray(joints)
+        self.refresh_s = refresh_time(safety.max_velocity[self.joints] * safety.velocity_scale,
+                                      safety.max_acceleration[self.joints], self.lead_s, self.step_s)
         self.sent: SplineTrajectory | None = None  # the last trajectory sent
         self._model: TrajectoryController | None = None  # the controller's reference, as if taken when sent
         self._hold: np.ndarray | None = None  # the position of the running hold
