@@ -30,6 +30,7 @@ def review(tmp_path_factory, kinova):
     data = root / "episodes"
     made = make_review_set(data, kinova)
     assert edit_main([str(data), "exclude", "episode_8", "--reason", "bad frame"]) == 0
+    assert edit_main([str(data), "trim-idle", "episode_6"]) == 0
     decodes = []
     real = media_mod.decode_jpeg
     mp = pytest.MonkeyPatch()
@@ -143,6 +144,8 @@ def test_pages_show_curation_and_print_the_commands(review):
     assert f"rdt-dataset-edit {review['data']} trim-idle" in page
     assert page.count('<tr class="flagged') == 4            # recorded, long idle, frozen, bad frame
     assert "excluded: bad frame" in page
+    trim = review["eps"]["episode_6.hdf5"]["curation"]["trim"]
+    assert trim["start_step"] == 60 and trim["by"] == "trim-idle" and "trim 2.40-" in page and "(trim-idle)" in page
     assert "https://" not in page and "http://" not in page  # nothing fetched: opens from disk
     ep = (review["out"] / "episodes" / "episode_7.hdf5.html").read_text()
     assert f"rdt-dataset-edit {review['data']} include episode_7.hdf5" in ep

@@ -40,6 +40,7 @@ class EpisodeJob:
     video_height: int = 240
     threads: int = 1
     still_threshold: float = 1e-2
+    trim: tuple | None = None   # the curation trim's [start_step, end_step), drawn on the time plot
 
 
 @dataclass
@@ -97,17 +98,21 @@ def review_episode(job: EpisodeJob, progress=None) -> EpisodeReview:
     out.quality = asdict(quality)
     out.motion = asdict(mo)
     media_dir = Path(job.media_dir)
-    media = render_media(path, media_dir, video_height=job.video_height, video=job.video, threads=job.threads,
-                         still_threshold=job.still_threshold, progress=progress)
-    out.media = asdict(media)
-    grip = profile.gripper_mask if profile is not None else np.zeros(len(meta.joint_names), bool)
-    openness = metrics.gripper_openness(profile, qpos, action) if grip.any() else None
-    out.plots = {
-        "time": plots.time_figure(media_dir / "timeline.png", t, qpos, action, list(meta.joint_names), grip,
-                                  openness, 1.0 / meta.control_frequency, media.video_duration_s, media.cameras,
-                                  mo.idle_window, None),
-        "skew": plots.skew_figure(media_dir / "skew.png", quality),
-    }
+    try:
+        media = render_media(path, media_dir, video_height=job.video_height, video=job.video, threads=job.threads,
+                             still_threshold=job.still_threshold, progress=progress)
+        out.media = asdict(media)
+        grip = profile.gripper_mask if profile is not None else np.zeros(len(meta.joint_names), bool)
+        openness = metrics.gripper_openness(profile, qpos, action) if grip.any() else None
+        trim = job.trim if job.trim and job.trim[1] <= len(t) else None
+        out.plots = {
+            "time": plots.time_figure(media_dir / "timeline.png", t, qpos, action, list(meta.joint_names), grip,
+                                      openness, 1.0 / meta.control_frequency, media.video_duration_s,
+                                      media.cameras, mo.idle_window, trim),
+            "skew": plots.skew_figure(media_dir / "skew.png", quality),
+        }
+    except Exception as exc:    # one episode's media must not stop the review of the others
+        out.ok, out.error = False, f"its video / plots could not be made ({type(exc).__name__}: {exc})"
     return out
 
 
@@ -244,9 +249,10 @@ def plan_jobs(sources, out: Path, *, select=None, video=True, video_height=240, 
         while slug in slugs:        # two folders with the same episode names
             slug += "_"
         slugs.add(slug)
+        trim = cur.get(path).trim
         jobs.append(EpisodeJob(str(src), str(path), key, str(cur.folder), slug, str(out / "media" / slug),
                                video, video_height, max(1, (os.cpu_count() or 1) // max(workers, 1)),
-                               still_threshold))
+                               still_threshold, None if trim is None else (trim.start_step, trim.end_step)))
     if select:
         missing = [s for s in select if not any(s in _names(j.key, j.path) for j in jobs)]
         if missing:
