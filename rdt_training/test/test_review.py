@@ -143,6 +143,9 @@ def test_pages_show_curation_and_print_the_commands(review):
         assert f"episode_{k}.hdf5" in page
     assert f"rdt-dataset-edit {review['data']} trim-idle" in page
     assert page.count('<tr class="flagged') == 4            # recorded, long idle, frozen, bad frame
+    row6 = page.split('data-key="episode_6.hdf5"')[1].split("</tr>")[0]
+    assert row6.count('class="out"') == 2                   # its duration and its idle start are highlighted
+    assert 'class="out"' not in page.split('data-key="episode_0.hdf5"')[1].split("</tr>")[0]
     assert "excluded: bad frame" in page
     trim = review["eps"]["episode_6.hdf5"]["curation"]["trim"]
     assert trim["start_step"] == 60 and trim["by"] == "trim-idle" and "trim 2.40-" in page and "(trim-idle)" in page

@@ -60,6 +60,8 @@ class EpisodeReview:
     plots: dict = field(default_factory=dict)
     curation: dict = field(default_factory=dict)        # its entry of curation.json (EpisodeCuration)
     curation_text: str = ""                              # EpisodeCuration.describe()
+    nan_steps: int | None = None                         # left out by the writer + non-finite in the file
+    outliers: dict = field(default_factory=dict)         # metric -> the dataset's median it is far from
     flags: list = field(default_factory=list)           # filled over the dataset
 
 
@@ -97,6 +99,7 @@ def review_episode(job: EpisodeJob, progress=None) -> EpisodeReview:
     mo = metrics.motion(t, qpos, action, profile, list(meta.joint_names), job.still_threshold)
     out.quality = asdict(quality)
     out.motion = asdict(mo)
+    out.nan_steps = (quality.nan_steps_reported or 0) + mo.nonfinite_steps
     media_dir = Path(job.media_dir)
     try:
         media = render_media(path, media_dir, video_height=job.video_height, video=job.video, threads=job.threads,
@@ -201,6 +204,7 @@ def flag_episodes(episodes: list[EpisodeReview], frozen_s: float = 1.0) -> None:
         far = metrics.robust_outliers({e.key: _metric(e, name) for e in usable}, min_abs=min_abs)
         for e in usable:
             if e.key in far:
+                e.outliers[name] = far[e.key]
                 e.flags.append(f"{label} {_metric(e, name):.2f} {unit} is far from the median {far[e.key]:.2f} {unit}")
     for e in episodes:
         if not e.ok:
@@ -213,9 +217,8 @@ def flag_episodes(episodes: list[EpisodeReview], frozen_s: float = 1.0) -> None:
             e.flags.append(f"{q['dropped_frames']} dropped frames")
         if q.get("skipped_steps"):
             e.flags.append(f"{q['skipped_steps']} skipped steps")
-        nan = (q.get("nan_steps_reported") or 0) + mo.get("nonfinite_steps", 0)
-        if nan:
-            e.flags.append(f"{nan} NaN steps")
+        if e.nan_steps:
+            e.flags.append(f"{e.nan_steps} NaN steps")
         other = {r: n for r, n in q.get("rejected_steps", {}).items() if not r.startswith("non-finite")}
         if other:
             e.flags.append("steps left out by the writer: " + ", ".join(f"{n} x {r}" for r, n in other.items()))

@@ -12,7 +12,6 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 def _env() -> Environment:
     env = Environment(loader=PackageLoader("rdt_training.review", "templates"),
                       autoescape=select_autoescape(["html"]), trim_blocks=True, lstrip_blocks=True)
-    env.filters["q"] = shlex.quote
     env.filters["num"] = lambda v, fmt="{:.2f}": "-" if v is None else fmt.format(v)
     env.filters["tojson_attr"] = lambda v: json.dumps(v, default=str)
     return env
@@ -28,18 +27,17 @@ def _row(e) -> dict:
     q, mo, info = e.quality, e.motion, e.info
     cams = e.media.get("cameras", {})
     frozen = max((c["frozen_run_s"] for c in cams.values()), default=0.0)
-    nan = (q.get("nan_steps_reported") or 0) + mo.get("nonfinite_steps", 0) if e.ok else None
     return {
         "e": e, "duration": info.get("duration_s"), "steps": info.get("steps"),
         "instruction": info.get("instruction", ""), "dropped": q.get("dropped_frames"),
-        "skipped": q.get("skipped_steps"), "nan": nan,
+        "skipped": q.get("skipped_steps"), "nan": e.nan_steps,
         "skew": max(q.get("skew_max_ms", {}).values(), default=None) if q else None,
         "idle_start": mo.get("idle_start_s"), "idle_end": mo.get("idle_end_s"),
         "speed": mo.get("max_speed"), "speed_frac": mo.get("max_speed_limit_frac"),
         "speed_joint": mo.get("max_speed_joint", ""), "gripper": mo.get("gripper_events"),
-        "frozen": frozen if e.ok else None, "frozen_flagged": any("frozen for" in f for f in e.flags),
-        "flagged_metrics": {m for m in ("duration", "max joint speed", "idle at start", "idle at end")
-                            if any(f.startswith(m + " ") for f in e.flags)},
+        "frozen": frozen if e.ok else None,
+        "frozen_flagged": any(": frozen for " in f for f in e.flags),
+        "outliers": e.outliers,
     }
 
 
