@@ -16,8 +16,8 @@ ARG TORCH_INDEX=https://download.pytorch.org/whl/cu124
 ARG INSTALL_KORTEX=true
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 # Ubuntu 24.04's Python is "externally managed" (PEP 668): this image is single-purpose, so pip installs
-# into the system Python that rclpy uses. numpy stays below 2: cv_bridge and the other ROS Python
-# extensions of Jazzy are built against Ubuntu's numpy 1.26.
+# into the system Python that rclpy uses. numpy stays below 2: the ROS Python extensions of Jazzy (the
+# generated message modules) are built against Ubuntu's numpy 1.26.
 ENV DEBIAN_FRONTEND=noninteractive \
     PIP_BREAK_SYSTEM_PACKAGES=1 \
     PIP_NO_CACHE_DIR=1 \
@@ -28,7 +28,7 @@ RUN echo "numpy<2" > /etc/pip-constraints.txt
 # ROS packages the nodes, the fake robot and the launch tests use (also resolved by rosdep below).
 RUN apt-get update && apt-get install -y --no-install-recommends \
         python3-pip git \
-        ros-${ROS_DISTRO}-cv-bridge ros-${ROS_DISTRO}-control-msgs ros-${ROS_DISTRO}-std-srvs \
+        ros-${ROS_DISTRO}-control-msgs ros-${ROS_DISTRO}-std-srvs \
         ros-${ROS_DISTRO}-trajectory-msgs ros-${ROS_DISTRO}-launch-testing ros-${ROS_DISTRO}-launch-testing-ros \
         ros-${ROS_DISTRO}-rosidl-default-generators ros-${ROS_DISTRO}-rmw-cyclonedds-cpp \
     && if [ "${INSTALL_KORTEX}" = "true" ]; then \

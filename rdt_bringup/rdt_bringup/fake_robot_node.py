@@ -34,6 +34,7 @@ from std_msgs.msg import Float64MultiArray, Header
 from trajectory_msgs.msg import JointTrajectory
 
 from rdt_core.fake_robot import FakeRobot
+from rdt_core.images import rgb_image_fields, rgb_to_compressed
 from rdt_core.robots import load_profile
 
 from .fake_hardware import (
@@ -294,16 +295,15 @@ class FakeRobotNode(Node):
             images = self.robot.render()
         stamp = self.get_clock().now().to_msg()
         for role, compressed, pub in self.camera_pubs:
-            rgb = np.ascontiguousarray(images[role], dtype=np.uint8)
-            if compressed:
-                import cv2  # only needed for compressed cameras
-                _, jpeg = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-                pub.publish(CompressedImage(header=self._header(stamp, role), format="jpeg",
-                                            data=array.array("B", jpeg.tobytes())))
+            # rclpy takes a uint8[] field fast only as array.array('B') (any other sequence is checked per element)
+            header = self._header(stamp, role)
+            if compressed:   # what image_transport's compressed publisher sends a subscriber
+                fmt, jpeg = rgb_to_compressed(images[role])
+                pub.publish(CompressedImage(header=header, format=fmt, data=array.array("B", jpeg)))
             else:
-                h, w = rgb.shape[:2]
-                pub.publish(Image(header=self._header(stamp, role), height=h, width=w, encoding="rgb8",
-                                  is_bigendian=0, step=w * 3, data=array.array("B", rgb.tobytes())))
+                fields = rgb_image_fields(images[role])
+                fields["data"] = array.array("B", fields["data"])
+                pub.publish(Image(header=header, **fields))
 
     @staticmethod
     def _header(stamp, frame_id: str = "") -> Header:

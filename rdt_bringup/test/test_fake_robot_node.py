@@ -4,18 +4,14 @@ type, a new goal preempting the running one.
 
 The module takes its own ROS_DOMAIN_ID (domain_coordinator, as launch_testing_ros does): it publishes
 robot topics, which must never reach a robot on the developer's domain or another test run in parallel."""
-import importlib.util
 import threading
 import time
 
 import numpy as np
 import pytest
-from rdt_core.testing import isolated_ros_domain
+from rdt_core.testing import isolated_ros_domain, ros_test_mark
 
-MISSING = [m for m in ("rclpy", "control_msgs", "trajectory_msgs", "sensor_msgs") if importlib.util.find_spec(m) is None]
-# A skip marker, not a module-level importorskip: launch_testing's pytest plugin imports every test module
-# while collecting, and a Skipped raised there would skip the whole test directory.
-pytestmark = pytest.mark.skipif(bool(MISSING), reason=f"needs a sourced ROS 2; missing {MISSING}")
+pytestmark = ros_test_mark("trajectory_msgs", "sensor_msgs")
 
 
 @pytest.fixture(scope="module", autouse=True)

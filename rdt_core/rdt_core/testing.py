@@ -1,4 +1,4 @@
-"""Helpers for the packages' ROS tests (nothing here imports rclpy)."""
+"""Helpers for the packages' ROS tests (nothing here imports rclpy, nor pytest until a helper needs it)."""
 from __future__ import annotations
 
 import contextlib
@@ -72,3 +72,63 @@ def small_disk(base, size: int = 20 * 2**20, kind: str = "auto"):
     finally:
         if mounted:
             subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+#: What every ROS test needs at least; a test module names the rest (message packages, launch_testing, ...).
+ROS_MODULES = ("rclpy", "launch_ros", "control_msgs", "rdt_msgs")
+#: Start of the reason of every skip decided here: scripts/test_summary.py counts such skips as ROS tests skipped.
+ROS_SKIP_PREFIX = "needs a sourced ROS 2"
+REQUIRE_ROS_ENV = "RDT_REQUIRE_ROS"
+
+
+def missing_ros_modules(*extra: str) -> list[str]:
+    """The modules of ``ROS_MODULES + extra`` that cannot be imported here (found without importing them)."""
+    import importlib.util
+
+    missing = []
+    for name in dict.fromkeys(ROS_MODULES + extra):
+        try:
+            found = importlib.util.find_spec(name) is not None
+        except (ImportError, ValueError):  # a parent package missing, or a half-installed module
+            found = False
+        if not found:
+            missing.append(name)
+    return missing
+
+
+class RosRequiredError(RuntimeError):
+    """RDT_REQUIRE_ROS=1 (CI) but part of ROS 2 is missing: the ROS tests must run, not skip."""
+
+
+def ros_skip_reason(*extra: str) -> str | None:
+    """The one decision for every ROS test: None when ``ROS_MODULES + extra`` are all importable; else the skip
+    reason, or, under RDT_REQUIRE_ROS=1, a RosRequiredError naming what is missing (a failure, not a skip)."""
+    missing = missing_ros_modules(*extra)
+    if not missing:
+        return None
+    reason = (f"{ROS_SKIP_PREFIX} with this workspace built; missing {', '.join(missing)} "
+              f"(source ROS 2, then `make test`)")
+    if os.environ.get(REQUIRE_ROS_ENV) == "1":
+        raise RosRequiredError(f"{REQUIRE_ROS_ENV}=1: {reason}. The ROS install is incomplete: "
+                               f"fix it (in CI: ../shared/ros2/install.sh, then source env.sh) instead of skipping")
+    return reason
+
+
+def ros_test_mark(*extra: str):
+    """``pytestmark = ros_test_mark("std_srvs")``: skip the module's tests where ROS 2 is missing (a mark, not a
+    module-level skip: launch_testing's pytest plugin imports every test module while collecting, and a Skipped
+    raised there would skip the whole test directory). Under RDT_REQUIRE_ROS=1 it raises instead."""
+    import pytest
+
+    reason = ros_skip_reason(*extra)
+    return pytest.mark.skipif(reason is not None, reason=reason or "")
+
+
+def skip_module_without_ros(*extra: str) -> None:
+    """For launch_testing modules, which import ROS at module level: skip the whole module where ROS 2 is missing
+    (launch_testing itself then is too, so its plugin is not loaded); under RDT_REQUIRE_ROS=1 it raises instead."""
+    import pytest
+
+    reason = ros_skip_reason(*extra)
+    if reason is not None:
+        pytest.skip(reason, allow_module_level=True)

@@ -10,7 +10,6 @@ import functools
 from pathlib import Path
 
 import rclpy
-from cv_bridge import CvBridge
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
@@ -19,6 +18,7 @@ from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import CompressedImage, Image, JointState
 from std_srvs.srv import Trigger
 
+from rdt_core.images import ImageConversionError, compressed_to_rgb, image_to_rgb
 from rdt_msgs.msg import ActionChunk, PolicyStatus
 from rdt_msgs.srv import SetInstruction
 
@@ -61,7 +61,6 @@ class PolicyNode(Node):
         self.control_rate = control_rate
         self.controller = make_controller(self.profile, self.policy.predict, p, horizon=self.policy.horizon,
                                           history=self.policy.img_history_size, arrival_clock=self._arrival_clock())
-        self.bridge = CvBridge()
 
         # ------------------------------------------------------------------ subscriptions
         sensors = ReentrantCallbackGroup()
@@ -70,7 +69,7 @@ class PolicyNode(Node):
         cams = self.profile.cameras
         for cam, topic, comp in zip(cams, p.camera_topics, p.camera_compressed):
             self.create_subscription(CompressedImage if comp else Image, topic,
-                                     functools.partial(self._on_image, cam.role, bool(comp)),
+                                     functools.partial(self._on_image, cam.role, topic, bool(comp)),
                                      qos_profile_sensor_data, callback_group=sensors)
         streams = self.profile.state_streams
         for stream, topic in zip(streams, p.joint_state_topics):
@@ -112,18 +111,18 @@ class PolicyNode(Node):
         return t if t > 0 else self._now()  # drivers that leave the stamp empty
 
     # ------------------------------------------------------------------ callbacks
-    def _on_image(self, role: str, compressed: bool, msg) -> None:
+    def _on_image(self, role: str, topic: str, compressed: bool, msg) -> None:
         # An exception escaping a callback would stop the executor (and the node): a frame that cannot be
         # converted is dropped and reported; the camera then goes stale and Safety holds the arm.
+        stamp_ns = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
         try:
             if compressed:
-                img = self.bridge.compressed_imgmsg_to_cv2(msg, desired_encoding="rgb8")
+                img = compressed_to_rgb(msg.format, msg.data, topic=topic, stamp_ns=stamp_ns)
             else:
-                img = self.bridge.imgmsg_to_cv2(msg, desired_encoding="rgb8")
-        except Exception as e:  # noqa: BLE001 - cv_bridge raises CvBridgeError, cv2.error, TypeError, ...
-            what = f"format {msg.format!r}" if compressed else f"encoding {msg.encoding!r}"
-            self.get_logger().error(f"camera {role}: cannot convert a frame with {what} to rgb8 ({e}); "
-                                    f"frame dropped", throttle_duration_sec=5.0)
+                img = image_to_rgb(msg.encoding, msg.height, msg.width, msg.step, msg.data, topic=topic,
+                                   stamp_ns=stamp_ns)
+        except ImageConversionError as e:
+            self.get_logger().error(f"camera {role}: {e}; frame dropped", throttle_duration_sec=5.0)
             return
         self.controller.window.add_image(role, img, self._stamp(msg.header))
 

@@ -67,19 +67,29 @@ def test_scripted_run_is_continuous_and_logs_are_readable(kinova, tmp_path):
     switches = [c["ready_time"] for c in chunks if c["status"] == "used"][1:]
     assert len(switches) >= 3
     assert_commands_safe(kinova, cmd, 25.0)
-    # no kink at chunk switches: around a switch (the new chunk drives the command from the tick after
-    # the one that polled it) each step differs from the step before it by far less than the velocity
-    # limit allows per tick. (A step itself may be at the limit when the plan is that fast, e.g. the gripper
-    # catching up: that is the limiter working, not a discontinuity; asserting on the step was flaky.)
+    # no kink at chunk switches: around a switch (the new chunk drives the command from the tick after the one
+    # that polled it) the commanded velocity, measured over the ticks' real times, changes by far less than the
+    # velocity limit. Per real second, not per tick: on a loaded machine ticks come late and early, and a
+    # second difference per tick would see the timing, not the commands. Steps the limiter clamped (a late
+    # tick gets one period's worth of motion) are the limiter working, not a discontinuity: left out.
     # Without blending (crossfade, blend_steps=0) these kinks reach 1.1-1.4 x the limit on this scenario.
     # Arm joints only: the scripted gripper often runs at its (low) velocity limit, and the limiter
     # switching on or off kinks the command wherever that happens, switch or not.
     arm = ~kinova.gripper_mask
+    vmax = kinova.max_velocity[arm]
+    t, q = cmd[:, 0], cmd[:, 1:][:, arm]
+    step = np.diff(q, axis=0)
+    velocity = step / np.diff(t)[:, None]
+    clamped = np.abs(step) >= vmax / 25.0 - 1e-9
+    judged = 0
     for s in switches[1:]:
-        i = np.searchsorted(cmd[:, 0], s)
-        for j in range(i, min(i + 3, len(cmd))):
-            kink = np.abs(cmd[j, 1:] - 2 * cmd[j - 1, 1:] + cmd[j - 2, 1:])[arm]
-            assert np.all(kink < 0.25 * kinova.max_velocity[arm] / 25.0)
+        i = np.searchsorted(t, s)
+        for j in range(max(i, 2), min(i + 3, len(t))):   # velocity j-1 covers t[j-1] -> t[j]
+            free = ~(clamped[j - 1] | clamped[j - 2])
+            kink = np.abs(velocity[j - 1] - velocity[j - 2])[free]
+            assert np.all(kink < 0.25 * vmax[free]), (s, j, kink)
+            judged += int(free.sum())
+    assert judged > 0
     png = plot_closed_loop(tmp_path)
     assert png.stat().st_size > 10_000
 

@@ -6,7 +6,6 @@ action of either control_msgs type, and the pause / resume / set_instruction ser
 The module takes its own ROS_DOMAIN_ID (domain_coordinator, as launch_testing_ros does) so it never talks
 to a real robot on the developer's domain, nor to other test processes that colcon runs in parallel.
 """
-import importlib.util
 import os
 import threading
 import time
@@ -15,13 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from rdt_core.testing import isolated_ros_domain
+from rdt_core.testing import isolated_ros_domain, ros_test_mark
 
-NEEDED = ("rclpy", "rdt_msgs", "cv_bridge", "control_msgs", "trajectory_msgs", "std_srvs")
-MISSING = [m for m in NEEDED if importlib.util.find_spec(m) is None]
-# A skip marker, not a module-level importorskip: launch_testing's pytest plugin imports every test module
-# while collecting, and a Skipped raised there would skip the whole test directory.
-pytestmark = pytest.mark.skipif(bool(MISSING), reason=f"needs a sourced ROS 2 + this workspace; missing {MISSING}")
+pytestmark = ros_test_mark("trajectory_msgs", "std_srvs")
 
 CONFIG = Path(__file__).resolve().parents[2] / "rdt_bringup" / "config"
 TEST_OVERRIDES = {"checkpoint": "tiny", "device": "cpu", "dtype": "float32"}
@@ -79,43 +74,69 @@ def test_params_file_section_reaches_the_node(ros, profile):
         node.destroy_node()
 
 
-def _gripper_types():
+@pytest.fixture
+def fresh_domain():
+    """A ROS domain of this test's own: endpoints of an earlier test's robot must not show in its graph."""
+    with isolated_ros_domain(fallback=86) as domain:
+        yield domain
+
+
+@pytest.fixture
+def fake_robot_process(request):
+    """rdt_bringup's fake robot in a process of its own, serving the gripper action type the test names.
+
+    Its own process because Fast DDS refuses two endpoints of different types on one name in one process:
+    the policy node's gripper client, of whatever type it picks, must never share a process with a server of
+    another type (as on a robot, where the controller runs elsewhere)."""
+    import subprocess
+    import sys
+
+    from rdt_core.testing import ros_skip_reason
+
+    reason = ros_skip_reason("rdt_bringup")  # not a declared dependency: rdt_bringup depends on us
+    if reason:
+        pytest.skip(reason)
     import control_msgs.action as actions
-    kinds = ["GripperCommand"]
-    if hasattr(actions, "ParallelGripperCommand"):
-        kinds.append("ParallelGripperCommand")  # Jazzy's ros2_kortex serves this one
-    return kinds
+    if not hasattr(actions, request.param):
+        pytest.skip(f"control_msgs has no {request.param} here (Humble)")
+    proc = subprocess.Popen([sys.executable, "-m", "rdt_bringup.fake_robot_node", "--ros-args",
+                             "-p", f"gripper_action_type:={request.param}"])
+    yield request.param
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
-@pytest.mark.parametrize("server_type", ["GripperCommand", "ParallelGripperCommand"])
-def test_policy_drives_the_fake_kinova_within_limits(ros, server_type):
-    if importlib.util.find_spec("rdt_bringup") is None:  # not a declared dependency: rdt_bringup depends on us
-        pytest.skip("needs rdt_bringup's fake robot node (build the whole workspace)")
-    if server_type not in _gripper_types():
-        pytest.skip("control_msgs has no ParallelGripperCommand here (Humble)")
+@pytest.mark.parametrize("fake_robot_process", ["GripperCommand", "ParallelGripperCommand"], indirect=True)
+def test_policy_drives_the_fake_kinova_within_limits(fresh_domain, ros, fake_robot_process):
+    from action_msgs.msg import GoalStatusArray
     from rclpy.executors import MultiThreadedExecutor
-    from rclpy.parameter import Parameter
     from std_srvs.srv import Trigger
     from trajectory_msgs.msg import JointTrajectory
 
-    from rdt_bringup.fake_robot_node import FakeRobotNode
     from rdt_core.robots import load_profile
     from rdt_msgs.msg import ActionChunk, PolicyStatus
     from rdt_msgs.srv import SetInstruction
     from rdt_policy_node.node import PolicyNode
 
+    server_type = fake_robot_process
     profile = load_profile("kinova_gen3")
-    fake = FakeRobotNode(parameter_overrides=[Parameter("gripper_action_type", value=server_type)])
     # The policy is configured for GripperCommand: against a ParallelGripperCommand server it must switch.
     policy = PolicyNode(parameter_overrides=overrides(gripper_action_type="GripperCommand",
                                                       start_move_duration_s=1.0))
     probe = ros.create_node("policy_probe")
-    statuses, trajectories, chunks = [], [], []
+    statuses, trajectories, chunks, goals = [], [], [], []
     probe.create_subscription(PolicyStatus, "/rdt_policy_node/status", statuses.append, 50)
     probe.create_subscription(JointTrajectory, profile.command["topic"], trajectories.append, 50)
     probe.create_subscription(ActionChunk, "/rdt_policy_node/action_chunk", chunks.append, 10)
+    # the server's goal status topic: type-independent evidence that gripper goals reached it
+    probe.create_subscription(GoalStatusArray, profile.command["gripper_action"] + "/_action/status",
+                              lambda m: goals.extend(m.status_list), 10)
     executor = MultiThreadedExecutor(num_threads=6)
-    for node in (fake, policy, probe):
+    for node in (policy, probe):
         executor.add_node(node)
     spinner = threading.Thread(target=executor.spin, daemon=True)
     spinner.start()
@@ -148,7 +169,7 @@ def test_policy_drives_the_fake_kinova_within_limits(ros, server_type):
         assert len(chunk.actions) == chunk.horizon * chunk.dof and chunk.dof == profile.dof
 
         # the gripper goals reach the fake server, of whichever type it serves
-        assert wait_for(lambda: getattr(fake, "_gripper_goal_seq", 0) > 0, 30), "no gripper goal arrived"
+        assert wait_for(lambda: goals, 30), "no gripper goal arrived"
         assert policy.output.gripper.kind == server_type
 
         client = probe.create_client(Trigger, "/rdt_policy_node/pause")
@@ -170,5 +191,5 @@ def test_policy_drives_the_fake_kinova_within_limits(ros, server_type):
     finally:
         executor.shutdown()
         spinner.join(timeout=10)
-        for node in (policy, fake, probe):
+        for node in (policy, probe):
             node.destroy_node()

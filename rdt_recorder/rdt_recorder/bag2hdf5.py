@@ -4,7 +4,9 @@
              [--split gap:SECONDS|marker:/topic|bag] [--jobs N]
 
 Messages are read with ``rosbags.highlevel.AnyReader`` and aligned by the same code as the live recorder
-(``rdt_recorder.alignment``). Only the frames a step uses are converted, in encoder threads; JPEG
+(``rdt_recorder.alignment``). Only the frames a step uses are converted (``rdt_core.images``, as the live
+nodes do; a depth or unsupported encoding, or a truncated frame, fails the bag naming the topic), in encoder
+threads; JPEG
 CompressedImages are passed through unchanged (the camera's ``color_order`` attribute then says "bgr").
 Each bag is converted into a hidden staging folder and its episodes are moved into ``--out`` as
 ``episode_<n>.hdf5`` only when the whole bag converted: a bag with an error contributes no episode, so fixing
@@ -18,7 +20,6 @@ import multiprocessing
 import os
 import shutil
 import sys
-import warnings
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,8 +27,7 @@ from pathlib import Path
 from rdt_core.episode import DEFAULT_JPEG_QUALITY, EpisodeMeta, EpisodeWriter, next_episode_path
 from rdt_core.robots import JointNameMismatchError, load_profile
 from rdt_recorder.alignment import AlignmentStats, NonMonotonicStampError, effective_stamp, header_stamp_ns
-from rdt_recorder.frames import (SKIPPED_RAW_ENCODINGS, SUPPORTED_RAW_ENCODINGS, CompressedFrame, RawImage,
-                                 frame_to_stored)
+from rdt_recorder.frames import CompressedFrame, ImageConversionError, RawImage, frame_to_stored
 from rdt_recorder.streams import StreamPlan, parse_topic_overrides
 from rdt_recorder.writer import recording_summary
 
@@ -261,7 +261,6 @@ def convert_bag(bag: str | Path, staging_dir: str | Path, opts: ConvertOptions) 
                 else:
                     result.episodes.append(summary)
 
-            warned: set[str] = set()
             prev_recv = None
             bar = None
             if opts.progress:
@@ -284,21 +283,16 @@ def convert_bag(bag: str | Path, staging_dir: str | Path, opts: ConvertOptions) 
                     raise ConversionError(f"{bag}: topic {conn.topic}: cannot deserialize a message "
                                           f"({exc}); the bag may be corrupt") from None
                 if conn.msgtype == IMAGE:
-                    if msg.encoding in SKIPPED_RAW_ENCODINGS:
-                        if conn.topic not in warned:
-                            warned.add(conn.topic)
-                            text = (f"{bag}: topic {conn.topic}: {msg.encoding} images are depth, not colour; "
-                                    "skipped")
-                            result.warnings.append(text)
-                            warnings.warn(text, stacklevel=1)
-                        continue
-                    if msg.encoding not in SUPPORTED_RAW_ENCODINGS:
-                        raise ConversionError(
-                            f"{bag}: topic {conn.topic}: unknown image encoding '{msg.encoding}' (supported: "
-                            f"{', '.join(SUPPORTED_RAW_ENCODINGS)}; {', '.join(SKIPPED_RAW_ENCODINGS)} are skipped)")
-                    payload = RawImage(msg.encoding, int(msg.height), int(msg.width), int(msg.step), msg.data)
+                    # kept as fields; rdt_core.images converts the frames a step uses, in the encoder threads
+                    payload = RawImage(msg.encoding, int(msg.height), int(msg.width), int(msg.step), msg.data,
+                                       topic=conn.topic, stamp_ns=header_stamp_ns(msg.header))
+                    try:   # a depth / unknown encoding fails the bag; a damaged frame only its step (writer)
+                        payload.check_encoding()
+                    except ImageConversionError as exc:
+                        raise ConversionError(f"{bag}: {exc}") from None
                 elif conn.msgtype == COMPRESSED:
-                    payload = CompressedFrame(str(msg.format), msg.data.tobytes())
+                    payload = CompressedFrame(str(msg.format), msg.data.tobytes(), topic=conn.topic,
+                                              stamp_ns=header_stamp_ns(msg.header))
                 else:
                     try:
                         payload = plan.mappers[role].extract(list(msg.name), msg.position)

@@ -3,8 +3,8 @@
 Parameters (see rdt_bringup/config/<robot>.yaml, section rdt_recorder): profile, output_dir, instruction,
 episode_seconds (0 = open-ended), camera_topics, camera_compressed, joint_state_topics, action_topics (lists in
 the profile's order; empty = the profile's topics), jpeg_quality, tolerance_s, keyboard.
-Subscriptions: sensor_msgs Image (via cv_bridge, as RGB) or CompressedImage (JPEG kept), JointState; sensor-data
-QoS. Services: ~/start_episode (rdt_msgs/StartEpisode), ~/stop_episode and ~/discard_episode
+Subscriptions: sensor_msgs Image (its fields kept; rdt_core.images converts the frames a step uses, in the
+writer's threads) or CompressedImage (JPEG kept), JointState; sensor-data QoS. Services: ~/start_episode (rdt_msgs/StartEpisode), ~/stop_episode and ~/discard_episode
 (std_srvs/Trigger). Topic: ~/episode_status (rdt_msgs/EpisodeStatus) at 1 Hz and on every change.
 """
 from __future__ import annotations
@@ -13,7 +13,6 @@ import sys
 from pathlib import Path
 
 import rclpy
-from cv_bridge import CvBridge
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
@@ -28,7 +27,7 @@ from rdt_msgs.msg import EpisodeStatus
 from rdt_msgs.srv import StartEpisode
 from rdt_recorder.alignment import header_stamp_ns
 from rdt_recorder.console import HELP, KeyReader, apply_command, status_line
-from rdt_recorder.frames import CompressedFrame
+from rdt_recorder.frames import CompressedFrame, ImageConversionError, RawImage
 from rdt_recorder.streams import StreamPlan
 from rdt_recorder.writer import EpisodeRecorder, RecorderError
 
@@ -60,7 +59,6 @@ class RecorderNode(Node):
             self.plan, Path(p["output_dir"]).expanduser(), instruction=p["instruction"],
             jpeg_quality=p["jpeg_quality"], tolerance_s=p["tolerance_s"],
             clock=lambda: self.get_clock().now().nanoseconds, on_finished=self._on_finished)
-        self.bridge = CvBridge()
         self.quit_requested = False
 
         # ---- subscriptions (their own group: a slow service call never holds up messages)
@@ -68,11 +66,11 @@ class RecorderNode(Node):
         self._subs = []
         for cam in self.plan.cameras:
             if cam.compressed:
-                cb = (lambda msg, role=cam.role: self._on_compressed(role, msg))
+                cb = (lambda msg, role=cam.role, topic=cam.topic: self._on_compressed(role, topic, msg))
                 self._subs.append(self.create_subscription(CompressedImage, cam.topic, cb, qos_profile_sensor_data,
                                                            callback_group=streams))
             else:
-                cb = (lambda msg, role=cam.role: self._on_image(role, msg))
+                cb = (lambda msg, role=cam.role, topic=cam.topic: self._on_image(role, topic, msg))
                 self._subs.append(self.create_subscription(Image, cam.topic, cb, qos_profile_sensor_data,
                                                            callback_group=streams))
         for js in self.plan.state + self.plan.action:
@@ -103,20 +101,22 @@ class RecorderNode(Node):
     def _receive_ns(self) -> int:
         return self.get_clock().now().nanoseconds
 
-    def _on_image(self, role: str, msg: Image) -> None:
+    def _on_image(self, role: str, topic: str, msg: Image) -> None:
         if self.recorder.state.value != "RECORDING":
             return
-        try:
-            rgb = self.bridge.imgmsg_to_cv2(msg, desired_encoding="rgb8")
-        except Exception as exc:  # noqa: BLE001 - cv_bridge raises its own error types
-            self.get_logger().warning(f"{role}: cannot convert a {msg.encoding} image to rgb8 ({exc}); frame skipped",
-                                   throttle_duration_sec=5.0)
+        stamp = header_stamp_ns(msg.header)
+        frame = RawImage(msg.encoding, msg.height, msg.width, msg.step, msg.data, topic=topic, stamp_ns=stamp)
+        try:   # a wrongly set up camera is said at once; a damaged frame is the writer's (its step rejected)
+            frame.check_encoding()
+        except ImageConversionError as exc:
+            self.get_logger().warning(f"{role}: {exc}; frame skipped", throttle_duration_sec=5.0)
             return
-        self.recorder.on_image(role, header_stamp_ns(msg.header), rgb, self._receive_ns())
+        self.recorder.on_image(role, stamp, frame, self._receive_ns())
 
-    def _on_compressed(self, role: str, msg: CompressedImage) -> None:
+    def _on_compressed(self, role: str, topic: str, msg: CompressedImage) -> None:
         if self.recorder.state.value == "RECORDING":
-            self.recorder.on_image(role, header_stamp_ns(msg.header), CompressedFrame(msg.format, bytes(msg.data)),
+            stamp = header_stamp_ns(msg.header)
+            self.recorder.on_image(role, stamp, CompressedFrame(msg.format, msg.data, topic=topic, stamp_ns=stamp),
                                    self._receive_ns())
 
     def _on_joints(self, role: str, msg: JointState) -> None:

@@ -188,10 +188,21 @@ def test_missing_topic_names_bag_topic_and_fix(tmp_path):
 
 def test_unknown_encoding_and_non_monotonic_stamps_and_joint_mismatch(tmp_path):
     msgs, _ = kinova_bag_messages(seconds=0.5)
-    bad_enc = [(tp, ty, r, image_msg(m.header.stamp.sec * 10**9 + m.header.stamp.nanosec, frame_rgb(0, 0), "yuv422")
+    bad_enc = [(tp, ty, r, image_msg(m.header.stamp.sec * 10**9 + m.header.stamp.nanosec, frame_rgb(0, 0), "nv12")
                 if tp == "/cam_high/color/image_raw" else m) for tp, ty, r, m in msgs]
     code, text = run_cli(write_bag(tmp_path / "enc", bad_enc), "--out", tmp_path / "o1", "--profile", "kinova_gen3")
-    assert_failed_cleanly(tmp_path / "o1", code, text, "enc", "/cam_high/color/image_raw", "yuv422")
+    assert_failed_cleanly(tmp_path / "o1", code, text, "enc", "/cam_high/color/image_raw", "nv12", "not supported")
+
+    # one damaged frame (half its bytes): its step is left out, named with topic, time and the true reason
+    cam_msgs = [i for i, (tp, *_rest) in enumerate(msgs) if tp == "/cam_high/color/image_raw"]
+    short = list(msgs)
+    tp, ty, r, m = short[cam_msgs[5]]
+    damaged = image_msg(m.header.stamp.sec * 10**9 + m.header.stamp.nanosec, frame_rgb(0, 5))
+    damaged.data = damaged.data[: len(damaged.data) // 2]
+    short[cam_msgs[5]] = (tp, ty, r, damaged)
+    code, text = run_cli(write_bag(tmp_path / "short", short), "--out", tmp_path / "o4", "--profile", "kinova_gen3")
+    assert code == 0 and len(episodes(tmp_path / "o4")) == 1, text
+    assert "topic /cam_high/color/image_raw" in text and "truncated" in text and "step left out" in text, text
 
     backwards = []
     for tp, ty, r, m in msgs:
@@ -219,7 +230,7 @@ def test_broken_bag_and_depth_topic(tmp_path):
              if tp == "/cam_high/color/image_raw"]
     good = write_bag(tmp_path / "depth", msgs + [("/depth", IMAGE, r + 1, m) for _, _, r, m in depth])
     code, text = run_cli(good, "--out", tmp_path / "o2", "--profile", "kinova_gen3", "--topic", "cam_high=/depth")
-    assert_failed_cleanly(tmp_path / "o2", code, text, "16UC1", "skipped", "no complete step")
+    assert_failed_cleanly(tmp_path / "o2", code, text, "topic /depth", "16UC1", "depth", "colour topic")
 
 
 def test_one_failed_bag_does_not_stop_the_others(tmp_path):

@@ -1,19 +1,15 @@
 """The rclpy shell on a real ROS 2 graph: parameters, subscriptions, start/stop services, status topic.
-Runs where ROS 2 (rclpy, cv_bridge, rdt_msgs) is sourced; skipped elsewhere. The module takes its own
+Runs where ROS 2 (rclpy, rdt_msgs) is sourced; skipped elsewhere (a failure under RDT_REQUIRE_ROS=1). The module takes its own
 ROS_DOMAIN_ID (domain_coordinator, as launch_testing_ros does): it publishes /joint_states and camera
 topics, which must never reach a robot on the developer's domain or another test run in parallel."""
-import importlib.util
 import threading
 import time
 
 import numpy as np
 import pytest
-from rdt_core.testing import isolated_ros_domain
+from rdt_core.testing import isolated_ros_domain, ros_test_mark
 
-MISSING = [m for m in ("rclpy", "cv_bridge", "rdt_msgs", "std_srvs") if importlib.util.find_spec(m) is None]
-# A skip marker, not a module-level importorskip: launch_testing's pytest plugin imports every test module
-# while collecting, and a Skipped raised there would skip the whole test directory.
-pytestmark = pytest.mark.skipif(bool(MISSING), reason=f"needs a sourced ROS 2 + this workspace; missing {MISSING}")
+pytestmark = ros_test_mark("std_srvs")
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -3,10 +3,13 @@
 ros2_kortex serves ``/robotiq_gripper_controller/gripper_cmd`` with ``position_controllers/GripperActionController``
 (GripperCommand) on Humble and with ``parallel_gripper_action_controller/GripperActionController``
 (ParallelGripperCommand, whose goal is a sensor_msgs/JointState) on Jazzy. A client of the wrong type never
-matches the server, so the gripper would silently not move: the configured type (gripper_action_type) is
-the first choice, and when no server of that type answers, the type the ROS graph shows under that name is
-used instead (with a warning). Goals are sent when the target moves, at most 10 Hz; each new goal preempts
-the previous one in the controller. Nothing here waits: send_goal_async only.
+matches the server, so the gripper would silently not move. The client is therefore created once, of the
+type the ROS graph shows served under that name (with a warning when that is not the configured
+gripper_action_type), and never replaced: destroying an action client while the executor waits on it breaks
+the executor, and Fast DDS refuses a second endpoint of another type on one name in one process. Until the
+server appears, gripper commands are dropped (with a throttled warning). Goals are sent when the target
+moves, at most 10 Hz; each new goal preempts the previous one in the controller. Nothing here waits:
+send_goal_async only.
 """
 from __future__ import annotations
 
@@ -63,37 +66,42 @@ class GripperActionOutput:
         self.index = int(joint_indices(profile, [joint_name])[0])
         self.max_effort = float(profile.command.get("gripper_max_effort", 100.0))
         self.name = config.gripper_action
+        _action_class(kind)  # fails now, not in the control tick, where control_msgs lacks the type (Humble)
+        self.configured = kind
         self.kind, self.Action, self.client = None, None, None
-        self._use(kind)
         self._last_value, self._last_time = None, -1e9
-        self._next_discovery = time.monotonic() + self.DISCOVERY_PERIOD_S
-
-    def _use(self, kind: str) -> None:
-        if self.client is not None:
-            self.client.destroy()
-        self.kind, self.Action = kind, _action_class(kind)
-        self.client = ActionClient(self.node, self.Action, self.name)
+        self._next_discovery = time.monotonic()
 
     def _server_ready(self) -> bool:
-        if self.client.server_is_ready():
-            return True
+        if self.client is not None:
+            return self.client.server_is_ready()
         now = time.monotonic()
         if now < self._next_discovery:
             return False
         self._next_discovery = now + self.DISCOVERY_PERIOD_S
         served = served_gripper_type(_action_names_and_types(self.node), self.name)
-        if served == self.kind:
-            pass  # discovered, the client is about to match it
-        elif served is not None:
+        if served is None:
             self.node.get_logger().warning(
-                f"gripper action {self.name} is served as {served}, not {self.kind}: using {served} "
-                f"(set gripper_action_type:={served} to silence this)")
-            self._use(served)
-        else:
-            self.node.get_logger().warning(
-                f"gripper action server {self.name} ({self.kind}) is not available: gripper commands are "
+                f"gripper action server {self.name} ({self.configured}) is not available: gripper commands are "
                 f"dropped until it is (is the gripper controller running?)", throttle_duration_sec=10.0)
-        return False
+            return False
+        if served != self.configured:
+            self.node.get_logger().warning(
+                f"gripper action {self.name} is served as {served}, not {self.configured}: using {served} "
+                f"(set gripper_action_type:={served} to silence this)")
+        try:
+            action = _action_class(served)
+        except ImportError as e:
+            self.node.get_logger().error(f"gripper action {self.name}: {e}", throttle_duration_sec=10.0)
+            return False
+        try:
+            client = ActionClient(self.node, action, self.name)
+        except Exception as e:  # noqa: BLE001 - rclpy raises ValueError / RCLError; the control tick must go on
+            self.node.get_logger().error(f"gripper action {self.name}: cannot create a {served} client ({e}); "
+                                         f"retrying in {self.DISCOVERY_PERIOD_S:g} s", throttle_duration_sec=10.0)
+            return False
+        self.kind, self.Action, self.client = served, action, client
+        return self.client.server_is_ready()
 
     def send(self, now: float, command) -> None:
         value = float(command[self.index])
@@ -114,4 +122,5 @@ class GripperActionOutput:
         self._last_value, self._last_time = value, now
 
     def close(self) -> None:
-        self.client.destroy()
+        if self.client is not None:
+            self.client.destroy()
