@@ -103,6 +103,7 @@ class FakeRobotNode(Node):
         self.follower = TrajectoryFollower(self.robot.joint_positions())
         self.last_command_time = -np.inf
         self.last_step = self._now()
+        self.sim_steps = 0   # simulation steps so far: a gripper stall is judged only across steps
 
         # ----------------------------------------------------------- publishers
         self.state_pubs = [(s.role, self.create_publisher(JointState, topic, 10))
@@ -239,7 +240,7 @@ class FakeRobotNode(Node):
             self._gripper_goal_seq += 1
             seq = self._gripper_goal_seq
         self._apply({self.gripper_index: goal})
-        previous, reached, stalled = np.nan, False, False
+        previous, previous_steps, reached, stalled = np.nan, -1, False, False
         deadline = time.monotonic() + 10.0
         while rclpy.ok() and time.monotonic() < deadline:
             if seq != self._gripper_goal_seq:  # preempted: frees this executor thread at once
@@ -248,7 +249,12 @@ class FakeRobotNode(Node):
             if goal_handle.is_cancel_requested:
                 goal_handle.canceled()
                 return self._gripper_state(self._gripper_position(), False, False, Action.Result())
-            position = self._gripper_position()
+            with self.lock:
+                position = float(self.robot.joint_positions()[self.gripper_index])
+                steps = self.sim_steps
+            if steps == previous_steps:   # the simulation has not stepped since (a loaded machine): no news
+                time.sleep(1.0 / self.rate_hz)
+                continue
             reached, stalled = gripper_goal_done(position, goal, previous)
             feedback = Action.Feedback()
             if self.gripper_parallel:
@@ -258,7 +264,7 @@ class FakeRobotNode(Node):
             goal_handle.publish_feedback(feedback)
             if reached or stalled:
                 break
-            previous = position
+            previous, previous_steps = position, steps
             time.sleep(2.0 / self.rate_hz)
         goal_handle.succeed()
         return self._gripper_state(self._gripper_position(), stalled, reached, Action.Result())
@@ -281,6 +287,7 @@ class FakeRobotNode(Node):
                 command = self.follower.command_at(now)
             self.robot.command(command)
             self.robot.step(dt)
+            self.sim_steps += 1
             qpos = self.robot.joint_positions()
         stamp = self.get_clock().now().to_msg()
         for role, pub in self.state_pubs:

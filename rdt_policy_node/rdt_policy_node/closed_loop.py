@@ -173,7 +173,7 @@ def run_closed_loop(profile="kinova_gen3", checkpoint="tiny", latency: float = 0
                     config: PolicyConfig | None = None, image_size=(96, 128), camera_rate_hz: float = 30.0,
                     joint_rate_hz: float = 100.0, seed: int = 0, events=(), plot: bool = False,
                     use_actions_interpolation: bool = False, command_delay_s: float = 0.0,
-                    **settings) -> ClosedLoopResult:
+                    stop_when=None, **settings) -> ClosedLoopResult:
     """Run the policy against a FakeRobot for ``duration`` seconds of wall time and write the logs to ``out``.
 
     config: the runtime's PolicyConfig (default CLOSED_LOOP_CONFIG); ``settings``: PolicyConfig fields
@@ -182,7 +182,11 @@ def run_closed_loop(profile="kinova_gen3", checkpoint="tiny", latency: float = 0
     ``checkpoint``. events: (time_s, fn(loop_state: dict)) pairs run once from the control loop (tests use
     them to mute a sensor, block a joint with ``loop_state["sensors"].block(name)`` or pause). mode:
     "async" (this runtime) or "sync" (the official baseline; ``use_actions_interpolation`` applies the
-    config's arm_steps_length there). command_delay_s: the simulated arm's controller lag."""
+    config's arm_steps_length there). command_delay_s: the simulated arm's controller lag. stop_when:
+    fn(loop_state) -> bool checked after every async tick (loop_state also holds the "chunks" and
+    "commands" rows so far): the run ends as soon as it is True, ``duration`` being then only the upper
+    bound, so a test waits for behaviour (e.g. four chunks used) rather than for a time a loaded machine
+    may not meet."""
     from rdt_core.fake_robot import FakeRobot
     from rdt_core.robots import load_profile
 
@@ -212,14 +216,15 @@ def run_closed_loop(profile="kinova_gen3", checkpoint="tiny", latency: float = 0
     t0 = clock()
     sensors = SimulatedSensors(robot, window, clock, t0, lock, joint_rate_hz=joint_rate_hz,
                                camera_rate_hz=camera_rate_hz, command_delay_s=command_delay_s)
-    state = {"sensors": sensors, "controller": controller, "robot": robot, "window": window}
+    state = {"sensors": sensors, "controller": controller, "robot": robot, "window": window,
+             "chunks": chunk_rows, "commands": command_rows}
     pending = sorted(events, key=lambda e: e[0])
     sensors.start()
     late = 0
     try:
         if mode == "async":
             late = _run_async(controller, state, pending, send, tick_rows, chunk_rows, publish_rate, duration,
-                              clock, t0)
+                              clock, t0, stop_when)
         else:
             _run_sync(profile, predict, window, state, pending, send, chunk_rows, publish_rate, duration, clock, t0,
                       config.arm_steps_length if use_actions_interpolation else None)
@@ -255,7 +260,8 @@ def _chunk_row(chunk, t0):
             "latency_s": chunk.latency, "status": chunk.error or "used"}
 
 
-def _run_async(controller, state, pending, send, tick_rows, chunk_rows, publish_rate, duration, clock, t0) -> int:
+def _run_async(controller, state, pending, send, tick_rows, chunk_rows, publish_rate, duration, clock, t0,
+               stop_when=None) -> int:
     period = 1.0 / publish_rate
     late = 0
     k = 0
@@ -276,6 +282,8 @@ def _run_async(controller, state, pending, send, tick_rows, chunk_rows, publish_
             chunk_rows.append(_chunk_row(res.chunk, t0))
         if res.command is not None and res.publish:
             send(now, res.command)
+        if stop_when is not None and stop_when(state):
+            return late
         k += 1
 
 

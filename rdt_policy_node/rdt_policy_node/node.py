@@ -84,7 +84,7 @@ class PolicyNode(Node):
         self.status_pub = self.create_publisher(PolicyStatus, "~/status", 10)
         self.chunk_pub = self.create_publisher(ActionChunk, "~/action_chunk", 10)
         backend = p.command_backend
-        self.output = None if p.dry_run else make_output(self, self.profile, backend, p)
+        self.output = None if p.dry_run else make_output(self, self.profile, backend, p, callback_group=control)
         self._last_state = None
 
         # ------------------------------------------------------------------ services

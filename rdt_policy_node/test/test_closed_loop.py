@@ -38,16 +38,21 @@ def test_tiny_model_with_300ms_inference_never_misses_a_tick(kinova, tmp_path):
 
     policy = RDTPolicy.tiny(kinova)
     assert policy.untrained
-    res = run_closed_loop(kinova, "tiny", latency=0.3, duration=7.0, out=tmp_path, predictor=policy.predict,
-                          execute_horizon=16, start_move_duration_s=0.3, start_velocity_scale=1.0)
+    # until four chunks are used, however long the machine takes (duration is only the upper bound)
+    res = run_closed_loop(kinova, "tiny", latency=0.3, duration=300.0, out=tmp_path, predictor=policy.predict,
+                          execute_horizon=16, start_move_duration_s=0.3, start_velocity_scale=1.0,
+                          stop_when=lambda st: sum(ch["status"] == "used" for ch in st["chunks"]) >= 4)
     c = res.commands
-    assert len(c) > 50
-    # the control timer published on every tick after the first command: inference (>= 300 ms) never
-    # blocked it, so no gap comes anywhere near the inference time
+    assert len(c) > 0
+    # the control timer published on every tick after the first command, and kept publishing while each
+    # inference (>= 300 ms) ran: inference never blocked it
     first = c[0, 0]
     ticks_after_first = [t for (t, _, _) in res.ticks if t >= first]
     assert len(c) == len(ticks_after_first)
-    assert np.diff(c[:, 0]).max() < 0.3
+    for ch in res.chunks:
+        if ch["request_time"] > first:
+            during = (c[:, 0] > ch["request_time"]) & (c[:, 0] < ch["ready_time"])
+            assert during.sum() >= 2, f"no command while the chunk requested at {ch['request_time']:.2f} s ran"
     used = [ch for ch in res.chunks if ch["status"] == "used"]
     assert len(used) >= 3 and all(ch["latency_s"] >= 0.3 for ch in used)
     assert all(ch["first_action_index"] >= 7 for ch in used)  # >= 300 ms at 25 Hz were dropped as past
@@ -58,8 +63,9 @@ def test_tiny_model_with_300ms_inference_never_misses_a_tick(kinova, tmp_path):
 
 
 def test_scripted_run_is_continuous_and_logs_are_readable(kinova, tmp_path):
-    res = run_closed_loop(kinova, "scripted", latency=0.15, duration=6.0, out=tmp_path, execute_horizon=20,
-                          start_move_duration_s=0.3, chunking_mode="rtc")
+    res = run_closed_loop(kinova, "scripted", latency=0.15, duration=120.0, out=tmp_path, execute_horizon=20,
+                          start_move_duration_s=0.3, chunking_mode="rtc",
+                          stop_when=lambda st: sum(ch["status"] == "used" for ch in st["chunks"]) >= 6)
     header, cmd = read_csv_table(tmp_path / "commands.csv")
     assert header == ["time_s", *kinova.joint_names]
     np.testing.assert_allclose(cmd, res.commands, atol=1e-5)
@@ -68,26 +74,27 @@ def test_scripted_run_is_continuous_and_logs_are_readable(kinova, tmp_path):
     assert len(switches) >= 3
     assert_commands_safe(kinova, cmd, 25.0)
     # no kink at chunk switches: around a switch (the new chunk drives the command from the tick after the one
-    # that polled it) the commanded velocity, measured over the ticks' real times, changes by far less than the
-    # velocity limit. Per real second, not per tick: on a loaded machine ticks come late and early, and a
-    # second difference per tick would see the timing, not the commands. Steps the limiter clamped (a late
-    # tick gets one period's worth of motion) are the limiter working, not a discontinuity: left out.
+    # that polled it) each command step equals what the step before it, continued at its velocity over this
+    # tick's real interval, predicts, to far less than the velocity limit allows per tick. Over the ticks' real
+    # times, not per tick: on a loaded machine ticks come late and then early, and a plain second difference
+    # would see the timing, not the commands. Steps the limiter clamped (a late tick gets one period's worth of
+    # motion) are the limiter working, not a discontinuity: left out. (res.commands: the CSV is rounded.)
     # Without blending (crossfade, blend_steps=0) these kinks reach 1.1-1.4 x the limit on this scenario.
     # Arm joints only: the scripted gripper often runs at its (low) velocity limit, and the limiter
     # switching on or off kinks the command wherever that happens, switch or not.
     arm = ~kinova.gripper_mask
     vmax = kinova.max_velocity[arm]
-    t, q = cmd[:, 0], cmd[:, 1:][:, arm]
-    step = np.diff(q, axis=0)
-    velocity = step / np.diff(t)[:, None]
-    clamped = np.abs(step) >= vmax / 25.0 - 1e-9
+    t, q = res.commands[:, 0], res.commands[:, 1:][:, arm]
+    step, dt = np.diff(q, axis=0), np.diff(t)
+    clamped = np.abs(step) >= vmax * np.minimum(dt, 1 / 25.0)[:, None] - 1e-9
     judged = 0
     for s in switches[1:]:
         i = np.searchsorted(t, s)
-        for j in range(max(i, 2), min(i + 3, len(t))):   # velocity j-1 covers t[j-1] -> t[j]
+        for j in range(max(i, 2), min(i + 3, len(t))):   # step j-1 goes from t[j-1] to t[j]
             free = ~(clamped[j - 1] | clamped[j - 2])
-            kink = np.abs(velocity[j - 1] - velocity[j - 2])[free]
-            assert np.all(kink < 0.25 * vmax[free]), (s, j, kink)
+            predicted = step[j - 2] / dt[j - 2] * dt[j - 1]
+            kink = np.abs(step[j - 1] - predicted)[free]
+            assert np.all(kink < 0.25 * vmax[free] / 25.0), (s, j, dt[j - 2:j], kink)
             judged += int(free.sum())
     assert judged > 0
     png = plot_closed_loop(tmp_path)

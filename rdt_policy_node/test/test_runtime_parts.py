@@ -305,6 +305,26 @@ def test_worker_thread_does_not_block_the_caller():
     assert wait_poll(sch, 0.0).error is None and threading.active_count() >= 1
 
 
+def test_close_waits_for_the_running_inference():
+    """Exiting while torch runs in the worker aborts the process (exit code -6 under launch): close() lets the
+    running inference finish first."""
+    from rdt_policy_node.runtime.scheduler import ThreadInference
+
+    started, finished = threading.Event(), threading.Event()
+
+    def slow(images, qpos, stamp):
+        started.set()
+        time.sleep(0.5)
+        finished.set()
+        return np.zeros((4, 2))
+
+    worker = ThreadInference(slow)
+    running = worker.submit(None, None, 0.0, None)
+    assert started.wait(10)
+    worker.close()
+    assert finished.is_set() and running.done() and not worker._thread.is_alive()
+
+
 def test_a_hung_model_does_not_keep_the_process_from_exiting(tmp_path):
     """The node must stop (launch's SIGINT) even while inference never returns."""
     import subprocess

@@ -8,12 +8,14 @@ from __future__ import annotations
 from ..conversions import BACKENDS
 
 
-def make_output(node, profile, backend: str, config):
+def make_output(node, profile, backend: str, config, callback_group=None):
     """The output for ``backend`` (one of BACKENDS); ``config``: the node's PolicyConfig, resolved for the
-    profile (rdt_policy_node.config). Clear errors for missing optional packages."""
+    profile (rdt_policy_node.config). ``callback_group``: the group of the control tick that calls send();
+    entities with callbacks of their own (the gripper action client) join it, so their callbacks never run
+    while send() is half-way. Clear errors for missing optional packages."""
     if backend == "joint_trajectory":
         from .joint_trajectory import JointTrajectoryOutput
-        return JointTrajectoryOutput(node, profile, config)
+        return JointTrajectoryOutput(node, profile, config, callback_group)
     if backend == "kortex_api":
         from .kortex_api import KortexApiOutput
         return KortexApiOutput(node, profile, config)

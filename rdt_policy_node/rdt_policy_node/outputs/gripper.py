@@ -59,7 +59,10 @@ class GripperActionOutput:
     MIN_CHANGE = 0.01
     DISCOVERY_PERIOD_S = 2.0
 
-    def __init__(self, node, profile, config, joint_name: str):
+    def __init__(self, node, profile, config, joint_name: str, callback_group=None):
+        """callback_group: the control tick's (mutually exclusive) group. rclpy's ActionClient files a goal
+        as pending only after send_goal_async has sent it; if the executor handled the server's answer in
+        between (another thread), the answer would be dropped ("Ignoring unexpected goal response")."""
         kind = config.gripper_action_type  # checked and filled from the profile by PolicyConfig
         self.node = node
         self.joint_name = joint_name
@@ -68,6 +71,7 @@ class GripperActionOutput:
         self.name = config.gripper_action
         _action_class(kind)  # fails now, not in the control tick, where control_msgs lacks the type (Humble)
         self.configured = kind
+        self.callback_group = callback_group
         self.kind, self.Action, self.client = None, None, None
         self._last_value, self._last_time = None, -1e9
         self._next_discovery = time.monotonic()
@@ -95,7 +99,7 @@ class GripperActionOutput:
             self.node.get_logger().error(f"gripper action {self.name}: {e}", throttle_duration_sec=10.0)
             return False
         try:
-            client = ActionClient(self.node, action, self.name)
+            client = ActionClient(self.node, action, self.name, callback_group=self.callback_group)
         except Exception as e:  # noqa: BLE001 - rclpy raises ValueError / RCLError; the control tick must go on
             self.node.get_logger().error(f"gripper action {self.name}: cannot create a {served} client ({e}); "
                                          f"retrying in {self.DISCOVERY_PERIOD_S:g} s", throttle_duration_sec=10.0)

@@ -18,7 +18,7 @@ from .gripper import GripperActionOutput
 
 
 class JointTrajectoryOutput:
-    def __init__(self, node, profile, config):
+    def __init__(self, node, profile, config, callback_group=None):
         self.node = node
         cmd = profile.command
         self.arm_names = list(cmd.get("joints", [j.name for j in profile.joints if not j.is_gripper]))
@@ -27,7 +27,7 @@ class JointTrajectoryOutput:
         self.pub = node.create_publisher(JointTrajectory, config.trajectory_topic, 10)
         self.stream: TrajectoryStream | None = None  # made with the controller's Safety at the first send
         g = cmd.get("gripper_joint")
-        self.gripper = GripperActionOutput(node, profile, config, g) if g else None
+        self.gripper = GripperActionOutput(node, profile, config, g, callback_group) if g else None
 
     def send(self, now: float, result, controller) -> None:
         if self.stream is None:
