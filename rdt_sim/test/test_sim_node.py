@@ -1,17 +1,14 @@
-"""The sim node on a real ROS 2 (skipped where rclpy is missing): it publishes /clock, the follower arms'
+"""The sim node on a real ROS 2 (skipped where ROS 2 is missing, a failure under RDT_REQUIRE_ROS=1): it publishes /clock, the follower arms'
 joint states and rgb8 camera images like the Interbotix ALOHA, follows the policy node's aloha commands, and
 serves ~/reset (seeded) and ~/success. Own ROS_DOMAIN_ID: its topics are robot topics."""
-import importlib.util
 import threading
 import time
 
 import numpy as np
 import pytest
-from rdt_core.testing import isolated_ros_domain
+from rdt_core.testing import isolated_ros_domain, ros_test_mark
 
-MISSING = [m for m in ("rclpy", "sensor_msgs", "rosgraph_msgs", "std_srvs", "rdt_msgs")
-           if importlib.util.find_spec(m) is None]
-pytestmark = pytest.mark.skipif(bool(MISSING), reason=f"needs a sourced ROS 2 and rdt_msgs; missing {MISSING}")
+pytestmark = ros_test_mark("sensor_msgs", "rosgraph_msgs", "std_srvs")
 
 
 @pytest.fixture(scope="module", autouse=True)
