@@ -77,8 +77,9 @@ def test_scripted_run_is_continuous_and_logs_are_readable(kinova, tmp_path):
     # that polled it) each command step equals what the step before it, continued at its velocity over this
     # tick's real interval, predicts, to far less than the velocity limit allows per tick. Over the ticks' real
     # times, not per tick: on a loaded machine ticks come late and then early, and a plain second difference
-    # would see the timing, not the commands. Steps the limiter clamped (a late tick gets one period's worth of
-    # motion) are the limiter working, not a discontinuity: left out. (res.commands: the CSV is rounded.)
+    # would see the timing, not the commands. Joints at or near their velocity limit are left out: there the
+    # limiter clamps or releases with the tick timing (a late tick gets one period's worth of motion), which
+    # is the limiter working, not a discontinuity. (res.commands: the CSV is rounded.)
     # Without blending (crossfade, blend_steps=0) these kinks reach 1.1-1.4 x the limit on this scenario.
     # Arm joints only: the scripted gripper often runs at its (low) velocity limit, and the limiter
     # switching on or off kinks the command wherever that happens, switch or not.
@@ -86,12 +87,12 @@ def test_scripted_run_is_continuous_and_logs_are_readable(kinova, tmp_path):
     vmax = kinova.max_velocity[arm]
     t, q = res.commands[:, 0], res.commands[:, 1:][:, arm]
     step, dt = np.diff(q, axis=0), np.diff(t)
-    clamped = np.abs(step) >= vmax * np.minimum(dt, 1 / 25.0)[:, None] - 1e-9
+    limited = np.abs(step) >= 0.9 * vmax * np.minimum(dt, 1 / 25.0)[:, None]
     judged = 0
     for s in switches[1:]:
         i = np.searchsorted(t, s)
         for j in range(max(i, 2), min(i + 3, len(t))):   # step j-1 goes from t[j-1] to t[j]
-            free = ~(clamped[j - 1] | clamped[j - 2])
+            free = ~(limited[j - 1] | limited[j - 2])
             predicted = step[j - 2] / dt[j - 2] * dt[j - 1]
             kink = np.abs(step[j - 1] - predicted)[free]
             assert np.all(kink < 0.25 * vmax[free] / 25.0), (s, j, dt[j - 2:j], kink)
