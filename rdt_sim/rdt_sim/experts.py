@@ -7,9 +7,9 @@ robot executes. The replay is the demonstration; its success is measured, not as
 
 Waypoints are written for the tool centre point (TCP): the mocap point, 13.5 cm along the gripper's
 pointing axis, just behind the fingertips. Orientations are of the gripper frame (x: pointing, y: the
-fingers' closing axis). The experts look at the objects once at the start and, for Insertion, once more
-after both objects are lifted (where each object sits in its gripper), as a scripted demonstrator with the
-sim's ground truth would.
+fingers' closing axis). The scripts look at the sim's ground truth as a scripted demonstrator may: where
+the objects are at the start, and at their ``replan_times`` where a held object really is (TransferCube:
+the cube as the left arm comes in; Insertion: the peg against the socket, every 0.1 s while pushing in).
 """
 from __future__ import annotations
 

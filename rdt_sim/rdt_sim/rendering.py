@@ -67,16 +67,15 @@ class OffscreenRenderer:
             backend = os.environ.get("MUJOCO_GL", "")
             raise RenderUnavailableError(f"cannot render the sim cameras offscreen (MUJOCO_GL={backend!r}: "
                                          f"{type(e).__name__}: {e}). Fix: {RENDER_HINT}") from e
-        renderer.scene.flags[mujoco.mjtRndFlag.mjRND_SHADOW] = bool(s.shadows)
         return renderer
 
     def render(self, data, camera: str) -> np.ndarray:
         """(H, W, 3) uint8 RGB of ``camera`` (a camera name of the model) in the state of ``data``."""
         if self._renderer is None:
             self._renderer = self._make()
-        self._renderer.update_scene(data, camera=camera)
         import mujoco
 
+        self._renderer.update_scene(data, camera=camera)
         self._renderer.scene.flags[mujoco.mjtRndFlag.mjRND_SHADOW] = bool(self.settings.shadows)
         return self._renderer.render().copy()
 
