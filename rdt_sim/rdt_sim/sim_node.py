@@ -151,8 +151,16 @@ class SimNode(Node):
         return f"{self.sim.task.name} episode, seed {seed}: objects at {poses}"
 
     def _run(self) -> None:
+        try:
+            self._loop()
+        except Exception as e:  # noqa: BLE001 - the context goes away under the thread at shutdown
+            if rclpy.ok(context=self.context):
+                self.get_logger().error(f"the sim stopped: {type(e).__name__}: {e}")
+                raise
+
+    def _loop(self) -> None:
         start_wall, start_sim = time.monotonic(), None
-        while not self._stop.is_set():
+        while not self._stop.is_set() and rclpy.ok(context=self.context):
             with self._lock:
                 if self._demo is not None:  # the expert's next command (held after its end)
                     self._command = self._demo.actions[min(self._step, len(self._demo.actions) - 1)].copy()
