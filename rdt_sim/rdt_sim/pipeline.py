@@ -1,6 +1,6 @@
 """Record -> train -> deploy in the sim: the whole suite on the physics ALOHA, one command.
 
-    python -m rdt_sim.pipeline [--task transfer_cube] [--episodes 10] [--out out/sim_pipeline]
+    python -m rdt_sim.pipeline [--task transfer_cube] [--episodes 6] [--out out/sim_pipeline]
 
 1. record: the scripted expert's demonstrations are executed on the sim and streamed, in sim time, into the
    recorder's live writer (rdt_recorder.writer.EpisodeRecorder): the follower arms' joint states, the
@@ -230,7 +230,7 @@ def main(argv=None) -> int:
 
     ap = argparse.ArgumentParser(prog="python -m rdt_sim.pipeline", description=__doc__.split("\n\n")[0])
     ap.add_argument("--task", default="transfer_cube", choices=["transfer_cube", "insertion"])
-    ap.add_argument("--episodes", type=int, default=10, help="expert episodes to record")
+    ap.add_argument("--episodes", type=int, default=6, help="expert episodes to record")
     ap.add_argument("--eval-episodes", type=int, default=10, help="deployment episodes (unseen seeds)")
     ap.add_argument("--latency", type=float, default=0.2, help="simulated inference latency when deployed (s)")
     ap.add_argument("--eval-seconds", type=float, default=None, help="deployment episode length (default: the task's)")
