@@ -11,9 +11,12 @@ from pathlib import Path
 
 import pytest
 
-launch_testing = pytest.importorskip("launch_testing")
-rclpy = pytest.importorskip("rclpy")
+from rdt_core.testing import skip_module_without_ros
+
+skip_module_without_ros("launch_testing", "rosgraph_msgs", "sensor_msgs")
 pytest.importorskip("mujoco")
+
+import rclpy  # noqa: E402
 
 import launch  # noqa: E402
 import launch_testing.actions  # noqa: E402
@@ -25,25 +28,14 @@ from launch.launch_description_sources import PythonLaunchDescriptionSource  # n
 from rosgraph_msgs.msg import Clock  # noqa: E402
 from sensor_msgs.msg import JointState  # noqa: E402
 
+from launch_helpers import hold_ros_domain  # noqa: E402
 from rdt_core.robots import load_profile  # noqa: E402
 
 WAIT_S = 240.0  # the tiny model warms up on CPU, the sim renders three cameras
 OUT = Path(tempfile.mkdtemp(prefix="rdt_sim_record_"))
-_DOMAIN_LEASE = []
-
-
-def _own_ros_domain() -> None:
-    try:
-        from domain_coordinator import get_coordinated_domain_id
-        _DOMAIN_LEASE.append(get_coordinated_domain_id())
-        os.environ["ROS_DOMAIN_ID"] = str(_DOMAIN_LEASE[-1])
-    except ImportError:
-        os.environ["ROS_DOMAIN_ID"] = "91"
-
-
 @pytest.mark.launch_test
 def generate_test_description():
-    _own_ros_domain()
+    hold_ros_domain(fallback=95)
     share = get_package_share_directory("rdt_bringup")
     sim_args = {"use_sim": "true", "sim_resolution": "48x64"}
     return launch.LaunchDescription([
