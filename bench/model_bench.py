@@ -163,7 +163,9 @@ def bench(size: str, device: torch.device, chunks: int, vision_layers: int, bf16
     steps = {s: [rng.integers(0, 256, FRAME_SHAPE, dtype=np.uint8) for _ in profile.cameras] for s in range(chunks + 2)}
     names = list(built)
     times: dict[str, list[float]] = {n: [] for n in names}
+    cpu: dict[str, list[float]] = {n: [] for n in names}
     diffs: dict[str, float] = {n: 0.0 for n in names}
+    unified_diffs: dict[str, float] = {n: 0.0 for n in names}
     parts: dict[str, list[tuple[float, float]]] = {n: [] for n in names}
     for k in range(1, chunks + 2):  # k = 1: the first window, every frame new (warm-up, not timed)
         frames = steps[k - 1] + steps[k]
@@ -173,29 +175,38 @@ def bench(size: str, device: torch.device, chunks: int, vision_layers: int, bf16
         outs = {}
         for name in names[k % len(names):] + names[:k % len(names)]:  # rotate: no variant always runs first
             sync(device)
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.process_time()
             outs[name] = built[name].predict(frames, qpos, noise, keys)
             sync(device)
             if k > 1:
                 times[name].append(time.perf_counter() - start)
+                cpu[name].append(time.process_time() - start_cpu)
                 info = getattr(getattr(built[name], "policy", None), "last_info", None)
                 if info:
                     parts[name].append((info["encode_s"], info["sample_s"]))
         for name in names:
             diffs[name] = max(diffs[name], float(np.abs(outs[name] - outs[names[0]]).max()))
-    base = statistics.median(times[names[0]])
-    print(f"{'variant':<20} {'p50':>9} {'p90':>9} {'x (i)':>7} {'max |diff| vs (i)':>18}  notes")
+            unified = profile.action_to_unified(outs[name]) - profile.action_to_unified(outs[names[0]])
+            unified_diffs[name] = max(unified_diffs[name], float(np.abs(unified).max()))
+        if k > 1:
+            print(f"  chunk {k - 1}: " + ", ".join(f"{n.split()[0]} {times[n][-1]:.2f} s" for n in names), flush=True)
+    base, base_cpu = statistics.median(times[names[0]]), statistics.median(cpu[names[0]])
+    print(f"{'variant':<20} {'p50':>9} {'p90':>9} {'x (i)':>7} {'cpu p50':>9} {'x (i)':>7} "
+          f"{'max|diff| robot':>15} {'unified':>9}  notes")
     for name in names:
         t = sorted(times[name])
         p50, p90 = statistics.median(t), t[min(len(t) - 1, int(round(0.9 * (len(t) - 1))))]
+        c50 = statistics.median(cpu[name])
         note = ""
         if parts[name]:
             enc = statistics.median(e for e, _ in parts[name])
             note = f"SigLIP+preprocessing {enc * 1e3:.0f} ms ({enc / p50:.0%})"
-        if "bf16" in name and device.type == "cpu":
-            note += "; " + bf16_note
-        print(f"{name:<20} {p50 * 1e3:>7.0f}ms {p90 * 1e3:>7.0f}ms {base / p50:>6.2f}x {diffs[name]:>18.2e}  {note}",
-              flush=True)
+        print(f"{name:<20} {p50 * 1e3:>7.0f}ms {p90 * 1e3:>7.0f}ms {base / p50:>6.2f}x {c50:>8.2f}s "
+              f"{base_cpu / c50:>6.2f}x {diffs[name]:>15.2e} {unified_diffs[name]:>9.2e}  {note}", flush=True)
+    if device.type == "cpu":
+        print(f"  (iv): {bf16_note}")
+    print("  cpu = process CPU seconds of the step (all threads): less sensitive than wall time to other "
+          "processes on a shared machine; 'robot' = robot units, 'unified' = the model's output space")
     budget = runner.pred_horizon / profile.control_frequency
     for name in names[2:]:
         p90 = sorted(times[name])[min(len(times[name]) - 1, int(round(0.9 * (len(times[name]) - 1))))]
@@ -293,7 +304,10 @@ def main(argv=None) -> None:
     parser.add_argument("--vision-layers", type=int, default=None, help="default: 1 on CPU, 27 (so400m) on CUDA")
     parser.add_argument("--so400m", action="store_true", help="also time the full so400m tower on 3 frames")
     parser.add_argument("--startup", action="store_true", help="also RDTPolicy.from_paths start-up and memory")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda: no CUDA device here (torch.cuda.is_available() is False)")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Hashable, Sequence
 
@@ -24,7 +25,7 @@ from rdt_core.encoders.vision import HistoryImageEncoder, VisionEncoder
 from rdt_core.model.streaming import StreamingSampler
 from rdt_core.robots import load_profile
 
-__all__ = ["RDTPolicy", "NonFiniteActionError", "default_dtype", "PROFILE_FILE"]
+__all__ = ["RDTPolicy", "NonFiniteActionError", "default_dtype", "attention_kernels", "PROFILE_FILE"]
 
 PROFILE_FILE = "profile.json"
 
@@ -34,8 +35,29 @@ class NonFiniteActionError(RuntimeError):
 
 
 def default_dtype(device) -> torch.dtype:
-    """bfloat16 on CUDA (as the official deployment), float32 elsewhere (CPU bfloat16 is slow and lossy)."""
-    return torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32
+    """bfloat16 on CUDA (as the official deployment) where the GPU supports it, else float32 (float16 risks
+    NaNs); float32 on CPU (bfloat16 there is opt-in: fast only with AVX512-BF16 / AMX, see bench/README.md)."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        return torch.float32
+    if not torch.cuda.is_bf16_supported():
+        warnings.warn(f"{torch.cuda.get_device_name(device)} has no bfloat16 support: running the policy in "
+                      f"float32 (slower, twice the memory)", RuntimeWarning, stacklevel=3)
+        return torch.float32
+    return torch.bfloat16
+
+
+def attention_kernels(device) -> str:
+    """Which fused attention kernels scaled_dot_product_attention can use on ``device``, in words."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        return f"{device.type}: PyTorch's fused CPU attention"
+    major, minor = torch.cuda.get_device_capability(device)
+    flash = torch.backends.cuda.flash_sdp_enabled() and major >= 8
+    why = "" if flash else (" (flash attention needs compute capability 8.0+, this GPU is "
+                            f"{major}.{minor})" if major < 8 else " (flash attention is disabled in torch.backends)")
+    return ("flash attention for self- and image attention, memory-efficient attention for the masked "
+            "language attention" if flash else f"memory-efficient attention{why}")
 
 
 def _as_dtype(dtype, device) -> torch.dtype:
@@ -311,6 +333,13 @@ class RDTPolicy:
                 f"(stamp {stamp}); the chunk is discarded. Check the checkpoint, the inputs, and avoid float16 "
                 f"(use bfloat16 or float32)")
         return np.asarray(self.profile.unified_to_action(chunk), dtype=np.float32)
+
+    @property
+    def fast_path(self) -> dict[str, str]:
+        """What runs the chunk, piece by piece, and for a piece that is not the fast one, why."""
+        return {"device": str(self.device), "dtype": str(self.dtype).removeprefix("torch."),
+                "attention": attention_kernels(self.device), "sampler": self.sampler.graph_status,
+                "preprocessing": self.vision.preprocessing}
 
     def __repr__(self) -> str:
         flag = ", UNTRAINED" if self.untrained else ""

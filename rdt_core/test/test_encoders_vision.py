@@ -247,3 +247,21 @@ def test_device_preprocessing_falls_back_and_says_why(encoder):
     frames = _frames(23, 2)
     torch.testing.assert_close(enc.encode(frames), encoder.model(pixel_values=bilinear(
         images=[pad_to_square(f, (127,) * 3) for f in frames], return_tensors="pt")["pixel_values"]).last_hidden_state)
+
+
+def test_the_unused_pooling_head_is_skipped(encoder):
+    """RDT reads the last hidden state; the tower's pooling head is not run (same features without it)."""
+    calls = []
+    hook = encoder.model.head.register_forward_hook(lambda *_: calls.append(1))
+    frames = _frames(30, 2)
+    feats = encoder.encode(frames)
+    hook.remove()
+    assert not calls
+    encoder.model.use_head = True
+    try:
+        with torch.no_grad():
+            full = encoder.model(pixel_values=encoder.preprocess(frames))
+    finally:
+        encoder.model.use_head = False
+    assert full.pooler_output is not None
+    torch.testing.assert_close(feats, full.last_hidden_state)

@@ -7,6 +7,8 @@ projected at every step) on the same noise.
 """
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -219,3 +221,65 @@ def test_the_chunk_function_reads_only_static_buffers(runner):
     torch.testing.assert_close(second, runner.predict_action(**inputs2), atol=ATOL, rtol=RTOL)
     # the "replay" above (the chunk function run again on chunk 1's buffers) gave chunk 1 again
     torch.testing.assert_close(replayed, first, atol=0, rtol=0)
+
+
+class _ReplayGraph:
+    """Stands in for a captured CUDA graph on CPU: replay() runs the captured function again on the same
+    static buffers and writes into the same output tensor, which is all a graph replay does."""
+
+    def __init__(self, sampler, bufs):
+        self.sampler, self.bufs = sampler, bufs
+        self.out = sampler._chunk(bufs)
+        self.replays = 0
+
+    def replay(self):
+        self.out.copy_(self.sampler._chunk(self.bufs))
+        self.replays += 1
+
+
+def test_the_graph_path_replays_static_buffers_chunk_after_chunk(runner, monkeypatch):
+    """The CUDA-graph code path with capture replaced by _ReplayGraph: one capture per step count x
+    instruction length, then replays only; every chunk as predict_action gives it; outputs are copies."""
+    sampler = StreamingSampler(runner, graphs=True)
+    graphs = []
+
+    def capture(bufs):
+        graphs.append(_ReplayGraph(sampler, bufs))
+        return graphs[-1], graphs[-1].out
+
+    monkeypatch.setattr(sampler, "_use_graphs", lambda: True)
+    monkeypatch.setattr(sampler, "_capture", capture)
+    stream = Stream(runner)
+    lang_a = torch.randn(1, 5, runner.lang_token_dim, generator=_gen(1))
+    lang_b = torch.randn(1, 6, runner.lang_token_dim, generator=_gen(2))
+    outs = []
+    for step, lang in ((1, lang_a), (2, lang_a), (3, lang_a), (4, lang_b), (5, lang_b), (6, lang_a)):
+        img, keys = stream.window(step, {3: (1,)})
+        inputs = dict(_common(runner, lang, step), img_tokens=img)
+        got = sampler.predict_action(**inputs, frame_keys=keys)
+        torch.testing.assert_close(got, runner.predict_action(**inputs, use_cache=False), atol=ATOL, rtol=RTOL)
+        outs.append(got)
+    assert len(graphs) == 2 and sampler.stats["graph_captures"] == 2  # one per instruction length
+    assert sampler.stats["graph_replays"] == 6 and [g.replays for g in graphs] == [4, 2]
+    assert outs[0].data_ptr() != outs[1].data_ptr()  # a replay does not overwrite a chunk already returned
+    assert sampler.graph_status == "CUDA graph (captured)"
+
+
+def test_a_failed_capture_runs_eagerly_and_says_why(runner, monkeypatch):
+    sampler = StreamingSampler(runner, graphs=True)
+
+    def capture(bufs):
+        raise RuntimeError("operation not permitted when stream is capturing")
+
+    monkeypatch.setattr(sampler, "_use_graphs", lambda: True)
+    monkeypatch.setattr(sampler, "_capture", capture)
+    img, keys = Stream(runner).window(1)
+    inputs = dict(_common(runner, torch.randn(1, 5, runner.lang_token_dim), 1), img_tokens=img)
+    with pytest.warns(RuntimeWarning, match="capture failed .*not permitted"):
+        got = sampler.predict_action(**inputs, frame_keys=keys)
+    torch.testing.assert_close(got, runner.predict_action(**inputs), atol=ATOL, rtol=RTOL)
+    assert "capture failed (RuntimeError" in sampler.graph_status
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no second attempt, no second warning
+        sampler.predict_action(**inputs, frame_keys=keys)
+    assert sampler.stats["graph_captures"] == 0 and sampler.stats["graph_replays"] == 0

@@ -93,6 +93,10 @@ class VisionEncoder:
         self.dtype = dtype
         self.model = model.to(device=self.device, dtype=dtype).eval()
         self.model.requires_grad_(False)
+        if getattr(self.model, "use_head", False):
+            # RDT reads the last hidden state only; the attention-pooling head's output is never used (and
+            # its nn.MultiheadAttention is slow in bfloat16 on CPU: 85 % of a 1-layer tower's time)
+            self.model.use_head = False
         self.processor = processor
         size = processor.size
         try:

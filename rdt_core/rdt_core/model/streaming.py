@@ -67,7 +67,13 @@ class StreamingSampler:
         self.want_graphs = graphs
         self.stats = {"chunks": 0, "frames_projected": 0, "frames_reused": 0, "language_projected": 0,
                       "graph_captures": 0, "graph_replays": 0}
-        self.graph_status = "not used yet"
+        self._capture_failed = self._warned = False
+        if graphs is False:
+            self.graph_status = "eager: CUDA graphs switched off"
+        elif self.device.type != "cuda":
+            self.graph_status = f"eager: CUDA graphs need a CUDA device (this runner is on {self.device})"
+        else:
+            self.graph_status = "CUDA graph (captured at the first chunk)"
         self._signature = None
         self.reset()
 
@@ -243,28 +249,28 @@ class StreamingSampler:
 
     def _use_graphs(self) -> bool:
         if self.want_graphs is False:
-            self.graph_status = "eager: CUDA graphs switched off"
             return False
         if self.device.type != "cuda":
-            self.graph_status = f"eager: CUDA graphs need a CUDA device (this runner is on {self.device})"
-            if self.want_graphs:
+            if self.want_graphs and not self._warned:
                 warnings.warn(f"StreamingSampler: {self.graph_status}", RuntimeWarning, stacklevel=3)
-                self.want_graphs = None
+                self._warned = True
             return False
-        return not self.graph_status.startswith("eager: CUDA graph capture failed")
+        return True
 
     def _run(self, bufs: _Buffers) -> torch.Tensor:
-        if not self._use_graphs():
+        if self._capture_failed or not self._use_graphs():
             return self._chunk(bufs)
         if bufs.graph is None:
             try:
                 bufs.graph, bufs.out = self._capture(bufs)
                 self.stats["graph_captures"] += 1
-                self.graph_status = "CUDA graph"
+                self.graph_status = "CUDA graph (captured)"
             except Exception as err:  # any capture problem: run eagerly, and say why
+                self._capture_failed = True
                 self.graph_status = f"eager: CUDA graph capture failed ({type(err).__name__}: {err})"
                 warnings.warn(f"StreamingSampler: {self.graph_status}", RuntimeWarning, stacklevel=3)
-                torch.cuda.synchronize(self.device)
+                if self.device.type == "cuda":
+                    torch.cuda.synchronize(self.device)
                 return self._chunk(bufs)
         bufs.graph.replay()
         self.stats["graph_replays"] += 1
