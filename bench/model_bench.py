@@ -16,13 +16,14 @@ The variants see the same frames, state and noise, chunk after chunk, in a rotat
 
 For each: p50 / p90 of the step latency over the steady chunks (the first window is a warm-up), the ratio
 of p50s to (i), and the largest difference of the chunk from (i)'s in robot units. On CUDA the variants
-run on the GPU in bfloat16 (the official deployment's dtype). --startup adds RDTPolicy.from_paths on a
+run on the GPU in bfloat16 (the official deployment's dtype). --parts startup: RDTPolicy.from_paths on a
 saved checkpoint in a fresh process: load times, time to the first chunk, peak RSS and peak GPU memory.
 
 The vision tower is SigLIP with the so400m geometry (384 px, patch 14: 729 tokens of 1152) cut to
---vision-layers layers (default 1 on CPU, the 27 of so400m on CUDA); --so400m times the full tower too.
+--vision-layers layers (default 1 on CPU, the 27 of so400m on CUDA); --parts so400m times the full tower.
 
-    .venv/bin/python bench/model_bench.py [--sizes 170m 1b] [--chunks 6] [--device cpu|cuda] [--startup]
+    .venv/bin/python bench/model_bench.py [--sizes 170m 1b] [--chunks 6] [--device cpu|cuda] [--threads N]
+                                          [--parts compare so400m startup]
 """
 from __future__ import annotations
 
@@ -246,7 +247,9 @@ def peak_rss_gb() -> float:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
-def _startup_child(ckpt: str, vision_dir: str, instruction: str, device: str, dtype: str, queue) -> None:
+def _startup_child(ckpt: str, vision_dir: str, instruction: str, device: str, dtype: str, threads: int,
+                   queue) -> None:
+    torch.set_num_threads(threads)
     dev = torch.device(device)
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
@@ -283,7 +286,8 @@ def startup(size: str, device: torch.device, vision_layers: int) -> None:
         ctx = multiprocessing.get_context("spawn")  # a fresh process: its peak RSS is the start-up's
         queue = ctx.Queue()
         child = ctx.Process(target=_startup_child, args=(str(ckpt), str(Path(tmp) / "siglip"),
-                                                         str(Path(tmp) / "instr.pt"), str(device), dtype, queue))
+                                                         str(Path(tmp) / "instr.pt"), str(device), dtype,
+                                                         torch.get_num_threads(), queue))
         child.start()
         result = queue.get()
         child.join()
@@ -302,8 +306,9 @@ def main(argv=None) -> None:
     parser.add_argument("--chunks", type=int, default=6, help="timed chunks per variant (after one warm-up)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (adds the GPU fast path)")
     parser.add_argument("--vision-layers", type=int, default=None, help="default: 1 on CPU, 27 (so400m) on CUDA")
-    parser.add_argument("--so400m", action="store_true", help="also time the full so400m tower on 3 frames")
-    parser.add_argument("--startup", action="store_true", help="also RDTPolicy.from_paths start-up and memory")
+    parser.add_argument("--parts", nargs="+", default=["compare"], choices=["compare", "so400m", "startup"],
+                        help="compare: (i)-(v); so400m: the full so400m tower on 3 frames; startup: "
+                             "RDTPolicy.from_paths start-up and memory in a fresh process")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     args = parser.parse_args(argv)
     if args.threads:
@@ -317,11 +322,12 @@ def main(argv=None) -> None:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     print(f"RDT deployment step, batch 1: {name}, torch {torch.__version__}, {torch.get_num_threads()} threads; "
           f"{bf16_note}", flush=True)
-    for size in sizes:
-        bench(size, device, args.chunks, layers, bf16_note)
-    if args.so400m:
+    if "compare" in args.parts:
+        for size in sizes:
+            bench(size, device, args.chunks, layers, bf16_note)
+    if "so400m" in args.parts:
         so400m_frames(device, [torch.bfloat16] if device.type == "cuda" else [torch.float32, torch.bfloat16])
-    if args.startup:
+    if "startup" in args.parts:
         for size in sizes:
             startup(size, device, layers)
 
