@@ -1,16 +1,22 @@
 """bag2hdf5 throughput on a generated three-camera bag (raw Image and CompressedImage variants), ours vs a naive loop.
 
     python bench/convert_bench.py [--seconds 8] [--width 640 --height 480] [--storage sqlite3|mcap] [--repeat 5]
+                                  [--long 120]
 
 The naive loop is what a first script does: deserialize every message, cv2-convert every frame (decode the JPEG
 or take the raw pixels, then encode), keep the newest per stream, and append one step at a time to resizable
 h5py datasets. Ours and naive run alternately ``--repeat`` times on the same bag (the machine may be shared: the
 best run of each is the least disturbed one); prints each throughput as multiples of real time, the process CPU
 seconds each used, and the ratios ours / naive of the best and of the median runs.
+
+``--long SECONDS`` (issue 12: a 2-minute bag of three raw 640x480 cameras is ~10 GB) converts a raw bag of
+that length and one of ``--seconds`` with ours, each in a fresh process, and prints throughput (goal: >= 4x
+real time on 2 cores) and peak RSS (goal: the same for both lengths, i.e. bounded independent of the bag).
 """
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
 import resource
 import shutil
@@ -136,6 +142,44 @@ def timed(fn) -> tuple[float, float, int]:
     return time.perf_counter() - t, _cpu_s() - c, steps
 
 
+def _peak_rss_mib() -> float:
+    """Peak resident memory of this process since its exec (VmHWM; ru_maxrss would include the parent's)."""
+    with open("/proc/self/status") as f:
+        return next(int(x.split()[1]) for x in f if x.startswith("VmHWM:")) / 1024
+
+
+def _ours_in_child(bag: str, out: str, profile_name: str, queue) -> None:
+    wall, cpu, steps = timed(lambda: run_ours(Path(bag), Path(out), profile_name))
+    queue.put((wall, cpu, steps, _peak_rss_mib()))
+
+
+def long_bags(args, profile, work: Path) -> None:
+    """Ours on a raw bag of ``--long`` seconds and one of ``--seconds``, each in a fresh process."""
+    print("\nlong bag, raw Image (rgb8): ours only, each conversion in a fresh process")
+    rss = {}
+    for seconds in (args.seconds, args.long):
+        bag, out = work / f"long_{seconds:g}", work / f"long_out_{seconds:g}"
+        start = time.perf_counter()
+        generate_bag(bag, profile, seconds, args.width, args.height, False, args.storage)
+        size = sum(p.stat().st_size for p in bag.iterdir()) / 2**30
+        made = time.perf_counter() - start
+        ctx = multiprocessing.get_context("spawn")
+        queue = ctx.Queue()
+        child = ctx.Process(target=_ours_in_child, args=(str(bag), str(out), args.profile, queue))
+        child.start()
+        wall, cpu, steps, rss[seconds] = queue.get()
+        child.join()
+        print(f"  {seconds:6g} s bag ({size:.2f} GiB, written in {made:.0f} s): {wall:6.1f} s = "
+              f"{seconds / wall:5.2f} x real time, CPU {cpu:6.1f} s ({seconds / cpu:5.2f} bag-s per CPU-s), "
+              f"peak RSS {rss[seconds]:.0f} MiB, {steps} steps; load average "
+              + " ".join(f"{x:.1f}" for x in os.getloadavg()), flush=True)
+        shutil.rmtree(bag)
+        shutil.rmtree(out, ignore_errors=True)
+    grows = rss[args.long] > 1.25 * rss[args.seconds] + 32
+    print(f"  peak RSS {rss[args.long]:.0f} MiB for {args.long:g} s vs {rss[args.seconds]:.0f} MiB for "
+          f"{args.seconds:g} s: {'GROWS with the bag' if grows else 'bounded, independent of the bag length'}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seconds", type=float, default=8.0)
@@ -144,6 +188,8 @@ def main() -> None:
     ap.add_argument("--profile", default="aloha")
     ap.add_argument("--storage", default="sqlite3", choices=["sqlite3", "mcap"])
     ap.add_argument("--repeat", type=int, default=5, help="alternating runs of each converter per bag")
+    ap.add_argument("--long", type=float, default=0.0, metavar="SECONDS",
+                    help="instead: ours on a raw bag this long and one of --seconds (throughput, peak RSS)")
     args = ap.parse_args()
     if args.repeat < 1:
         ap.error("--repeat must be >= 1")
@@ -153,6 +199,9 @@ def main() -> None:
         print(f"{args.seconds:g} s {profile.name} bag, {len(profile.cameras)} cameras {args.width}x{args.height} "
               f"@ 30 Hz, {args.storage}; control {profile.control_frequency:g} Hz; {os.cpu_count()} CPUs, load average "
               + " ".join(f"{x:.1f}" for x in os.getloadavg()))
+        if args.long:
+            long_bags(args, profile, work)
+            return
         for compressed in (False, True):
             kind = "CompressedImage (JPEG)" if compressed else "raw Image (rgb8)"
             bag = work / f"bag_{'jpeg' if compressed else 'raw'}"
