@@ -72,10 +72,8 @@ class TestPolicyAgainstTheSim(unittest.TestCase):
                                                 f"{[s.state + ': ' + s.hold_reason for s in statuses[-3:]]}")
         sim_now = clocks[-1].clock.sec + clocks[-1].clock.nanosec * 1e-9
         stamps = [c.header.stamp.sec + c.header.stamp.nanosec * 1e-9 for c in chunks]
-        # observation stamps are the sim's (seconds since the episode began), not wall time. The first chunk
-        # is left out: it was once seen stamped in wall time (an observation from before the node's clock
-        # switched to /clock), an open question for the node's start-up
-        self.assertTrue(all(0.0 < t <= sim_now for t in stamps[1:]), (stamps, sim_now))
+        # observation stamps are the sim's (seconds since the episode began), not wall time: every chunk's
+        self.assertTrue(all(0.0 < t <= sim_now for t in stamps), (stamps, sim_now))
         self.assertEqual(list(chunks[-1].joint_names), profile.joint_names)
         self.assertEqual((chunks[-1].horizon, chunks[-1].dof), (64, 14))
         self.assertEqual(list(states[-1].name), profile.stream("follower_left").msg_joint_names)
@@ -86,4 +84,6 @@ class TestPolicyAgainstTheSim(unittest.TestCase):
 @launch_testing.post_shutdown_test()
 class TestShutdown(unittest.TestCase):
     def test_processes_exit_cleanly(self, proc_info):
-        launch_testing.asserts.assertExitCodes(proc_info, allowable_exit_codes=[0, -2, -15])
+        """On launch's SIGINT, with an inference running: exit 0 within launch's grace (no SIGTERM: -15; no
+        abort from torch under the interpreter's finalisation: -6)."""
+        launch_testing.asserts.assertExitCodes(proc_info, allowable_exit_codes=[0])

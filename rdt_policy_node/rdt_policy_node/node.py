@@ -7,6 +7,9 @@ waiting on each other in the MultiThreadedExecutor; inference runs in the runtim
 from __future__ import annotations
 
 import functools
+import os
+import signal
+import sys
 from pathlib import Path
 
 import rclpy
@@ -198,7 +201,9 @@ class PolicyNode(Node):
     def destroy_node(self):
         if self.output is not None:
             self.output.close()
-        self.controller.close()
+        # no waiting for a running inference: its chunk would never be used, and waiting for it (seconds on a
+        # loaded CPU) outlasted launch's SIGINT-to-SIGTERM grace; main() leaves without finalisation instead
+        self.inference_ended = self.controller.close(timeout=0.2)
         return super().destroy_node()
 
 
@@ -215,9 +220,18 @@ def main(args=None) -> None:
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
+        # Ctrl-C reaches the node twice under ros2 launch (the terminal's process group, then launch): a second
+        # SIGINT must not cut the clean-up short (a KeyboardInterrupt there left torch running: exit -6)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         if node is not None:
             node.destroy_node()
         rclpy.try_shutdown()
+        if node is not None and not node.inference_ended:
+            # torch still runs in the inference thread, and Python's finalisation under it aborts the process
+            # ("terminate called without an active exception"): the outputs are closed, nothing is left to save
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(0)
 
 
 if __name__ == "__main__":

@@ -325,6 +325,26 @@ def test_close_waits_for_the_running_inference():
     assert finished.is_set() and running.done() and not worker._thread.is_alive()
 
 
+def test_close_says_whether_the_worker_has_ended():
+    """The node asks close() not to wait (launch's SIGTERM grace) and leaves without finalisation when the
+    worker still runs: close() must say so truthfully."""
+    from rdt_policy_node.runtime.scheduler import ThreadInference
+
+    started, release = threading.Event(), threading.Event()
+
+    def blocked(images, qpos, stamp):
+        started.set()
+        release.wait(30)
+        return np.zeros((4, 2))
+
+    worker = ThreadInference(blocked)
+    worker.submit(None, None, 0.0, None)
+    assert started.wait(10)
+    assert worker.close(timeout=0.0) is False
+    release.set()
+    assert worker.close(timeout=30.0) is True
+
+
 def test_a_hung_model_does_not_keep_the_process_from_exiting(tmp_path):
     """The node must stop (launch's SIGINT) even while inference never returns."""
     import subprocess

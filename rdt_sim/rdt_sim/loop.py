@@ -61,10 +61,12 @@ class SimLatencyInference:
                 keep.append((ready, future, result, error))
         self._pending = keep
 
-    def close(self) -> None:
+    def close(self, timeout: float = 0.0) -> bool:
+        """Cancels the chunks not yet handed over; nothing runs in the background (True: ended)."""
         for _, future, _, _ in self._pending:
             future.cancel()
         self._pending = []
+        return True
 
 
 class ImagePredictor:

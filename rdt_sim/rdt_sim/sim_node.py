@@ -13,6 +13,7 @@ as fast as it can), so sim time never waits for a ROS timer that itself runs on 
 """
 from __future__ import annotations
 
+import signal
 import threading
 import time
 
@@ -232,6 +233,9 @@ def main(args=None) -> None:
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
+        # a second SIGINT (the terminal's and launch's) must not interrupt the join of the sim's thread: the
+        # interpreter then exits under MuJoCo rendering in it (exit -11)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         if node is not None:
             node.destroy_node()
         rclpy.try_shutdown()

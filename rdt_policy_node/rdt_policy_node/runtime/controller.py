@@ -85,8 +85,9 @@ class PolicyController:
                 self.hold_reason = "resumed after a tracking fault: waiting for a fresh chunk"
             return cleared
 
-    def close(self) -> None:
-        self.scheduler.close()
+    def close(self, timeout: float = 3.0) -> bool:
+        """Ends the inference worker, waiting up to ``timeout`` s for a running inference; True when ended."""
+        return self.scheduler.close(timeout)
 
     # ------------------------------------------------------------------ the control tick
     def tick(self, now: float) -> TickResult:

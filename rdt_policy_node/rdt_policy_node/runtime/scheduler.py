@@ -87,10 +87,11 @@ class ThreadInference:
             except BaseException as exc:  # reported through the future: the tick turns it into a hold
                 future.set_exception(exc)
 
-    def close(self, timeout: float = 3.0) -> None:
+    def close(self, timeout: float = 3.0) -> bool:
         """Cancel what has not started and let the worker end, waiting up to ``timeout`` s for a running
         inference (torch still running in a thread when the interpreter exits aborts the process:
-        "terminate called without an active exception"); a model that never returns is left behind."""
+        "terminate called without an active exception"); a model that never returns is left behind.
+        Returns whether the worker has ended (False: a process should leave with os._exit, see the node)."""
         self._closed = True
         while True:
             try:
@@ -102,6 +103,7 @@ class ThreadInference:
         self._jobs.put(None)
         if threading.current_thread() is not self._thread:
             self._thread.join(timeout)
+        return not self._thread.is_alive()
 
 
 _CHILD_PREDICTOR = None
@@ -127,8 +129,10 @@ class ProcessInference:
     def submit(self, images, qpos, stamp, inpaint) -> Future:
         return self._pool.submit(_child_predict, images, qpos, stamp, inpaint)
 
-    def close(self) -> None:
+    def close(self, timeout: float = 3.0) -> bool:
+        """Stops the pool without waiting: the model runs in another process, nothing of it in ours."""
         self._pool.shutdown(wait=False, cancel_futures=True)
+        return True
 
 
 class ChunkScheduler:
@@ -285,5 +289,6 @@ class ChunkScheduler:
         self.plan = plan
         self.current = None
 
-    def close(self) -> None:
-        self.inference.close()
+    def close(self, timeout: float = 3.0) -> bool:
+        """Ends the inference worker (``timeout``: see ThreadInference.close); True when it has ended."""
+        return self.inference.close(timeout)
