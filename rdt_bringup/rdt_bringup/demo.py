@@ -142,28 +142,6 @@ def run_policy(export_dir: Path, instruction_file: str, out_dir: Path, seconds: 
 
 
 # ------------------------------------------------------------------------------------------ 4. report
-def plot_loss(loss_history, path: Path) -> Path:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    steps, losses = zip(*loss_history)
-    fig, ax = plt.subplots(figsize=(7, 3.2))
-    ax.plot(steps, losses, lw=0.8, alpha=0.5, label="loss")
-    k = max(1, len(losses) // 20)
-    smooth = np.convolve(losses, np.ones(k) / k, mode="valid")
-    ax.plot(steps[k - 1:], smooth, lw=2, label=f"mean of {k}")
-    ax.set_xlabel("optimizer step")
-    ax.set_ylabel("diffusion MSE")
-    ax.set_yscale("log")
-    ax.set_title("tiny RDT fine-tuning on the demo episodes")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
-
-
 def plot_distance(times, dist, expert_dist, ticks, path: Path) -> Path:
     """Distance curves; the ticks the safety layer spent on its slow move to the first action are shaded."""
     import matplotlib
@@ -243,6 +221,7 @@ def main(argv=None) -> int:
     _log(f"1/4 recording {args.episodes} expert episodes of {args.episode_seconds:.0f} s on the fake "
          f"{PROFILE} (real time, live recorder)")
     episodes = record_episodes(out / "episodes", episodes=args.episodes, seconds=args.episode_seconds)
+    from rdt_training.plots import plot_loss
     from rdt_training.review import build_review
     review = build_review(out / "episodes", out / "review", jobs=1, progress=False)
     _log(f"    review of the episodes: {review.resolve()}")
@@ -282,7 +261,8 @@ def main(argv=None) -> int:
         "expert from the same start, end [rad]": f"{expert[-1, 1]:.3f}",
     }
     images = {
-        "Training loss": plot_loss(trained.loss_history, out / "loss.png"),
+        "Training loss": plot_loss(trained.loss_history, out / "loss.png",
+                                   "tiny RDT fine-tuning on the demo episodes"),
         "Closed loop: commanded vs measured joints, chunk switches, inference latency": out / "policy.png",
         "Distance to the expert's target": plot_distance(result.joints[:, 0], dist, expert, result.ticks,
                                                           out / "distance.png"),

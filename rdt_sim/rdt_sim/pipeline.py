@@ -179,27 +179,6 @@ def train(episode_dir: Path, instructions: Path, run_dir: Path, *, init: str, vi
     return rdt_train(cfg)
 
 
-def plot_loss(loss_history, path: Path) -> Path | None:
-    if not loss_history:
-        return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    steps, losses = zip(*loss_history)
-    fig, ax = plt.subplots(figsize=(7, 3))
-    ax.plot(steps, losses, lw=0.8)
-    ax.set_yscale("log")
-    ax.set_xlabel("optimizer step")
-    ax.set_ylabel("diffusion MSE")
-    ax.set_title("RDT fine-tuning on the recorded sim episodes")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
-
-
 GPU_COMMAND = ("python -m rdt_sim.pipeline --task {task} --episodes 50 --init 1b --vision "
                "/models/siglip-so400m-patch14-384 --train-minutes 240 --batch-size 32 --device cuda "
                "--resolution 480x640 --out out/sim_pipeline_gpu")
@@ -225,6 +204,8 @@ frame strips).</p>
 
 
 def main(argv=None) -> int:
+    from rdt_training.plots import plot_loss
+
     from .evaluate import evaluate, format_summary
     from .rendering import RenderSettings
 
@@ -277,7 +258,7 @@ def main(argv=None) -> int:
     _log("4/4 report")
     print(format_summary(ev["summary"]))
     s = ev["summary"][0]
-    plot_loss(trained.loss_history, out / "loss.png")
+    plot_loss(trained.loss_history, out / "loss.png", "RDT fine-tuning on the recorded sim episodes")
     untrained = a.init == "tiny"
     note = ("The policy is the TINY RDT (random init, random SigLIP and T5 stand-ins) trained for a few minutes on a "
             "CPU: this run checks that recording, training and deployment work on the physics sim through the "
