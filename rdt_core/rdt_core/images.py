@@ -129,8 +129,9 @@ def _sniff(data: np.ndarray) -> str:
     return "jpeg" if head[:2] == b"\xff\xd8" else "png" if head[:8] == b"\x89PNG\r\n\x1a\n" else ""
 
 
-def compressed_to_rgb(fmt: str, data, *, topic: str = "", stamp_ns: int | None = None) -> np.ndarray:
-    """``sensor_msgs/CompressedImage`` fields -> (H, W, 3) uint8 RGB (JPEG or PNG, 8-bit colour or grey)."""
+def check_compressed(fmt: str, data, *, topic: str = "", stamp_ns: int | None = None) -> tuple[str, str, np.ndarray]:
+    """The checks of a ``sensor_msgs/CompressedImage`` that need no decoding (depth format, no data, neither
+    JPEG nor PNG): (codec, channel order of the decoded pixels, the bytes as uint8)."""
     where = describe(topic, stamp_ns)
     text = fmt.strip()
     if "compresseddepth" in text.lower() or _is_depth(text.split(";", 1)[0]) and ";" in text:
@@ -147,6 +148,13 @@ def compressed_to_rgb(fmt: str, data, *, topic: str = "", stamp_ns: int | None =
         raise ImageConversionError(
             f"{where}: CompressedImage format {fmt!r} is neither JPEG nor PNG (and the data is neither); publish "
             f"image_transport's compressed (jpeg / png) transport")
+    return codec, order, buf
+
+
+def compressed_to_rgb(fmt: str, data, *, topic: str = "", stamp_ns: int | None = None) -> np.ndarray:
+    """``sensor_msgs/CompressedImage`` fields -> (H, W, 3) uint8 RGB (JPEG or PNG, 8-bit colour or grey)."""
+    codec, order, buf = check_compressed(fmt, data, topic=topic, stamp_ns=stamp_ns)
+    where = describe(topic, stamp_ns)
     img = cv2.imdecode(buf, cv2.IMREAD_COLOR)
     if img is None:
         raise ImageConversionError(f"{where}: cannot decode the {len(buf)} bytes as {codec.upper()} "
@@ -205,6 +213,10 @@ class CompressedFrame:
 
     def to_rgb(self) -> np.ndarray:
         return compressed_to_rgb(self.format, self.data, topic=self.topic, stamp_ns=self.stamp_ns)
+
+    def check(self) -> None:
+        """The checks of ``to_rgb`` that need no decoding; raises ImageConversionError."""
+        check_compressed(self.format, self.data, topic=self.topic, stamp_ns=self.stamp_ns)
 
 
 def to_rgb(frame) -> np.ndarray:

@@ -202,3 +202,13 @@ def test_publishing_side_round_trips_through_the_conversion():
     decoded = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     assert np.abs(decoded.astype(int) - flat[:, :, ::-1]).max() <= 4   # any JPEG reader sees the true colours
     assert np.abs(compressed_to_rgb(fmt, data).astype(int) - flat).max() <= 4
+
+
+def test_compressed_check_needs_no_decoding():
+    CompressedFrame("jpeg", b"\xff\xd8 not decodable yet", topic=TOPIC).check()   # decoding is to_rgb's
+    with pytest.raises(ImageConversionError, match=rf"{TOPIC}.*empty"):
+        CompressedFrame("jpeg", b"", topic=TOPIC).check()
+    with pytest.raises(ImageConversionError, match="depth"):
+        CompressedFrame("16UC1; compressedDepth png", b"\x89PNG\r\n\x1a\n", topic=TOPIC).check()
+    with pytest.raises(ImageConversionError, match="cannot decode"):
+        CompressedFrame("jpeg", b"\xff\xd8 not decodable yet", topic=TOPIC).to_rgb()

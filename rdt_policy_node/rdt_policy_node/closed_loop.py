@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from .config import PolicyConfig
-from .runtime import ObservationWindow, Safety, interpolate_action, make_controller
+from .runtime import ObservationWindow, Safety, interpolate_action, make_controller, materialize
 from .scripted import ScriptedPolicy
 
 
@@ -306,7 +306,7 @@ def _run_sync(profile, predict, window, state, pending, send, chunk_rows, publis
         if buffer is None or t % len(buffer) == 0:
             obs = window.observation()
             req = clock()
-            buffer = np.asarray(predict(obs.images, obs.qpos.astype(np.float32), obs.stamp), dtype=np.float64)
+            buffer = np.asarray(predict(materialize(obs.images), obs.qpos.astype(np.float32), obs.stamp), dtype=np.float64)
             ready = clock()
             chunk_rows.append({"request_time": req - t0, "obs_stamp": obs.stamp - t0, "ready_time": ready - t0,
                                "first_action_index": 0, "latency_s": ready - req, "status": "used"})

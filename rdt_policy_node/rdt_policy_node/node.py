@@ -21,7 +21,7 @@ from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import CompressedImage, Image, JointState
 from std_srvs.srv import Trigger
 
-from rdt_core.images import ImageConversionError, compressed_to_rgb, image_to_rgb
+from rdt_core.images import CompressedFrame, ImageConversionError, RawImage
 from rdt_msgs.msg import ActionChunk, PolicyStatus
 from rdt_msgs.srv import SetInstruction
 
@@ -115,19 +115,19 @@ class PolicyNode(Node):
 
     # ------------------------------------------------------------------ callbacks
     def _on_image(self, role: str, topic: str, compressed: bool, msg) -> None:
-        # An exception escaping a callback would stop the executor (and the node): a frame that cannot be
-        # converted is dropped and reported; the camera then goes stale and Safety holds the arm.
+        # The message's fields are kept, not converted: the inference worker converts the few frames each chunk
+        # sees (runtime.observation.CameraFrame). Only the cheap checks run here; a frame that fails them is
+        # dropped and reported (an exception escaping a callback would stop the executor), the camera then
+        # goes stale and Safety holds the arm.
         stamp_ns = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+        frame = (CompressedFrame(msg.format, msg.data, topic=topic, stamp_ns=stamp_ns) if compressed else
+                 RawImage(msg.encoding, msg.height, msg.width, msg.step, msg.data, topic=topic, stamp_ns=stamp_ns))
         try:
-            if compressed:
-                img = compressed_to_rgb(msg.format, msg.data, topic=topic, stamp_ns=stamp_ns)
-            else:
-                img = image_to_rgb(msg.encoding, msg.height, msg.width, msg.step, msg.data, topic=topic,
-                                   stamp_ns=stamp_ns)
+            frame.check()
         except ImageConversionError as e:
             self.get_logger().error(f"camera {role}: {e}; frame dropped", throttle_duration_sec=5.0)
             return
-        self.controller.window.add_image(role, img, self._stamp(msg.header))
+        self.controller.window.add_image(role, frame, self._stamp(msg.header))
 
     def _on_joints(self, role: str, msg: JointState) -> None:
         try:

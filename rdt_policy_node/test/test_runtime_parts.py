@@ -8,7 +8,7 @@ import pytest
 from rdt_core.robots import load_profile
 from rdt_policy_node.runtime import (Chunk, ChunkScheduler, Interpolator, ObservationWindow, Plan, Safety,
                                      TrackingWatchdog, interpolate_action, jpeg_roundtrip)
-from rdt_policy_node.runtime.observation import Observation
+from rdt_policy_node.runtime.observation import Observation, materialize
 
 
 @pytest.fixture(scope="module")
@@ -36,8 +36,9 @@ def test_window_aligns_like_the_official_deployment_and_pads_first_history(kinov
     obs = w.observation()
     # frame time = oldest newest-camera stamp (1.02); each stream uses its first message at or after it
     assert obs.stamp == pytest.approx(1.02)
-    assert obs.images[:3] == [None, None, None]  # first step: the t-1 slots are empty, as officially
-    assert obs.images[3][0, 0, 0] == 2 and obs.images[4][0, 0, 0] == 3 and obs.images[5] is None
+    images = materialize(obs.images)
+    assert images[:3] == [None, None, None]  # first step: the t-1 slots are empty, as officially
+    assert images[3][0, 0, 0] == 2 and images[4][0, 0, 0] == 3 and images[5] is None
     np.testing.assert_allclose(obs.qpos, np.arange(8) * 0.2)
     assert obs.camera_skew == pytest.approx(0.03)
     assert not w.step()  # queues consumed
@@ -46,8 +47,10 @@ def test_window_aligns_like_the_official_deployment_and_pads_first_history(kinov
     w.add_joints("joints", np.ones(8), 1.12)
     assert w.step()
     obs2 = w.observation()
-    assert obs2.images[0][0, 0, 0] == 2 and obs2.images[1][0, 0, 0] == 3  # t-1 = previous step
-    assert obs2.images[3][0, 0, 0] == 5 and obs2.images[4][0, 0, 0] == 6 and obs2.step == 1
+    images2 = materialize(obs2.images)
+    assert images2[0][0, 0, 0] == 2 and images2[1][0, 0, 0] == 3  # t-1 = previous step
+    assert images2[0] is images[3]  # a frame used at two steps is converted once (the encoder's cache key)
+    assert images2[3][0, 0, 0] == 5 and images2[4][0, 0, 0] == 6 and obs2.step == 1
     ages = w.ages(1.20)
     assert ages["cam_high"] == pytest.approx(0.11) and ages["joints"] == pytest.approx(0.08)
 
@@ -74,23 +77,37 @@ def test_jpeg_roundtrip_is_lossy_but_close():
     np.testing.assert_array_equal(y, decode_jpeg(encode_jpeg(x), "rgb"))
 
 
-def test_window_jpeg_roundtrip_happens_on_arrival_not_in_the_control_tick(kinova, monkeypatch):
+def test_frames_are_converted_in_the_worker_only_those_an_observation_uses(kinova, monkeypatch):
+    """Neither add_image (the sensor callback) nor step (the control tick) converts or JPEG-codes a frame:
+    materialize (the inference worker) does, for the frames of the observation only."""
+    import rdt_core.images as images_module
     import rdt_policy_node.runtime.observation as observation
+    from rdt_core.images import RawImage
 
     rng = np.random.default_rng(0)
-    frame = (rng.random((24, 32, 3)) * 255).astype(np.uint8)
+    frames = [(rng.random((24, 32, 3)) * 255).astype(np.uint8) for _ in range(10)]
     w = ObservationWindow.from_profile(kinova, jpeg=True)
-    for role in w.cameras:
-        w.add_image(role, frame, 1.0)
-    w.add_joints("joints", np.zeros(8), 1.0)
+    real_jpeg, real_to_rgb = observation.jpeg_roundtrip, images_module.to_rgb
 
-    def no_encoding_here(*a, **k):
-        raise AssertionError("JPEG work inside step(): the control tick would wait for it")
-    monkeypatch.setattr(observation, "jpeg_roundtrip", no_encoding_here)
+    def not_here(*a, **k):
+        raise AssertionError("frame conversion in add_image() or step()")
+    monkeypatch.setattr(observation, "jpeg_roundtrip", not_here)
+    monkeypatch.setattr(images_module, "to_rgb", not_here)
+    for k, frame in enumerate(frames):   # 10 frames per camera arrive (as message fields for one camera)
+        w.add_image("cam_high", RawImage("bgr8", 24, 32, 96, frame[:, :, ::-1].tobytes()), 1.0 + 0.01 * k)
+        w.add_image("cam_right_wrist", frame, 1.0 + 0.01 * k)
+    w.add_joints("joints", np.zeros(8), 1.1)
     assert w.step()
-    got = w.observation().images[3]
-    np.testing.assert_array_equal(got, jpeg_roundtrip(frame))  # the model still sees the round-tripped frame
-    assert not np.array_equal(got, frame)
+    obs = w.observation()
+
+    converted = []
+    monkeypatch.setattr(observation, "jpeg_roundtrip", real_jpeg)
+    monkeypatch.setattr(images_module, "to_rgb", lambda f: converted.append(f) or real_to_rgb(f))
+    got = materialize(obs.images)
+    assert len(converted) == 2   # the two frames of the newest step (its t-1 slots are still empty)
+    np.testing.assert_array_equal(got[3], real_jpeg(frames[-1]))  # the round-tripped frame, as trained
+    np.testing.assert_array_equal(got[4], real_jpeg(frames[-1]))
+    assert not np.array_equal(got[4], frames[-1])
 
 
 # ---------------------------------------------------------------- interpolation

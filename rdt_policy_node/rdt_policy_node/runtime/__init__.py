@@ -8,7 +8,7 @@ import numpy as np
 from .controller import (DRY_RUN, HOLDING, MOVING_TO_START, PAUSED, RUNNING, WARMING_UP, PolicyController,
                          TickResult)
 from .interpolation import INTERPOLATION_MODES, Interpolator, Plan, expand_steps_length, interpolate_action
-from .observation import Observation, ObservationWindow, jpeg_roundtrip
+from .observation import CameraFrame, Observation, ObservationWindow, jpeg_roundtrip, materialize
 from .safety import Safety
 from .scheduler import CHUNKING_MODES, Chunk, ChunkScheduler, ProcessInference, ThreadInference
 from .tracking import TrackingWatchdog

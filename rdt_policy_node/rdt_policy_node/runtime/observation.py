@@ -4,9 +4,14 @@ Alignment follows the official RDT deployment (scripts/agilex_inference.py): a s
 oldest of the newest camera stamps; it needs every stream (cameras and joint streams) to have a message
 at or after that time; older messages are dropped and the first message at or after it is used. The
 window starts with an empty step, so the very first observation's t-1 slots are missing (None), as in
-the official code. Optionally each frame is JPEG-encoded and decoded, as the official deployment does to
-match the training data; that happens in ``add_image`` (the sensor callback's thread, outside the lock),
-never in the control tick, where a few milliseconds per frame would make a 100 Hz timer late.
+the official code.
+
+Frames are kept as they arrive (a :class:`CameraFrame` around the message's fields, rdt_core.images) and
+turned into the model's RGB input only when an observation that uses them goes to the model, in the
+inference worker (:func:`materialize`): of 3 cameras x 30 Hz, only the few frames each chunk sees are
+converted and, optionally, JPEG-encoded and decoded as the official deployment does to match the
+training data. Never in a sensor callback (90 conversions a second for 6 used per chunk) nor in the
+control tick (a few milliseconds per frame would make a 100 Hz timer late).
 
 A stream's age is the larger of two clocks: the caller's time minus the message's stamp, and the time
 since the message arrived (a local monotonic clock the caller hands in: the window reads no clock of its
@@ -45,6 +50,35 @@ class Observation:
             return 0.0
         s = list(self.camera_stamps.values())
         return float(max(s) - min(s))
+
+
+@dataclass(eq=False)
+class CameraFrame:
+    """One camera frame as it arrived (rdt_core.images RawImage / CompressedFrame fields, or an RGB array),
+    made the model's (H, W, 3) uint8 RGB input by :meth:`rgb` the first time an observation using it goes to
+    the model, with the JPEG round trip when ``jpeg_quality`` is set; the result is kept, so a frame seen at
+    steps t-1 and t is converted once (and stays the same object for the encoder's per-frame cache).
+    Picklable: a ProcessInference child converts it there."""
+
+    source: object
+    jpeg_quality: int | None = None
+    _rgb: np.ndarray | None = field(default=None, repr=False)
+
+    def rgb(self) -> np.ndarray:
+        if self._rgb is None:
+            from rdt_core.images import to_rgb
+
+            image = to_rgb(self.source)
+            self._rgb = jpeg_roundtrip(image, self.jpeg_quality) if self.jpeg_quality else image
+        return self._rgb
+
+
+def materialize(images: Sequence | None) -> list | None:
+    """An observation's frames -> what the predictor reads: CameraFrames converted (in the caller's thread,
+    the inference worker), anything else (arrays, None, a simulator's own lazy frames) passed unchanged."""
+    if images is None:
+        return None
+    return [f.rgb() if isinstance(f, CameraFrame) else f for f in images]
 
 
 def jpeg_roundtrip(image: np.ndarray, quality: int = 95) -> np.ndarray:
@@ -121,11 +155,16 @@ class ObservationWindow:
         self.reset()
 
     # ------------------------------------------------------------------ input (sensor callbacks)
-    def add_image(self, role: str, image: np.ndarray, stamp: float) -> None:
+    def add_image(self, role: str, image, stamp: float) -> None:
+        """``image``: an (H, W, 3) RGB array or the fields of a camera message (rdt_core.images RawImage /
+        CompressedFrame), kept unconverted as a CameraFrame; any other object (a simulator's lazy frame) is
+        kept as given, for its predictor to read."""
         if role not in self.cameras:
             raise KeyError(f"unknown camera {role!r}; the window has {self.cameras}")
-        if self.jpeg:
-            image = jpeg_roundtrip(image, self.jpeg_quality)
+        from rdt_core.images import CompressedFrame, RawImage
+
+        if isinstance(image, (np.ndarray, RawImage, CompressedFrame)):
+            image = CameraFrame(image, self.jpeg_quality if self.jpeg else None)
         with self._lock:
             self._queues[role].append((float(stamp), image))
             self._received(role, stamp)

@@ -23,7 +23,7 @@ from typing import Callable
 import numpy as np
 
 from .interpolation import Plan
-from .observation import Observation
+from .observation import Observation, materialize
 
 CHUNKING_MODES = ("crossfade", "rtc")
 
@@ -47,7 +47,9 @@ class Chunk:
 
 
 def call_predictor(predict: Callable, images, qpos, stamp, inpaint):
-    """Predictors take (images, qpos, stamp); the inpaint keyword is only passed when used."""
+    """Predictors take (images, qpos, stamp); the inpaint keyword is only passed when used. The observation's
+    camera frames are converted here, in the inference worker (observation.materialize)."""
+    images = materialize(images)
     if inpaint is None:
         return predict(images, qpos, stamp)
     return predict(images, qpos, stamp, inpaint_actions=inpaint)
