@@ -213,13 +213,17 @@ def test_process_inference_option(kinova):
     try:
         img = np.zeros((8, 8, 3), np.uint8)
         t0 = time.monotonic()
-        while time.monotonic() - t0 < 60:
+        while time.monotonic() - t0 < 180:
             now = time.monotonic()
             for role in ctl.window.cameras:
                 ctl.window.add_image(role, img, now)
             ctl.window.add_joints("joints", np.zeros(kinova.dof), now)
             r = ctl.tick(now)
             if r.chunk is not None:
+                # the first chunk carries the child's start-up; on a loaded machine it can come too late to
+                # use, which the scheduler reports as such: any other error is a failure of the process path
+                if r.chunk.error is not None and "past its last action" in r.chunk.error:
+                    continue
                 assert r.chunk.error is None and r.chunk.actions.shape == (64, kinova.dof)
                 break
             time.sleep(0.02)

@@ -100,11 +100,14 @@ def test_frames_are_converted_in_the_worker_only_those_an_observation_uses(kinov
     assert w.step()
     obs = w.observation()
 
-    converted = []
-    monkeypatch.setattr(observation, "jpeg_roundtrip", real_jpeg)
+    converted, coded = [], []
+    monkeypatch.setattr(observation, "jpeg_roundtrip", lambda im, q: coded.append(q) or real_jpeg(im, q))
     monkeypatch.setattr(images_module, "to_rgb", lambda f: converted.append(f) or real_to_rgb(f))
     got = materialize(obs.images)
-    assert len(converted) == 2   # the two frames of the newest step (its t-1 slots are still empty)
+    # the two frames of the newest step only (its t-1 slots are still empty): the message converted, the array
+    # used as it is, both JPEG round-tripped
+    assert len(converted) == 1 and isinstance(converted[0], RawImage) and len(coded) == 2
+    assert materialize(obs.images)[3] is got[3] and len(coded) == 2   # kept: converted once
     np.testing.assert_array_equal(got[3], real_jpeg(frames[-1]))  # the round-tripped frame, as trained
     np.testing.assert_array_equal(got[4], real_jpeg(frames[-1]))
     assert not np.array_equal(got[4], frames[-1])

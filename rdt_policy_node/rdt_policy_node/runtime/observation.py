@@ -66,9 +66,12 @@ class CameraFrame:
 
     def rgb(self) -> np.ndarray:
         if self._rgb is None:
-            from rdt_core.images import to_rgb
+            if isinstance(self.source, np.ndarray):
+                image = self.source
+            else:
+                from rdt_core.images import to_rgb   # (cv2: not imported where every frame is an array)
 
-            image = to_rgb(self.source)
+                image = to_rgb(self.source)
             self._rgb = jpeg_roundtrip(image, self.jpeg_quality) if self.jpeg_quality else image
         return self._rgb
 
