@@ -30,7 +30,8 @@ if [ -f install/setup.bash ] && [ ${#skip[@]} -eq 0 ]; then
   set +u; source install/setup.bash; set -u
 fi
 status=0
-colcon test "${skip[@]}" --event-handlers console_cohesion+ summary+ --return-code-on-test-failure || status=$?
+# one package at a time: the ROS and launch tests of two packages at once load two cores past what they prove
+colcon test "${skip[@]}" --executor sequential --event-handlers console_cohesion+ summary+ --return-code-on-test-failure || status=$?
 colcon test-result --verbose || status=$?
 python scripts/test_summary.py --build-base build "${require[@]}" || status=$?
 exit $status

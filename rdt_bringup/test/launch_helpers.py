@@ -45,6 +45,25 @@ def config_file(name: str) -> Path:
     return Path(get_package_share_directory("rdt_bringup")) / "config" / name
 
 
+#: the freshness limit the launch tests run the policy node with: the shipped 0.25 s holds the arm whenever a
+#: shared, loaded test machine delivers a camera frame late (right on a robot, not what these tests are about;
+#: the stale-observation hold is tested with controlled clocks in rdt_policy_node's tests)
+LOADED_MACHINE_OBSERVATION_AGE_S = 3.0
+
+
+def policy_params(config: str, work: Path, **overrides) -> Path:
+    """config/<config> with the policy node's ``overrides`` and the loaded-machine freshness limit, written to
+    ``work``: the params_file a launch test passes."""
+    import yaml
+
+    params = yaml.safe_load(config_file(config).read_text())
+    node = params["rdt_policy_node"]["ros__parameters"]
+    node.update({"max_observation_age_s": LOADED_MACHINE_OBSERVATION_AGE_S, **overrides})
+    path = work / f"params_{config}"
+    path.write_text(yaml.safe_dump(params))
+    return path
+
+
 def write_instruction(folder: Path, name: str, width: int = 32, tokens: int = 5, seed: int = 0) -> Path:
     """An instruction embedding file of the tiny model's width (rdt_core's writer, the official format)."""
     import torch

@@ -11,8 +11,6 @@ import unittest
 from pathlib import Path
 
 import pytest
-import yaml
-
 from rdt_core.testing import skip_module_without_ros
 
 skip_module_without_ros("launch_testing", "sensor_msgs")
@@ -24,7 +22,7 @@ import numpy as np  # noqa: E402
 from launch.actions import IncludeLaunchDescription  # noqa: E402
 from launch.launch_description_sources import PythonLaunchDescriptionSource  # noqa: E402
 
-from launch_helpers import (Probe, config_file, documented_arguments, hold_ros_domain, launch_file,  # noqa: E402
+from launch_helpers import (Probe, documented_arguments, hold_ros_domain, launch_file, policy_params,  # noqa: E402
                             wait_for, write_instruction)
 from rdt_core.robots import load_profile  # noqa: E402
 
@@ -33,14 +31,10 @@ INTERBOTIX = importlib.util.find_spec("interbotix_xs_msgs") is not None
 
 
 def untrained_params(profile: str, work: Path) -> Path:
-    """config/<profile>.yaml, but rows of the untrained tiny model's chunks are clipped to the joint limits
-    instead of the whole chunk being rejected (its random grippers fall anywhere): the commands the test
-    checks are then the clipped, limited ones."""
-    params = yaml.safe_load(config_file(f"{profile}.yaml").read_text())
-    params["rdt_policy_node"]["ros__parameters"]["chunk_range_margin"] = 100.0
-    path = work / f"{profile}_params.yaml"
-    path.write_text(yaml.safe_dump(params))
-    return path
+    """config/<profile>.yaml for a loaded test machine, but rows of the untrained tiny model's chunks are clipped
+    to the joint limits instead of the whole chunk being rejected (its random grippers fall anywhere): the
+    commands the test checks are then the clipped, limited ones."""
+    return policy_params(f"{profile}.yaml", work, chunk_range_margin=100.0)
 
 
 def launch_arguments(profile: str) -> dict[str, str]:
@@ -108,7 +102,7 @@ class TestBimanualCommands(unittest.TestCase):
             received = {topic: probe.listen(kind, topic) for topic, kind, _ in topics}
             self.assertTrue(wait_for(lambda: statuses and statuses[-1][0].state == "RUNNING"
                                      and all(len(r) >= 10 for r in received.values()), WAIT_S),
-                            f"states {[s.state for s, _ in statuses[-5:]]}, "
+                            f"states {[s.state + ': ' + s.hold_reason for s, _ in statuses[-5:]]}, "
                             f"messages {({t: len(r) for t, r in received.items()})}")
             grippers = {profile.joint_names.index(j.name) for j in profile.joints if j.is_gripper}
             covered = set()

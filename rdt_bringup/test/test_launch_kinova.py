@@ -10,8 +10,6 @@ import unittest
 from pathlib import Path
 
 import pytest
-import yaml
-
 from rdt_core.testing import skip_module_without_ros
 
 skip_module_without_ros("launch_testing", "trajectory_msgs", "action_msgs")
@@ -23,7 +21,7 @@ import numpy as np  # noqa: E402
 from launch.actions import IncludeLaunchDescription  # noqa: E402
 from launch.launch_description_sources import PythonLaunchDescriptionSource  # noqa: E402
 
-from launch_helpers import (Probe, config_file, documented_arguments, hold_ros_domain, launch_file,  # noqa: E402
+from launch_helpers import (Probe, documented_arguments, hold_ros_domain, launch_file, policy_params,  # noqa: E402
                             service_call, wait_for, write_instruction)
 from rdt_core.robots import load_profile  # noqa: E402
 
@@ -36,9 +34,7 @@ def launch_arguments() -> dict[str, str]:
     """A value for every argument kinova.launch.py documents (the test fails when one is added untested)."""
     write_instruction(WORK, "start_task")
     write_instruction(WORK, "pick_cube", seed=1)
-    params = yaml.safe_load(config_file("kinova_gen3.yaml").read_text())
-    params["rdt_policy_node"]["ros__parameters"]["instruction_dir"] = str(WORK)   # set_instruction by name
-    (WORK / "params.yaml").write_text(yaml.safe_dump(params))
+    params = policy_params("kinova_gen3.yaml", WORK, instruction_dir=str(WORK))   # set_instruction by name
     (WORK / "siglip").mkdir(exist_ok=True)
     args = {
         "robot_ip": "192.168.1.10", "use_fake_hardware": "true",
@@ -47,7 +43,7 @@ def launch_arguments() -> dict[str, str]:
         "vision_encoder": str(WORK / "siglip"),   # the tiny checkpoint brings its own encoder
         "instruction": str(WORK / "start_task.pt"), **CAMERAS,
         "camera_left_wrist_topic": "",      # the Gen3 profile has no left-wrist camera (giving one is an error)
-        "dry_run": "false", "device": "cpu", "params_file": str(WORK / "params.yaml"),
+        "dry_run": "false", "device": "cpu", "params_file": str(params),
     }
     assert set(args) == set(documented_arguments("kinova.launch.py")), "cover every documented argument"
     return args

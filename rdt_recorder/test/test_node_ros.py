@@ -87,11 +87,10 @@ def test_record_an_episode_through_services(tmp_path):
         req.max_duration = 0.0
         res = call(pub_node, executor, start, req)
         assert res.success, res.message
-        started = time.monotonic()
-        end = started + 10.0  # the 1 Hz status shows steps being written
-        while time.monotonic() < end and not any(st.state == "RECORDING" and st.steps > 0 for st in statuses):
+        # Wait on what the 1 Hz status reports, not on a duration: a loaded machine writes fewer steps per second.
+        end = time.monotonic() + 60.0
+        while time.monotonic() < end and not any(st.state == "RECORDING" and st.steps > 20 for st in statuses):
             time.sleep(0.05)
-        time.sleep(max(0.0, 1.5 - (time.monotonic() - started)))
         again = call(pub_node, executor, start, req)
         assert not again.success and "already recording" in again.message
         res = call(pub_node, executor, stop, Trigger.Request())
@@ -106,4 +105,4 @@ def test_record_an_episode_through_services(tmp_path):
         assert r.num_steps > 20 and r.meta.instruction == "ros test"
         np.testing.assert_allclose(r.qpos[0], [0.1 * j for j in range(8)])
         assert abs(r.image("cam_high", 0).mean() - 60) < 3
-    assert any(s.state == "RECORDING" and s.steps > 0 for s in statuses)
+    assert any(s.state == "RECORDING" and s.steps > 20 for s in statuses)
