@@ -145,7 +145,8 @@ class Ours:
     def __init__(self, weights, processor, profile, instruction, device, dtype, graphs=False, gpu_preprocess=False):
         runner, tower = weights.get(device, dtype)
         vision = VisionEncoder(tower, processor, device=device, dtype=dtype, preprocess_on_device=gpu_preprocess)
-        self.policy = RDTPolicy(runner, vision, profile, instruction, device=device, dtype=dtype, graphs=graphs)
+        self.policy = RDTPolicy(runner, vision, profile, instruction, device=device, dtype=dtype, graphs=graphs,
+                                preprocess_on_device=gpu_preprocess)
 
     def predict(self, frames, qpos, noise, image_keys):
         return self.policy.predict(frames, qpos, noise=noise, image_keys=image_keys)
@@ -240,7 +241,8 @@ def so400m_frames(device: torch.device, dtypes) -> None:
     rng = np.random.default_rng(1)
     frames = [rng.integers(0, 256, FRAME_SHAPE, dtype=np.uint8) for _ in range(3)]
     for dtype in dtypes:
-        enc = VisionEncoder(copy.deepcopy(vision.model), vision.processor, device=device, dtype=dtype)
+        enc = VisionEncoder(copy.deepcopy(vision.model), vision.processor, device=device, dtype=dtype,
+                            preprocess_on_device=device.type == "cuda")
         enc.encode(frames[:1])  # warm-up
         sync(device)
         start = time.perf_counter()

@@ -70,11 +70,15 @@ def _as_dtype(dtype, device) -> torch.dtype:
 
 
 class RDTPolicy:
-    """Predicts an action chunk (horizon x D, robot units) from the image window and the joint positions."""
+    """Predicts an action chunk (horizon x D, robot units) from the image window and the joint positions.
+
+    ``graphs`` / ``preprocess_on_device``: the chunk as a CUDA graph and the image preprocessing on the GPU
+    (default: both on CUDA; ``fast_path`` says what runs and why a piece fell back).
+    """
 
     def __init__(self, runner, vision: VisionEncoder, profile, instruction=None, *, device="cpu", dtype=None,
                  control_frequency: float | None = None, num_inference_steps: int | None = None,
-                 untrained: bool = False, graphs: bool | None = None):
+                 untrained: bool = False, graphs: bool | None = None, preprocess_on_device: bool | None = None):
         self._started_at = time.perf_counter()  # from_paths moves it back to when loading began
         self.startup: dict[str, float | None] = {"first_chunk_s": None}
         self.device = torch.device(device)
@@ -83,8 +87,10 @@ class RDTPolicy:
         self.untrained = bool(untrained)
         # Whole runner in one dtype, as the official deployment casts it (adaptors included).
         self.runner = runner.to(device=self.device, dtype=self.dtype).eval()
-        if vision.device != self.device or vision.dtype != self.dtype:
-            vision = VisionEncoder(vision.model, vision.processor, device=self.device, dtype=self.dtype)
+        on_device = self.device.type == "cuda" if preprocess_on_device is None else bool(preprocess_on_device)
+        if vision.device != self.device or vision.dtype != self.dtype or vision.preprocess_requested != on_device:
+            vision = VisionEncoder(vision.model, vision.processor, device=self.device, dtype=self.dtype,
+                                   preprocess_on_device=on_device)
         self.vision = vision
 
         self.horizon = int(runner.pred_horizon)

@@ -287,3 +287,15 @@ def test_from_paths_reads_weights_one_at_a_time_never_t5_and_reports_startup(tmp
     fresh = RDTPolicy.from_paths(ckpt, tmp_path / "siglip", None, tmp_path / "instr.pt", dtype="bfloat16")
     np.testing.assert_array_equal(loaded.predict(images, q, noise=_noise(policy)),
                                   fresh.predict(images, q, noise=_noise(policy)))
+
+
+def test_device_preprocessing_is_asked_for_on_cuda_only_and_can_be_forced(policy):
+    """The policy's default: the processor on CPU; preprocessing on the device where asked (on CUDA by
+    default): the chunk is the PIL one up to the few 1-2 level pixel differences at this tiny 32 px size."""
+    assert not policy.vision.preprocess_on_device and policy.fast_path["preprocessing"] == "processor (PIL)"
+    assert policy.fast_path["sampler"].startswith("eager: CUDA graphs need a CUDA device")
+    forced = RDTPolicy(policy.runner, policy.vision, policy.profile, policy.instruction, preprocess_on_device=True)
+    assert forced.vision.preprocess_on_device and forced.vision.model is policy.vision.model
+    images, q = _frames(11, shape=(480, 640, 3)), _qpos(policy.profile)
+    a, b = forced.predict(images, q, noise=_noise(policy)), policy.predict(images, q, noise=_noise(policy))
+    assert np.abs(a - b).max() < 0.05

@@ -82,13 +82,14 @@ def resize_like_pil(pixels: torch.Tensor, height: int, width: int) -> torch.Tens
 class VisionEncoder:
     """SigLIP vision tower + its image processor; ``encode`` = one batched pass over a list of frames.
 
-    ``preprocess_on_device`` (default: on CUDA) pads, resizes and normalises on the tower's device from the
-    uint8 frames (uploaded through pinned memory) with the processor's numerics, instead of the processor's
-    PIL code; ``preprocessing`` says which is used and, when the device path is unavailable, why.
+    ``preprocess_on_device`` pads, resizes and normalises on the tower's device from the uint8 frames
+    (uploaded through pinned memory) with the processor's numerics, instead of the processor's PIL code
+    (RDTPolicy asks for it on CUDA; training keeps the processor); ``preprocessing`` says which is used and,
+    when the device path was asked for but is unavailable, why.
     """
 
     def __init__(self, model: SiglipVisionModel, processor, *, device="cpu", dtype=torch.float32,
-                 preprocess_on_device: bool | None = None):
+                 preprocess_on_device: bool = False):
         self.device = torch.device(device)
         self.dtype = dtype
         self.model = model.to(device=self.device, dtype=dtype).eval()
@@ -115,7 +116,7 @@ class VisionEncoder:
         self.frames_encoded = 0  # frames pushed through the tower
         self._staging: dict[tuple, tuple[torch.Tensor, Any]] = {}
         unsupported = self._device_preprocessing_unsupported()
-        wanted = self.device.type == "cuda" if preprocess_on_device is None else bool(preprocess_on_device)
+        self.preprocess_requested = wanted = bool(preprocess_on_device)
         self.preprocess_on_device = wanted and unsupported is None
         if self.preprocess_on_device:
             self.preprocessing = f"on {self.device} from uint8 (torch, the processor's numerics)"
@@ -139,7 +140,7 @@ class VisionEncoder:
     # ---------------------------------------------------------------- construction
     @classmethod
     def from_pretrained(cls, model_dir, *, device="cpu", dtype=torch.float32,
-                        preprocess_on_device: bool | None = None) -> "VisionEncoder":
+                        preprocess_on_device: bool = False) -> "VisionEncoder":
         """Load the tower and processor from a local directory (no downloads), e.g. a copy of
         google/siglip-so400m-patch14-384 (a full SigLIP checkpoint: only its vision half is loaded)."""
         path = Path(model_dir).expanduser()
