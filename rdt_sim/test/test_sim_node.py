@@ -49,7 +49,7 @@ def running():
     stop()
 
 
-def wait_for(predicate, timeout=20.0):
+def wait_for(predicate, timeout=60.0):  # generous: a loaded machine renders slowly
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         if predicate():
@@ -86,7 +86,9 @@ def test_topics_commands_and_services_of_the_aloha(running):
     assert list(msg.name) == profile.stream("follower_left").msg_joint_names
     assert profile.joints[6].lower <= msg.position[6] <= profile.joints[6].upper
     stamps = [c.clock.sec + c.clock.nanosec * 1e-9 for c in clocks]
-    assert np.all(np.diff(stamps) > 0) and np.allclose(np.diff(stamps), 0.02)
+    # one physics step (0.02 s) apart; a loaded probe may miss a message of its depth-50 queue: whole steps
+    steps = np.diff(stamps) / 0.02
+    assert np.all(steps >= 1 - 1e-6) and np.allclose(steps, np.round(steps))
     img = images[-1]
     assert (img.height, img.width, img.encoding, img.step) == (48, 64, "rgb8", 64 * 3)
     assert np.frombuffer(bytes(img.data), np.uint8).std() > 1
@@ -95,7 +97,7 @@ def test_topics_commands_and_services_of_the_aloha(running):
     target = list(right[-1].position)
     target[6] = profile.joints[13].lower
     names = profile.stream("follower_right").msg_joint_names
-    end = time.monotonic() + 20
+    end = time.monotonic() + 60
     while time.monotonic() < end and right[-1].position[6] > profile.joints[13].lower + 0.15:
         pub.publish(JointState(name=names, position=target))
         time.sleep(0.05)
