@@ -13,6 +13,7 @@ mocap body) that the scripted experts plan in.
 """
 from __future__ import annotations
 
+import functools
 import os
 
 import numpy as np
@@ -37,6 +38,20 @@ def _mujoco():
         raise RenderUnavailableError(f"cannot import mujoco with MUJOCO_GL={os.environ.get('MUJOCO_GL')!r} "
                                      f"({type(e).__name__}: {e}). Fix: {RENDER_HINT}") from e
     return mujoco
+
+
+def _weld_pose(model, side: int) -> tuple[np.ndarray, np.ndarray]:
+    body = model.body(f"vx300s_{SIDES[side]}/gripper_link").id
+    eq = [e for e in range(model.neq) if model.eq_obj2id[e] == body]
+    if not eq:
+        raise ValueError("the gripper is not welded to a mocap body: build AlohaSim(end_effector=True)")
+    return model.eq_data[eq[0], 3:6].copy(), model.eq_data[eq[0], 6:10].copy()
+
+
+@functools.lru_cache(maxsize=None)
+def _mocap_welds(ee_xml: str) -> tuple:
+    model = _mujoco().MjModel.from_xml_path(str(model_file(ee_xml)))
+    return tuple(_weld_pose(model, side) for side in range(2))
 
 
 class AlohaSim:
@@ -175,13 +190,11 @@ class AlohaSim:
 
     # ------------------------------------------------------------------ end effector (mocap model)
     def _weld(self, side: int) -> tuple[np.ndarray, np.ndarray]:
-        """The weld's pose of gripper ``side`` relative to its mocap body (position, quaternion)."""
-        m = self.model
-        body = m.body(f"vx300s_{SIDES[side]}/gripper_link").id
-        eq = [e for e in range(m.neq) if m.eq_obj2id[e] == body]
-        if not eq:
-            raise ValueError("the gripper is not welded to a mocap body: build AlohaSim(end_effector=True)")
-        return m.eq_data[eq[0], 3:6].copy(), m.eq_data[eq[0], 6:10].copy()
+        """The weld's pose of gripper ``side`` relative to its mocap body (position, quaternion); in the
+        joint-controlled model, the same pose read from the task's mocap model (the TCP is the same point)."""
+        if not self.end_effector:
+            return _mocap_welds(self.task.ee_xml)[side]
+        return _weld_pose(self.model, side)
 
     def tcp_pose(self, side: int) -> tuple[np.ndarray, np.ndarray]:
         """Where gripper ``side`` (0 left, 1 right) is: its tool centre point (the mocap point, 13.5 cm along
@@ -195,6 +208,17 @@ class AlohaSim:
         pos, mocap_q = np.zeros(3), np.zeros(4)
         mujoco.mju_mulPose(pos, mocap_q, d.xpos[body], d.xquat[body], inv_p, inv_q)
         return pos, np.asarray(d.xquat[body]).copy()
+
+    def tcp_jacobian(self, side: int) -> np.ndarray:
+        """(6, 6) world-frame Jacobian of gripper ``side``'s TCP (linear rows, then angular) with respect to
+        its arm's six joints, at the last computed kinematics."""
+        mujoco = _mujoco()
+        m, d = self.model, self.data
+        jacp, jacr = np.zeros((3, m.nv)), np.zeros((3, m.nv))
+        body = m.body(f"vx300s_{SIDES[side]}/gripper_link").id
+        mujoco.mj_jac(m, d, jacp, jacr, self.tcp_pose(side)[0], body)
+        cols = self._arm_v[6 * side:6 * side + 6]
+        return np.vstack([jacp[:, cols], jacr[:, cols]])
 
     def set_tcp(self, side: int, pos, gripper_quat) -> None:
         """Move mocap body ``side`` so that the weld pulls the gripper's TCP to ``pos`` with the gripper

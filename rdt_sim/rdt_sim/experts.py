@@ -1,15 +1,19 @@
-"""Scripted experts: end-effector waypoints in the mocap model, replayed as joint trajectories.
+"""Scripted experts: end-effector waypoints, followed by the joint-controlled robot itself.
 
-This is how ACT made its sim demonstrations: a script moves the two gripper frames through waypoints
-(the mocap bodies of gym-aloha's end-effector model drag the arms along), the arm joints it produces are
-recorded, and that joint trajectory (with the scripted gripper openings) is what the joint-controlled
-robot executes. The replay is the demonstration; its success is measured, not assumed.
+A script moves the two gripper frames through waypoints; JointServo turns the pose error of each
+gripper into joint commands every control period (damped least squares on MuJoCo's Jacobian of the
+gripper, with an integral that takes up the arms' sag), on the same position-controlled robot the policy
+drives. The commands it sends (with the scripted gripper openings) are the demonstration, and because it
+runs on the robot model, closing the loop on the arms' and the objects' measured poses, replaying them
+gives the same episode. (ACT planned in gym-aloha's mocap model and replayed the joints open loop: a held
+object then sat differently in the replay, which the Insertion peg did not survive, 6/50.)
 
-Waypoints are written for the tool centre point (TCP): the mocap point, 13.5 cm along the gripper's
-pointing axis, just behind the fingertips. Orientations are of the gripper frame (x: pointing, y: the
-fingers' closing axis). The scripts look at the sim's ground truth as a scripted demonstrator may: where
-the objects are at the start, and at their ``replan_times`` where a held object really is (TransferCube:
-the cube as the left arm comes in; Insertion: the peg against the socket, every 0.1 s while pushing in).
+Waypoints are written for the tool centre point (TCP): the mocap model's weld point, 13.5 cm along the
+gripper's pointing axis, just behind the fingertips. Orientations are of the gripper frame (x: pointing,
+y: the fingers' closing axis). The scripts look at the sim's ground truth as a scripted demonstrator may:
+where the objects are at the start, and at their ``replan_times`` where a held object really is
+(TransferCube: the cube as the left arm comes in; Insertion: the peg against the socket, every 0.1 s while
+pushing in).
 """
 from __future__ import annotations
 
@@ -99,7 +103,6 @@ class Script:
     returns the (left, right) waypoints from then on (it may look at the objects: the sim's ground truth)."""
 
     replan_times: tuple[float, ...] = ()
-    servo: dict = {}  # TcpServo options
 
     def plan(self, sim: AlohaSim, t: float) -> tuple[list[Waypoint], list[Waypoint]]:
         raise NotImplementedError
@@ -182,7 +185,6 @@ class InsertionScript(Script):
     push_speed = 0.08  # m/s along the socket's axis
     in_line = 0.007  # push while the peg's centre is this close to the socket's axis (y and z, m)
     replan_times = (2.9,) + tuple(np.round(np.arange(4.3, 8.0, 0.1), 2))
-    servo = {"gain": 0.15, "proportional": 0.5}  # a lead on the lag, a lower integral: no overshoot
 
     def __init__(self):
         self.along = self.standoff
@@ -260,31 +262,28 @@ def replanned(old: list[Waypoint], new: list[Waypoint] | None, t: float) -> list
     return [w for w in old if w.t < t] + [Waypoint(t, pos, quat, g)] + [w for w in new if w.t > t]
 
 
-class TcpServo:
-    """Moves a mocap body so that its gripper reaches the waypoint: the weld is soft and the arm joints
-    have friction, so the gripper lags and sags a few centimetres behind its mocap body; an integral of
-    the remaining error is added to the mocap pose until the gripper is where the script wants it."""
+class JointServo:
+    """Moves gripper ``side`` of the joint-controlled robot to the waypoint: damped least squares on the
+    TCP's Jacobian (MuJoCo's) turns the pose error into joint steps; the command is the measured joints plus
+    that step plus an integral of the steps, which takes up the arm's steady sag under gravity."""
 
-    def __init__(self, sim: AlohaSim, side: int, gain: float = 0.25, limit: float = 0.08, proportional: float = 0.0):
-        """``gain``: of the integral, per control period; ``proportional``: a lead on the position error
-        (the lag of a move), which a low integral gain then does not wind up into an overshoot."""
-        self.sim, self.side, self.gain, self.limit, self.kp = sim, side, gain, limit, proportional
-        self.pos_offset = np.zeros(3)
-        self.rot_offset = np.zeros(3)  # rotation vector, world frame
+    def __init__(self, sim: AlohaSim, side: int, gain: float = 0.1, damping: float = 0.05, limit: float = 0.3):
+        self.sim, self.side, self.gain, self.damping, self.limit = sim, side, gain, damping, limit
+        self.offset = np.zeros(6)
 
-    def track(self, pos, quat) -> None:
+    def step(self, pos, quat) -> np.ndarray:
+        """The six arm joint commands (radians) for this control period."""
         import mujoco
 
         actual_pos, actual_quat = self.sim.tcp_pose(self.side)
-        pos = np.asarray(pos, dtype=np.float64)
-        self.pos_offset = np.clip(self.pos_offset + self.gain * (pos - actual_pos), -self.limit, self.limit)
-        lead = np.clip(self.kp * (pos - actual_pos), -self.limit, self.limit)
-        err = np.zeros(3)
-        mujoco.mju_subQuat(err, np.asarray(quat, float), actual_quat)  # body-frame rotation actual -> target
-        self.rot_offset = np.clip(self.rot_offset + self.gain * rotate(actual_quat, err), -0.5, 0.5)
-        angle = np.linalg.norm(self.rot_offset)
-        corr = axis_angle(self.rot_offset / angle, np.rad2deg(angle)) if angle > 1e-9 else np.array([1.0, 0, 0, 0])
-        self.sim.set_tcp(self.side, pos + self.pos_offset + lead, quat_mul(corr, quat))
+        rot = np.zeros(3)
+        mujoco.mju_subQuat(rot, np.asarray(quat, float), actual_quat)  # body frame, actual -> target
+        err = np.r_[np.asarray(pos, float) - actual_pos, rotate(actual_quat, rot)]
+        jac = self.sim.tcp_jacobian(self.side)
+        dq = jac.T @ np.linalg.solve(jac @ jac.T + self.damping ** 2 * np.eye(6), err)
+        self.offset = np.clip(self.offset + self.gain * dq, -self.limit, self.limit)
+        measured = self.sim.qpos()[[7 * self.side + j for j in range(6)]]
+        return measured + dq + self.offset
 
 
 # ---------------------------------------------------------------------------------------- demonstrations
@@ -295,9 +294,8 @@ class Demonstration:
     task: str
     seed: int
     actions: np.ndarray  # (T, 14) joint commands in profile units, one per control step
-    qpos: np.ndarray  # (T, 14) measured joints of the replay, before each command
-    rewards: np.ndarray  # (T,) replay reward after each step
-    ee_rewards: np.ndarray  # (T,) reward in the mocap model
+    qpos: np.ndarray  # (T, 14) measured joints, before each command
+    rewards: np.ndarray  # (T,) reward after each step
     control_period: float
     extra: dict = field(default_factory=dict)
 
@@ -311,20 +309,27 @@ class Demonstration:
         return float((hit[0] + 1) * self.control_period) if hit.size else None
 
 
-def plan_actions(task: str | TaskSpec, seed: int, *, profile="aloha", on_step=None) -> tuple[np.ndarray, np.ndarray]:
-    """Run the script in the mocap model: (T, 14) joint commands (the arm joints the mocap bodies dragged
-    the arms to, the scripted openings as gripper joint positions) and the mocap model's rewards."""
+def plan_actions(task: str | TaskSpec, seed: int, *, profile="aloha", on_step=None
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Run the script on the joint-controlled robot (JointServo turns its waypoints into joint commands
+    as it goes, from the arms' measured poses): (T, 14) joint commands, (T, 14) the joints measured before
+    each, (T,) the reward after each. The commands alone reproduce the run (``replay``: the sim is
+    deterministic)."""
     spec = task if isinstance(task, TaskSpec) else get_task(task)
-    sim = AlohaSim(spec, profile=profile, end_effector=True)
+    script = SCRIPTS[spec.name]()
+    sim = AlohaSim(spec, profile=profile)
     try:
         sim.reset(seed)
-        script = SCRIPTS[spec.name]()
         plans = list(script.plan(sim, 0.0))
         replans = list(script.replan_times)
         steps = int(round(spec.episode_s / sim.control_period))
-        actions, rewards = np.empty((steps, 14)), np.empty(steps, dtype=np.int64)
-        grip_cols = (6, 13)
-        servos = [TcpServo(sim, side, **script.servo) for side in range(2)]
+        actions, qpos = np.empty((steps, 14)), np.empty((steps, 14))
+        rewards = np.empty(steps, dtype=np.int64)
+        grip_cols = [6, 13]
+        arm_cols = [i for i in range(14) if i % 7 != 6]
+        offset = np.array([sim.profile.joints[c].offset for c in grip_cols])
+        scale = np.array([sim.profile.joints[c].scale for c in grip_cols])
+        servos = [JointServo(sim, side) for side in range(2)]
         from rdt_policy_node.runtime import Safety
 
         # a demonstration the robot could be sent: inside the profile's position and velocity limits
@@ -335,15 +340,14 @@ def plan_actions(task: str | TaskSpec, seed: int, *, profile="aloha", on_step=No
             if replans and t >= replans[0] - 1e-9:
                 update = script.plan(sim, replans.pop(0))
                 plans = [replanned(p, u, t) for p, u in zip(plans, update)]
+            qpos[k] = sim.qpos()
+            cmd = qpos[k].copy()
             openings = []
             for side, wps in enumerate(plans):
                 pos, quat, g = interpolate(wps, t)
-                servos[side].track(pos, quat)
+                cmd[arm_cols[6 * side:6 * side + 6]] = servos[side].step(pos, quat)
                 openings.append(g)
-            cmd = sim.qpos()
-            offset = np.array([sim.profile.joints[c].offset for c in grip_cols])
-            scale = np.array([sim.profile.joints[c].scale for c in grip_cols])
-            cmd[list(grip_cols)] = offset + scale * np.asarray(openings)
+            cmd[grip_cols] = offset + scale * np.asarray(openings)
             cmd, _ = safety.limit(cmd, previous, sim.control_period)
             previous = cmd
             sim.command(cmd)
@@ -352,7 +356,7 @@ def plan_actions(task: str | TaskSpec, seed: int, *, profile="aloha", on_step=No
             rewards[k] = sim.reward()
             if on_step is not None:
                 on_step(k, sim, plans)
-        return actions, rewards
+        return actions, qpos, rewards
     finally:
         sim.close()
 
@@ -374,14 +378,13 @@ def replay(task: str | TaskSpec, seed: int, actions: np.ndarray, *, profile="alo
 
 
 def demonstrate(task: str, seed: int, *, profile="aloha") -> Demonstration:
-    """The scripted expert's demonstration of episode ``seed`` (planned, then replayed)."""
+    """The scripted expert's demonstration of episode ``seed`` on the joint-controlled robot."""
     spec = get_task(task)
-    actions, ee_rewards = plan_actions(spec, seed, profile=profile)
-    qpos, rewards = replay(spec, seed, actions, profile=profile)
+    actions, qpos, rewards = plan_actions(spec, seed, profile=profile)
     from rdt_core.robots import load_profile
 
     period = 1.0 / load_profile(profile).control_frequency
-    return Demonstration(spec.name, int(seed), actions, qpos, rewards, ee_rewards, period)
+    return Demonstration(spec.name, int(seed), actions, qpos, rewards, period)
 
 
 class ChunkedExpert:
