@@ -1,0 +1,428 @@
+"""The policy node and the recorder node on a real ROS 2 graph (real DDS between processes), under camera load.
+
+    python bench/ros_bench.py [--seconds 30] [--record-seconds 60] [--part policy|recorder|both]
+
+Needs ROS 2 sourced and the workspace built (rdt_msgs); without it, it says so and exits 0.
+
+policy: the fake Kinova (rdt_bringup's fake robot node) and the policy node (tiny model, each inference made
+  to take at least 300 ms), each in its own process; this process publishes three 640x480 rgb8 cameras at
+  30 Hz. The bench profile is kinova_gen3 with a third (left-wrist) camera and the per-tick JointState command
+  backend, so that every control tick is a message whose period can be timed (the JointTrajectory backend
+  sends multi-point trajectories at chunk switches instead). Printed: command period p50 / p99 and the
+  longest gap (DDS source timestamps, against the nominal 1 / publish_rate_hz), the end-to-end age of the
+  observation behind each chunk (camera stamp -> chunk ready, from ~/action_chunk), the policy node's CPU
+  (/proc, % of one core), and camera messages dropped (sent here, never seen by the node's image callback).
+recorder: the recorder node (profile aloha: three cameras) records --record-seconds of three 640x480
+  cameras at 30 Hz and four JointState streams at 200 Hz published from this process; printed: frames
+  dropped (in DDS / the executor, and in the recorder's queue), steps written vs expected, finalise time.
+Goals (issue 13): p99 command period <= 1.1 x nominal, longest gap <= 1.5 x nominal, 0 dropped frames,
+finalise < 1 s.
+"""
+from __future__ import annotations
+
+import argparse
+import array
+import collections
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from record_bench import run_at, scene_frames  # noqa: E402  (the camera-like frames and the paced loop)
+
+ROOT = HERE.parent
+CAMERA_TOPICS = ["/bench/cam_high/image_raw", "/bench/cam_right_wrist/image_raw", "/bench/cam_left_wrist/image_raw"]
+
+
+# ----------------------------------------------------------------------------- children (own processes)
+def child_policy(report: str, latency: float, ros_args: list[str]) -> None:
+    """The policy node's own main(), with each inference taking at least ``latency`` s and the image callback
+    noting every stamp it sees (written to ``report`` at exit)."""
+    from rdt_core.policy import RDTPolicy
+    from rdt_policy_node import node as policy_node
+
+    predict = RDTPolicy.predict
+
+    def predict_slowly(self, *args, **kwargs):
+        t0 = time.monotonic()
+        out = predict(self, *args, **kwargs)
+        time.sleep(max(0.0, latency - (time.monotonic() - t0)))
+        return out
+
+    RDTPolicy.predict = predict_slowly
+    seen = collections.defaultdict(list)
+    on_image = policy_node.PolicyNode._on_image
+
+    def counting(self, role, topic, compressed, msg):
+        seen[topic].append(msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec)
+        on_image(self, role, topic, compressed, msg)
+
+    policy_node.PolicyNode._on_image = counting
+    try:
+        policy_node.main(args=["policy_node", "--ros-args", *ros_args])
+    finally:
+        Path(report).write_text(json.dumps(seen))
+
+
+def child_recorder(report: str, ros_args: list[str]) -> None:
+    """The recorder node's own main(), its image callback noting every stamp it sees."""
+    from rdt_recorder import node as recorder_node
+
+    seen = collections.defaultdict(list)
+    on_image = recorder_node.RecorderNode._on_image
+
+    def counting(self, role, topic, msg):
+        seen[topic].append(msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec)
+        on_image(self, role, topic, msg)
+
+    recorder_node.RecorderNode._on_image = counting
+    try:
+        recorder_node.main(args=["record", "--ros-args", *ros_args])
+    finally:
+        Path(report).write_text(json.dumps(seen))
+
+
+# ----------------------------------------------------------------------------- this process: load + probe
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def start_child(kind: str, workdir: Path, *args: str) -> tuple[subprocess.Popen, Path]:
+    report = workdir / f"{kind}.json"
+    log = open(workdir / f"{kind}.log", "w")
+    proc = subprocess.Popen([sys.executable, __file__, "--child", kind, "--report", str(report), *args],
+                            stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ))
+    return proc, report
+
+
+def stop_child(proc: subprocess.Popen, timeout: float = 30.0) -> int:
+    proc.send_signal(signal.SIGINT)
+    try:
+        return proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.wait()
+
+
+class Cameras:
+    """rgb8 Image publishers at ``rate`` Hz, one thread each; every stamp sent is kept."""
+
+    def __init__(self, node, topics: list[str], width: int, height: int, rate: float = 30.0):
+        from rclpy.qos import qos_profile_sensor_data
+        from sensor_msgs.msg import Image
+
+        from rdt_core.images import rgb_image_fields
+
+        self.node, self.rate, self.sent = node, rate, {t: [] for t in topics}
+        self.stop = threading.Event()
+        self.streams = []
+        for i, topic in enumerate(topics):
+            msgs = []
+            for frame in scene_frames(10, width, height, seed=i):
+                fields = rgb_image_fields(frame)
+                fields["data"] = array.array("B", fields["data"])   # rclpy copies an array.array at C speed
+                msgs.append(Image(**fields))
+            self.streams.append((topic, node.create_publisher(Image, topic, qos_profile_sensor_data), msgs))
+        self.threads = [threading.Thread(target=run_at, args=(rate, self.stop, self._emitter(*s)), daemon=True)
+                        for s in self.streams]
+
+    def _emitter(self, topic, pub, msgs):
+        k = [0]
+
+        def emit():
+            msg = msgs[k[0] % len(msgs)]
+            now = self.node.get_clock().now()
+            msg.header.stamp = now.to_msg()
+            pub.publish(msg)
+            self.sent[topic].append(now.nanoseconds)
+            k[0] += 1
+        return emit
+
+    def start(self):
+        for t in self.threads:
+            t.start()
+        return self
+
+    def close(self):
+        self.stop.set()
+        for t in self.threads:
+            t.join()
+
+
+def dropped(sent: dict, seen: dict, t0_ns: int, t1_ns: int) -> tuple[int, int]:
+    """(messages sent in [t0, t1] that the node never saw, messages sent in [t0, t1])."""
+    lost = total = 0
+    for topic, stamps in sent.items():
+        got = set(seen.get(topic, []))
+        window = [s for s in stamps if t0_ns <= s <= t1_ns]
+        total += len(window)
+        lost += sum(1 for s in window if s not in got)
+    return lost, total
+
+
+def spin_in_thread(node):
+    from rclpy.executors import MultiThreadedExecutor
+
+    executor = MultiThreadedExecutor(num_threads=2)
+    executor.add_node(node)
+    thread = threading.Thread(target=executor.spin, daemon=True)
+    thread.start()
+    return executor, thread
+
+
+def wait_for(predicate, timeout: float) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def bench_profile(workdir: Path) -> Path:
+    """kinova_gen3 + a left-wrist camera, commanded through per-tick JointState messages."""
+    from rdt_core.robots import load_profile
+
+    base = load_profile("kinova_gen3")
+    data = yaml.safe_load((ROOT / "rdt_core" / "rdt_core" / "profiles" / "kinova_gen3.yaml").read_text())
+    data["name"] = "kinova_gen3_bench"
+    data["cameras"] = [{"role": "cam_high", "slot": "exterior", "topic": CAMERA_TOPICS[0]},
+                       {"role": "cam_right_wrist", "slot": "right_wrist", "topic": CAMERA_TOPICS[1]},
+                       {"role": "cam_left_wrist", "slot": "left_wrist", "topic": CAMERA_TOPICS[2]}]
+    data["command"] = {"backend": "joint_state",
+                       "topics": [{"topic": "/bench/joint_commands", "joints": list(base.joint_names)}]}
+    path = workdir / "kinova_gen3_bench.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def percentile(x, q) -> float:
+    return float(np.percentile(np.asarray(x), q)) if len(x) else float("nan")
+
+
+def bench_policy(args, workdir: Path) -> None:
+    import rclpy
+    from sensor_msgs.msg import JointState
+
+    from rdt_msgs.msg import ActionChunk, PolicyStatus
+
+    profile_path = bench_profile(workdir)
+    params = yaml.safe_load((ROOT / "rdt_bringup" / "config" / "kinova_gen3.yaml").read_text())
+    publish_rate = float(params["rdt_policy_node"]["ros__parameters"]["publish_rate_hz"])
+    fake, _ = start_child("fake", workdir, "--", "-p", f"profile:={profile_path}", "-p", "camera_rate_hz:=1.0",
+                          "-p", "image_width:=64", "-p", "image_height:=48", "-p",
+                          "camera_topics:=['/bench/unused/a', '/bench/unused/b', '/bench/unused/c']")
+    policy, policy_report = start_child(
+        "policy", workdir, "--latency", str(args.latency), "--",
+        "--params-file", str(ROOT / "rdt_bringup" / "config" / "kinova_gen3.yaml"),
+        "-r", "__node:=rdt_policy_node", "-p", f"profile:={profile_path}", "-p", "checkpoint:=tiny",
+        "-p", "device:=cpu", "-p", "dtype:=float32", "-p", f"camera_topics:={CAMERA_TOPICS}",
+        "-p", "camera_compressed:=[false, false, false]", "-p", "command_backend:=joint_state",
+        # the untrained model's rows are clipped to the limits rather than its chunks rejected
+        "-p", "chunk_range_margin:=100.0",
+        *(["-p", f"max_observation_age_s:={args.max_age}"] if args.max_age else []))
+    rclpy.init()
+    node = rclpy.create_node("ros_bench_probe")
+    commands, chunks, statuses = [], [], []
+    node.create_subscription(JointState, "/bench/joint_commands",
+                             lambda m, info: commands.append(info["source_timestamp"]), 100)
+    node.create_subscription(ActionChunk, "/rdt_policy_node/action_chunk", chunks.append, 50)
+    reasons = []
+    node.create_subscription(PolicyStatus, "/rdt_policy_node/status",
+                             lambda m: (statuses.append(m.state), reasons.append(m.hold_reason)), 50)
+    executor, thread = spin_in_thread(node)
+    cams = Cameras(node, CAMERA_TOPICS, args.width, args.height).start()
+    try:
+        if not wait_for(lambda: statuses and statuses[-1] == "RUNNING", args.startup_timeout):
+            raise SystemExit(f"the policy node never reached RUNNING (states {dict(collections.Counter(statuses))}, "
+                             f"hold reasons {sorted(set(reasons))[:6]}); logs in {workdir}; on a loaded machine "
+                             f"the cameras published from here may come late: try --max-age 1.0")
+        n_status = len(statuses)
+        time.sleep(2.0)
+        t0, cpu0 = time.time_ns(), cpu_seconds(policy.pid)
+        n_cmd, n_chunk = len(commands), len(chunks)
+        time.sleep(args.seconds)
+        t1, cpu1 = time.time_ns(), cpu_seconds(policy.pid)
+        window_cmds = np.array(commands[n_cmd:], dtype=np.int64)
+        window_chunks = list(chunks[n_chunk:])
+        states = collections.Counter(statuses[n_status:])
+        holds = collections.Counter(re.sub(r"[\d.]+ s", "N s", r) for r in reasons[n_status:] if r)
+    finally:
+        cams.close()
+        stop_child(policy)
+        stop_child(fake)
+        executor.shutdown()
+        thread.join(timeout=10)
+        node.destroy_node()
+        rclpy.try_shutdown()
+    seen = json.loads(policy_report.read_text()) if policy_report.exists() else {}
+    lost, total = dropped(cams.sent, seen, t0, t1 - 500_000_000)   # the last half second may still be in flight
+    periods = np.diff(np.sort(window_cmds)) / 1e9
+    ages = [(c.ready_stamp.sec + 1e-9 * c.ready_stamp.nanosec) - (c.header.stamp.sec + 1e-9 * c.header.stamp.nanosec)
+            for c in window_chunks]
+    nominal = 1.0 / publish_rate
+    sender_gap = max((np.diff([s for s in stamps if t0 <= s <= t1]).max(initial=0) for stamps in cams.sent.values()),
+                     default=0) / 1e9
+    wall = (t1 - t0) / 1e9
+    print(f"policy node, {args.seconds:.0f} s: 3 x {args.width}x{args.height} rgb8 @ 30 Hz in, tiny model with >= "
+          f"{args.latency * 1e3:.0f} ms inference, publish {publish_rate:g} Hz (nominal period {nominal * 1e3:.1f} ms), "
+          f"max_observation_age_s {args.max_age or params['rdt_policy_node']['ros__parameters']['max_observation_age_s']:g}")
+    print(f"  command period p50     {percentile(periods, 50) * 1e3:6.1f} ms  ({percentile(periods, 50) / nominal:.2f} x)")
+    print(f"  command period p99     {percentile(periods, 99) * 1e3:6.1f} ms  ({percentile(periods, 99) / nominal:.2f} x, "
+          f"goal <= 1.1 x)")
+    print(f"  longest gap            {periods.max() * 1e3 if len(periods) else float('nan'):6.1f} ms  "
+          f"({periods.max() / nominal if len(periods) else float('nan'):.2f} x, goal <= 1.5 x); "
+          f"{len(window_cmds)} commands, {len(window_cmds) / wall / publish_rate * 100:.1f} % of the ticks")
+    print(f"  observation age        p50 {percentile(ages, 50) * 1e3:.0f} ms, p99 {percentile(ages, 99) * 1e3:.0f} ms, "
+          f"max {max(ages) * 1e3 if ages else float('nan'):.0f} ms (camera stamp -> chunk ready), {len(ages)} chunks")
+    print(f"  policy node CPU        {(cpu1 - cpu0) / wall * 100:.0f} % of one core")
+    print(f"  camera messages lost   {lost} of {total} ({lost / max(1, total) * 100:.1f} %, goal 0)")
+    print(f"  camera sender          longest gap {sender_gap * 1e3:.0f} ms between two frames of one camera "
+          f"(nominal 33 ms: this process's own lateness)")
+    print(f"  states seen            {dict(states)} (status messages in the window)")
+    if holds:
+        print(f"  hold reasons           {dict(holds.most_common(4))}")
+
+
+def bench_recorder(args, workdir: Path) -> None:
+    import rclpy
+    from rclpy.qos import qos_profile_sensor_data
+    from sensor_msgs.msg import JointState
+    from std_msgs.msg import Header
+    from std_srvs.srv import Trigger
+
+    from rdt_core.episode import EpisodeReader
+    from rdt_core.robots import load_profile
+    from rdt_msgs.srv import StartEpisode
+
+    profile = load_profile("aloha")
+    out = workdir / "episodes"
+    recorder, report = start_child("recorder", workdir, "--", "-p", "profile:=aloha", "-p", f"output_dir:={out}",
+                                   "-p", "keyboard:=false", "-p", f"camera_topics:={CAMERA_TOPICS}",
+                                   "-p", "camera_compressed:=[false, false, false]")
+    rclpy.init()
+    node = rclpy.create_node("ros_bench_publisher")
+    executor, thread = spin_in_thread(node)
+    streams = [(s.topic, list(s.msg_joint_names)) for s in profile.state_streams + profile.action_streams]
+    joint_pubs = [(node.create_publisher(JointState, t, qos_profile_sensor_data), names) for t, names in streams]
+    stop = threading.Event()
+
+    def joints():
+        now = node.get_clock().now()
+        for pub, names in joint_pubs:
+            t = now.nanoseconds / 1e9
+            pub.publish(JointState(header=Header(stamp=now.to_msg()), name=names,
+                                   position=list(0.3 * np.sin(t + np.arange(len(names))))))
+
+    cams = Cameras(node, CAMERA_TOPICS, args.width, args.height).start()
+    joint_thread = threading.Thread(target=run_at, args=(200.0, stop, joints), daemon=True)
+    joint_thread.start()
+    start = node.create_client(StartEpisode, "/rdt_recorder/start_episode")
+    stop_srv = node.create_client(Trigger, "/rdt_recorder/stop_episode")
+
+    def call(client, request, timeout=60.0):
+        if not client.wait_for_service(timeout_sec=args.startup_timeout):
+            raise SystemExit(f"no {client.srv_name} service; logs in {workdir}")
+        future = client.call_async(request)
+        if not wait_for(future.done, timeout):
+            raise SystemExit(f"{client.srv_name} did not answer in {timeout:.0f} s")
+        return future.result()
+
+    try:
+        reply = call(start, StartEpisode.Request(instruction="benchmark"))
+        if not reply.success:
+            raise SystemExit(f"start_episode refused: {reply.message}")
+        t0, cpu0 = time.time_ns(), cpu_seconds(recorder.pid)
+        time.sleep(args.record_seconds)
+        t1 = time.time_ns()
+        tic = time.monotonic()
+        reply = call(stop_srv, Trigger.Request())
+        stop_s = time.monotonic() - tic
+        cpu1 = cpu_seconds(recorder.pid)
+    finally:
+        stop.set()
+        joint_thread.join()
+        cams.close()
+        stop_child(recorder)
+        executor.shutdown()
+        thread.join(timeout=10)
+        node.destroy_node()
+        rclpy.try_shutdown()
+    seen = json.loads(report.read_text()) if report.exists() else {}
+    lost, total = dropped(cams.sent, seen, t0, t1 - 500_000_000)
+    episode = out / "episode_0.hdf5"
+    with EpisodeReader(episode) as r:
+        steps, extra = r.num_steps, r.meta.extra
+    log = (workdir / "recorder.log").read_text()
+    finalised = re.findall(r"finalised in (\d+) ms", log)
+    expected = int(args.record_seconds * profile.control_frequency)
+    queue_drops = sum((extra.get("dropped_frames") or {}).values())
+    wall = (t1 - t0) / 1e9
+    print(f"recorder node, {args.record_seconds:.0f} s: 3 x {args.width}x{args.height} rgb8 @ 30 Hz + {len(streams)} "
+          f"JointState streams @ 200 Hz ({profile.name}, {profile.control_frequency:g} Hz)")
+    print(f"  frames lost in DDS     {lost} of {total} (never seen by the node's image callback, goal 0)")
+    print(f"  frames dropped (queue) {queue_drops} (the recorder's own count, goal 0)")
+    print(f"  steps written          {steps} of {expected} expected ({steps / max(1, expected) * 100:.1f} %)")
+    print(f"  finalise time          {finalised[-1] if finalised else '?'} ms in the node (goal < 1000 ms); "
+          f"stop_episode answered in {stop_s * 1e3:.0f} ms")
+    print(f"  recorder node CPU      {(cpu1 - cpu0) / wall * 100:.0f} % of one core")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--part", choices=["policy", "recorder", "both"], default="both")
+    ap.add_argument("--seconds", type=float, default=30.0, help="policy measurement window")
+    ap.add_argument("--record-seconds", type=float, default=60.0)
+    ap.add_argument("--latency", type=float, default=0.3, help="least inference time of the tiny model (s)")
+    ap.add_argument("--width", type=int, default=640)
+    ap.add_argument("--height", type=int, default=480)
+    ap.add_argument("--startup-timeout", type=float, default=300.0)
+    ap.add_argument("--max-age", type=float, default=0.0,
+                    help="the policy node's max_observation_age_s (default: kinova_gen3.yaml's 0.25 s)")
+    ap.add_argument("--child", choices=["policy", "recorder", "fake"], help=argparse.SUPPRESS)
+    ap.add_argument("--report", help=argparse.SUPPRESS)
+    ap.add_argument("ros_args", nargs="*", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child == "policy":
+        child_policy(args.report, args.latency, args.ros_args)
+        return 0
+    if args.child == "recorder":
+        child_recorder(args.report, args.ros_args)
+        return 0
+    if args.child == "fake":
+        from rdt_bringup.fake_robot_node import main as fake_main
+        fake_main(args=["fake_robot_node", "--ros-args", *args.ros_args])
+        return 0
+
+    from rdt_core.testing import missing_ros_modules
+    missing = missing_ros_modules("sensor_msgs", "std_srvs", "rdt_msgs")
+    if missing:
+        print(f"ros_bench: skipped: needs ROS 2 sourced and this workspace built (missing {', '.join(missing)})")
+        return 0
+    from rdt_core.testing import isolated_ros_domain
+    import shutil
+    workdir = Path(tempfile.mkdtemp(prefix="ros_bench_"))
+    with isolated_ros_domain(fallback=94):
+        if args.part in ("policy", "both"):
+            bench_policy(args, workdir)
+        if args.part in ("recorder", "both"):
+            bench_recorder(args, workdir)
+    shutil.rmtree(workdir)   # kept (with the nodes' logs) when a part fails
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
