@@ -110,7 +110,7 @@ class TestKinovaWithFakeHardware(unittest.TestCase):
 
             # pause: PAUSED, and from then on only single-point holds are sent
             self.assertIn("success=True", service_call("/rdt_policy_node/pause", "std_srvs/srv/Trigger"))
-            self.assertTrue(wait_for(lambda: state() == "PAUSED", 30), state())
+            self.assertTrue(wait_for(lambda: state() == "PAUSED", 60), state())
             paused_at = len(trajectories)
             wait_for(lambda: False, 2.0)
             self.assertEqual(multi_point_since(paused_at), [], "multi-point trajectories while paused")
@@ -123,7 +123,7 @@ class TestKinovaWithFakeHardware(unittest.TestCase):
             reply = service_call("/rdt_policy_node/set_instruction", "rdt_msgs/srv/SetInstruction",
                                  "{path_or_name: pick_cube}")
             self.assertIn("success=True", reply)
-            self.assertTrue(wait_for(lambda: statuses[-1][0].instruction == "pick_cube", 30))
+            self.assertTrue(wait_for(lambda: statuses[-1][0].instruction == "pick_cube", 60))
             reply = service_call("/rdt_policy_node/set_instruction", "rdt_msgs/srv/SetInstruction",
                                  "{path_or_name: no_such_task}")
             self.assertIn("success=False", reply)

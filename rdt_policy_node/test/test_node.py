@@ -171,24 +171,24 @@ def test_policy_drives_the_fake_kinova_within_limits(fresh_domain, ros, fake_rob
         assert len(chunk.actions) == chunk.horizon * chunk.dof and chunk.dof == profile.dof
 
         # the gripper goals reach the fake server, of whichever type it serves
-        assert wait_for(lambda: goals, 30), "no gripper goal arrived"
+        assert wait_for(lambda: goals, 120), "no gripper goal arrived"
         assert policy.output.gripper.kind == server_type
 
         client = probe.create_client(Trigger, "/rdt_policy_node/pause")
-        assert client.wait_for_service(timeout_sec=10.0)
+        assert client.wait_for_service(timeout_sec=60.0)
         future = client.call_async(Trigger.Request())
-        assert wait_for(future.done, 10) and future.result().success
-        assert wait_for(lambda: statuses[-1].state == "PAUSED", 5)
+        assert wait_for(future.done, 60) and future.result().success
+        assert wait_for(lambda: statuses[-1].state == "PAUSED", 60)
         client = probe.create_client(Trigger, "/rdt_policy_node/resume")
-        assert client.wait_for_service(timeout_sec=10.0)
+        assert client.wait_for_service(timeout_sec=60.0)
         future = client.call_async(Trigger.Request())
-        assert wait_for(future.done, 10) and future.result().success
-        assert wait_for(lambda: statuses[-1].state != "PAUSED", 5)
+        assert wait_for(future.done, 60) and future.result().success
+        assert wait_for(lambda: statuses[-1].state != "PAUSED", 60)
 
         client = probe.create_client(SetInstruction, "/rdt_policy_node/set_instruction")
-        assert client.wait_for_service(timeout_sec=10.0)
+        assert client.wait_for_service(timeout_sec=60.0)
         future = client.call_async(SetInstruction.Request(path_or_name="no_such_instruction"))
-        assert wait_for(future.done, 10)
+        assert wait_for(future.done, 60)
         assert not future.result().success and "no_such_instruction" in future.result().message
     finally:
         executor.shutdown()
