@@ -234,8 +234,20 @@ def temp_path_for(final_path: str | Path) -> Path:
 
 
 def _building_path(final_path: Path) -> Path:
-    """The hidden name of the HDF5 file while it is built from the log."""
-    return final_path.with_name(f".{final_path.name}.building")
+    """The hidden name of the HDF5 file while this process builds it from the log (one per process: a
+    builder left running by a killed recorder and a later ``recover`` never write into one file)."""
+    return final_path.with_name(f".{final_path.name}.building-{os.getpid()}")
+
+
+def _remove_dead_builds(final_path: Path) -> None:
+    """Delete half-built files of ``final_path`` whose builder process is gone."""
+    for p in final_path.parent.glob(f".{final_path.name}.building-*"):
+        try:
+            os.kill(int(p.name.rsplit("-", 1)[1]), 0)
+        except (ValueError, ProcessLookupError):
+            p.unlink(missing_ok=True)
+        except PermissionError:
+            pass
 
 
 def _final_path_for(temp_path: Path) -> Path:
@@ -583,6 +595,7 @@ def _build_hdf5(source_path: Path, final: Path, meta_override: dict | None = Non
             meta.extra = dict(meta.extra, recovered={"from": source_path.name, "steps": n})
         meta.validate()
         building = _building_path(final)
+        _remove_dead_builds(final)
         building.unlink(missing_ok=True)
         D = len(meta.joint_names)
         try:
@@ -639,7 +652,7 @@ def build_episode(source_path: str | Path, final_path: str | Path, *, meta: Epis
                           text=True, env=env)
     if proc.returncode == 0:
         return final_path
-    _building_path(final_path).unlink(missing_ok=True)
+    _remove_dead_builds(final_path)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
     if proc.returncode > 0 and lines:
         err = json.loads(lines[-1])
@@ -946,18 +959,36 @@ def recover(temp_path: str | Path, final_path: str | Path | None = None) -> Path
     ``final_path`` defaults to the name the writer would have used."""
     temp_path = Path(temp_path)
     final_path = _final_path_for(temp_path) if final_path is None else Path(final_path)
-    if final_path.exists():
-        raise FileExistsError(f"{final_path} already exists; pass another final_path to recover {temp_path}")
     if not temp_path.exists():
         raise FileNotFoundError(f"no temporary episode at {temp_path}")
+    if final_path.exists() and not _built_from(final_path, temp_path):
+        raise FileExistsError(f"{final_path} already exists; pass another final_path to recover {temp_path}")
     try:
-        out = build_episode(temp_path, final_path, recovered=True)
+        out = final_path if final_path.exists() else build_episode(temp_path, final_path, recovered=True)
+    except FileExistsError:                 # a builder left by a killed recorder finished first
+        if not _built_from(final_path, temp_path):
+            raise
+        out = final_path
     except EmptyEpisodeError:
         _unlink_log(temp_path)
         raise EmptyEpisodeError(f"{temp_path.name} holds no step (the recording ended before its first commit); "
                                 "nothing to recover, so nothing was written and it was removed") from None
     _unlink_log(temp_path)
     return out
+
+
+def _built_from(final_path: Path, temp_path: Path) -> bool:
+    """Whether ``final_path`` is the complete episode of the step log ``temp_path`` (its build finished but
+    the recorder died before deleting the log)."""
+    try:
+        report = validate_episode(final_path, frames="ends")
+        source = _open_source(temp_path)
+    except (OSError, ValueError):
+        return False
+    try:
+        return report.ok and report.num_steps == source.num_steps
+    finally:
+        source.close()
 
 
 # ----------------------------------------------------------------------------- reader

@@ -132,3 +132,29 @@ def skip_module_without_ros(*extra: str) -> None:
     reason = ros_skip_reason(*extra)
     if reason is not None:
         pytest.skip(reason, allow_module_level=True)
+
+
+@contextlib.contextmanager
+def read_only_folder(base):
+    """A folder nobody can write into, for "read-only output" tests: a read-only tmpfs mounted under ``base``
+    (root may write through permissions, not through a read-only mount), or a mode 0555 folder when this
+    process is not root. Yields None when neither works (root without mount)."""
+    import subprocess
+    from pathlib import Path
+
+    folder = Path(base) / "read_only"
+    folder.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() != 0:
+        folder.chmod(0o555)
+        try:
+            yield folder
+        finally:
+            folder.chmod(0o755)
+        return
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(folder)],
+                             capture_output=True).returncode == 0
+    try:
+        yield folder if mounted else None
+    finally:
+        if mounted:
+            subprocess.run(["umount", "-l", str(folder)], capture_output=True)

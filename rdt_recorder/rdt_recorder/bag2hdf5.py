@@ -8,18 +8,25 @@ Messages are read with ``rosbags.highlevel.AnyReader`` and aligned by the same c
 nodes do; a depth or unsupported encoding, or a truncated frame, fails the bag naming the topic), in encoder
 threads; JPEG
 CompressedImages are passed through unchanged (the camera's ``color_order`` attribute then says "bgr").
-Each bag is converted into a hidden staging folder and its episodes are moved into ``--out`` as
-``episode_<n>.hdf5`` only when the whole bag converted: a bag with an error contributes no episode, so fixing
-the problem and running again gives the complete set without duplicates.
+Each bag is converted into a hidden staging folder of this run (``.bag2hdf5-<run>/``, locked while the run
+lives) and its episodes are moved into ``--out`` as ``episode_<n>.hdf5`` only when the whole bag converted: a
+bag with an error contributes no episode, so fixing the problem and running again gives the complete set
+without duplicates. Runs into the same ``--out`` at once each keep their own staging folder and number their
+episodes under a lock; a staging folder left by a killed run is removed, and reported, by the next run.
+Steps with a non-finite joint value or a bad frame (empty, undecodable) are left out and reported with their
+topic and time (rdt_core.episode's policy), the rest of the bag converts.
 """
 from __future__ import annotations
 
 import argparse
 import collections
+import fcntl
 import multiprocessing
 import os
 import shutil
 import sys
+import tempfile
+import time
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -178,6 +185,15 @@ def _open_reader(bag: Path):
 
     if not bag.exists():
         raise ConversionError(f"{bag}: no such bag (expected a rosbag2 folder with metadata.yaml)")
+    if bag.is_file() and bag.suffix in (".db3", ".mcap"):
+        raise ConversionError(f"{bag}: give the bag's folder ({bag.parent}, with metadata.yaml), not its {bag.suffix} "
+                              "file")
+    if bag.is_dir() and not (bag / "metadata.yaml").is_file():
+        storage = sorted(p.name for p in bag.iterdir() if p.suffix in (".db3", ".mcap"))
+        fix = (f"rebuild it with `ros2 bag reindex {bag}`" + (" -s mcap" if storage[0].endswith(".mcap") else "")
+               + " (it reads the storage files), then convert again") if storage else \
+            "this folder holds no .db3 or .mcap file either; is it the bag folder?"
+        raise ConversionError(f"{bag}: metadata.yaml is missing; {fix}")
     try:
         reader = AnyReader([bag], default_typestore=get_typestore(Stores.ROS2_JAZZY))
         reader.open()
@@ -309,7 +325,10 @@ def convert_bag(bag: str | Path, staging_dir: str | Path, opts: ConvertOptions) 
                 bar.close()
         finally:
             reader.close()
-        if not result.episodes:
+        if not result.episodes and result.rejections:
+            result.error = (f"{bag}: no step left: every aligned step was rejected (bad frames or non-finite "
+                            "joint values, listed above)")
+        elif not result.episodes:
             result.error = (f"{bag}: no complete step: no moment at which every stream ({', '.join(plan.roles)}) "
                             f"had a message within {opts.tolerance_s} s; check the topics or raise --tolerance")
     except ConversionError as exc:
@@ -327,50 +346,125 @@ def convert_bag(bag: str | Path, staging_dir: str | Path, opts: ConvertOptions) 
     return result
 
 
-def _convert_into(bag: str, out_dir: str, opts: ConvertOptions) -> BagResult:
-    """Process-pool entry: convert into a private hidden staging folder inside ``out_dir``."""
-    staging = Path(out_dir) / f".bag2hdf5-{os.getpid()}-{Path(bag).name}"
-    return convert_bag(bag, staging, opts)
+STAGING_PREFIX = ".bag2hdf5-"            # a run's staging folder, flock'ed by its run while it lives
+NEW_PREFIX = ".bag2hdf5-new-"            # a staging folder being created (locked, then renamed)
 
 
-def _publish(result: BagResult, out_dir: Path) -> None:
-    """Move a finished bag's staged episodes to their numbered final names (one process does this)."""
-    for ep in result.episodes:
-        final = next_episode_path(out_dir)
-        os.replace(ep.staged, final)
-        ep.final = str(final)
-    if result.episodes:
-        shutil.rmtree(Path(result.episodes[0].staged).parent, ignore_errors=True)
+def _flock(folder: Path, blocking: bool) -> int | None:
+    """An exclusive flock on a folder: the descriptor, or None when another process holds it. The OS
+    releases it when the process ends, however it ends (SIGKILL included)."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
 
 
-def convert_bags(bags: list[str], out_dir: str | Path, opts: ConvertOptions, jobs: int = 1) -> list[BagResult]:
-    """Convert several bags (in parallel processes when jobs > 1); episodes are numbered in bag order."""
+def prepare_output(out_dir: str | Path) -> Path:
+    """The output folder, created if needed; ConversionError with a sentence when it cannot be written."""
+    out_dir = Path(out_dir).expanduser()
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConversionError(f"--out {out_dir} is a file, not a folder: give a folder for the episodes (it is "
+                              "created when missing)")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        probe = tempfile.NamedTemporaryFile(dir=out_dir, prefix=".bag2hdf5-probe-")
+        probe.close()
+    except OSError as exc:
+        raise ConversionError(f"--out {out_dir} cannot be written ({exc.strerror or exc}): choose a folder you can "
+                              "write to") from None
+    return out_dir
+
+
+def clean_stale_staging(out_dir: Path, max_age_s: float = 60.0) -> list[str]:
+    """Remove staging folders whose run is gone (killed: its lock is free); returns what was removed.
+    Folders of runs still alive are left alone."""
+    notes = []
+    for staging in sorted(out_dir.glob(STAGING_PREFIX + "*")):
+        if not staging.is_dir():
+            continue
+        if staging.name.startswith(NEW_PREFIX):
+            if time.time() - staging.stat().st_mtime < max_age_s:
+                continue                          # a run is creating it right now
+        else:
+            fd = _flock(staging, blocking=False)
+            if fd is None:
+                continue                          # its run is still converting
+            os.close(fd)
+        files = sum(1 for p in staging.rglob("*") if p.is_file())
+        shutil.rmtree(staging, ignore_errors=True)
+        notes.append(f"removed {staging.name}, left by an interrupted bag2hdf5 run ({files} unfinished file(s)); "
+                     "its bags were not published: convert them again")
+    return notes
+
+
+class _Staging:
+    """This run's hidden staging folder in --out, locked while the run lives."""
+
+    def __init__(self, out_dir: Path):
+        new = Path(tempfile.mkdtemp(prefix=NEW_PREFIX, dir=out_dir))
+        self._fd = _flock(new, blocking=True)    # locked before it carries the name others check
+        self.path = new.with_name(STAGING_PREFIX + new.name[len(NEW_PREFIX):])
+        new.rename(self.path)
+
+    def for_bag(self, i: int) -> Path:
+        return self.path / f"bag{i}"
+
+    def remove(self) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+def _publish(results: list[BagResult], out_dir: Path) -> None:
+    """Number the finished bags' staged episodes and move them to their final names, under --out's lock so
+    runs at the same time never pick the same number."""
+    fd = _flock(out_dir, blocking=True)
+    try:
+        for result in results:
+            for ep in result.episodes:
+                final = next_episode_path(out_dir)
+                os.replace(ep.staged, final)
+                ep.final = str(final)
+    finally:
+        os.close(fd)
+
+
+def convert_bags(bags: list[str], out_dir: str | Path, opts: ConvertOptions, jobs: int = 1,
+                 notes: list[str] | None = None) -> list[BagResult]:
+    """Convert several bags (in parallel processes when jobs > 1); episodes are numbered in bag order.
+    ``notes`` receives what was cleaned up from interrupted runs. ConversionError when --out is unusable."""
     from tqdm import tqdm
 
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = prepare_output(out_dir)
+    cleaned = clean_stale_staging(out_dir)
+    if notes is not None:
+        notes.extend(cleaned)
+    staging = _Staging(out_dir)
     results: dict[int, BagResult] = {}
-    if jobs <= 1 or len(bags) == 1:
-        single = ConvertOptions(**{**opts.__dict__, "progress": opts.progress})
-        for i, bag in enumerate(tqdm(bags, unit="bag", disable=not opts.progress or len(bags) == 1)):
-            results[i] = _convert_into(bag, str(out_dir), single)
-    else:
-        quiet = ConvertOptions(**{**opts.__dict__, "progress": False})
-        ctx = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as ex:
-            futures = {ex.submit(_convert_into, bag, str(out_dir), quiet): i for i, bag in enumerate(bags)}
-            for fut in tqdm(as_completed(futures), total=len(futures), unit="bag", disable=not opts.progress):
-                i = futures[fut]
-                try:
-                    results[i] = fut.result()
-                except Exception as exc:  # noqa: BLE001 - a crashed worker
-                    results[i] = BagResult(bag=bags[i], error=f"{bags[i]}: worker failed: {exc!r}")
-    ordered = [results[i] for i in range(len(bags))]
-    for r in ordered:
-        if not r.error:
-            _publish(r, out_dir)
-    for staging in out_dir.glob(".bag2hdf5-*"):
-        shutil.rmtree(staging, ignore_errors=True)
+    try:
+        if jobs <= 1 or len(bags) == 1:
+            single = ConvertOptions(**{**opts.__dict__, "progress": opts.progress})
+            for i, bag in enumerate(tqdm(bags, unit="bag", disable=not opts.progress or len(bags) == 1)):
+                results[i] = convert_bag(bag, staging.for_bag(i), single)
+        else:
+            quiet = ConvertOptions(**{**opts.__dict__, "progress": False})
+            ctx = multiprocessing.get_context("spawn")
+            with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as ex:
+                futures = {ex.submit(convert_bag, bag, staging.for_bag(i), quiet): i for i, bag in enumerate(bags)}
+                for fut in tqdm(as_completed(futures), total=len(futures), unit="bag", disable=not opts.progress):
+                    i = futures[fut]
+                    try:
+                        results[i] = fut.result()
+                    except Exception as exc:  # noqa: BLE001 - a crashed worker
+                        results[i] = BagResult(bag=bags[i], error=f"{bags[i]}: worker failed: {exc!r}")
+        ordered = [results[i] for i in range(len(bags))]
+        _publish([r for r in ordered if not r.error], out_dir)
+    finally:
+        staging.remove()
     return ordered
 
 
@@ -425,7 +519,14 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError, KeyError) as exc:
         print(f"bag2hdf5: error: {exc}", file=sys.stderr)
         return 2
-    results = convert_bags(args.bags, args.out, opts, jobs=args.jobs)
+    notes: list[str] = []
+    try:
+        results = convert_bags(args.bags, args.out, opts, jobs=args.jobs, notes=notes)
+    except ConversionError as exc:
+        print(f"bag2hdf5: error: {exc}", file=sys.stderr)
+        return 2
+    for note in notes:
+        print(f"bag2hdf5: {note}", file=sys.stderr)
     print(summary_table(results))
     for r in results:
         for w in r.warnings + r.rejections:
