@@ -4,7 +4,11 @@ Built on accelerate: one process on CPU or one GPU as is; many GPUs / nodes with
 (``accelerate launch --num_processes N --module rdt_training.train EPISODES ... --deepspeed zero2``:
 DeepSpeed ZeRO-2 with the config shipped in ``rdt_training/configs/zero2.json``). bf16 mixed precision on GPU, gradient
 accumulation, checkpoints every N steps with a retention limit, resume from the last one, cosine or
-constant LR, optional EMA, 8-bit Adam when bitsandbytes is installed. The SigLIP tower is frozen: its
+constant LR, optional EMA, 8-bit Adam when bitsandbytes is installed. Checkpoints hold safetensors and JSON
+only (``rdt_training.checkpointing``): resuming never unpickles a file of the run folder. Several processes
+(``accelerate launch``, or ``ACCELERATE_USE_CPU=true torchrun`` on CPU) form one group; processes that do
+not (each a world of one, writing into the same ``--output-dir``) are stopped with how to launch instead of
+racing. The SigLIP tower is frozen: its
 features are computed per batch, or once per dataset into a disk cache. The language embeddings are
 precomputed (``rdt-encode-instruction``). Loss and the official held-out ``overall_avg_sample_mse`` go to
 TensorBoard. At the end the model is exported in the layout ``RDTPolicy.from_paths`` loads.
@@ -15,9 +19,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import fcntl
 import json
 import logging
 import math
+import os
 import shutil
 import sys
 import time
@@ -33,6 +39,7 @@ from rdt_core.encoders.vision import VisionEncoder
 from rdt_core.model import RDTRunner, rdt_config
 from rdt_core.robots import load_profile
 
+from .checkpointing import UnsafeCheckpointError, check_resumable, load_tree, rng_state, save_tree, set_rng_state
 from .configs import config_path
 from .dataset import EXCLUDED_BY_CURATION, DatasetError, EpisodeDataset, collate, index_episodes
 from .export import export_model
@@ -107,6 +114,7 @@ class TrainConfig:
     export_dir: str | None = None           # default <output_dir>/export
     progress: bool = True
     log_every: int = 10
+    trace: bool = False                     # per-process JSON lines in <output_dir>/trace (see HELP)
 
 
 @dataclass
@@ -368,6 +376,126 @@ def sample_mse(runner, loader, vision, accelerator, *, num_batches: int, num_inf
     return {"overall_avg_sample_mse": mse_sum / max(n, 1), "overall_avg_sample_l2err": l2_sum / max(n, 1)}
 
 
+# ------------------------------------------------------------------------------------------- processes, checkpoints
+
+LAUNCH_ADVICE = ("launch several processes as one group: on CPU `ACCELERATE_USE_CPU=true torchrun --nproc_per_node N "
+                 "-m rdt_training.train ...` (or `accelerate launch --cpu --num_processes N --module "
+                 "rdt_training.train ...`), on GPUs `accelerate launch --num_processes N --module rdt_training.train ...`")
+
+
+def check_process_group(accelerator, out: Path) -> None:
+    """Stop a launch whose processes did not form one group: each would train alone into ``out`` and race
+    on its checkpoints and export (plain torchrun on CPU, without ACCELERATE_USE_CPU=true, does this)."""
+    launched = int(os.environ.get("WORLD_SIZE") or 1)
+    if launched > 1 and accelerator.num_processes != launched:
+        raise TrainingError(
+            f"this is process {os.environ.get('RANK', '?')} of {launched} started by the launcher (WORLD_SIZE="
+            f"{launched}), but they did not form one group (accelerate sees {accelerator.num_processes}): each "
+            f"would train alone into {out} and overwrite the others' checkpoints and export. Stopped; {LAUNCH_ADVICE}")
+
+
+class OutputLock:
+    """An exclusive lock on the run folder, held by the main process while it trains: a second rdt-train
+    into the same --output-dir stops with a message instead of racing. The OS drops it when the process ends."""
+
+    NAME = ".rdt-train.lock"
+
+    def __init__(self, out: Path):
+        self._fd = os.open(out / self.NAME, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(self._fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            os.close(self._fd)
+            raise TrainingError(f"another rdt-train (pid {holder}) is writing into {out}: wait for it to finish or "
+                                f"give this run its own --output-dir; to train one model in several processes, "
+                                f"{LAUNCH_ADVICE}") from None
+        os.ftruncate(self._fd, 0)
+        os.pwrite(self._fd, str(os.getpid()).encode(), 0)
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)          # closing the descriptor drops the lock
+            self._fd = None
+
+
+class Trace:
+    """``<output_dir>/trace/rank<k>.jsonl``: one JSON line per event of this process (``--trace``)."""
+
+    def __init__(self, out: Path, rank: int, enabled: bool):
+        self.rank, self.file = rank, None
+        if enabled:
+            (out / "trace").mkdir(parents=True, exist_ok=True)
+            self.file = open(out / "trace" / f"rank{rank}.jsonl", "a")
+
+    def __call__(self, **event) -> None:
+        if self.file is not None:
+            self.file.write(json.dumps({"rank": self.rank, **event}) + "\n")
+            self.file.flush()
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
+            self.file = None
+
+
+def _gradient_checksum(model) -> float:
+    return float(sum(p.grad.double().sum().item() for p in model.parameters() if p.grad is not None))
+
+
+def write_checkpoint(ckpt: Path, accelerator, runner, optimizer, lr_scheduler, ema, trainer_state: dict,
+                     deepspeed: bool) -> None:
+    """Every process calls this; the main one writes the checkpoint folder (safetensors + JSON, see
+    rdt_training.checkpointing) under a hidden name and renames it when complete."""
+    from accelerate.utils import gather_object
+    rngs = gather_object([rng_state()])          # every rank's generators, in rank order
+    if accelerator.is_main_process:
+        tmp = ckpt.with_name(f".{ckpt.name}.partial")
+        shutil.rmtree(tmp, ignore_errors=True)
+        save_pretrained(accelerator.unwrap_model(runner), tmp)
+        if not deepspeed:     # ZeRO shards the optimizer state across ranks: not saved (resume says so)
+            save_tree(optimizer.state_dict(), tmp, "optimizer")
+        save_tree(lr_scheduler.state_dict(), tmp, "scheduler")
+        if ema is not None:
+            save_tree(ema.state_dict(), tmp, "ema")
+        save_tree({str(rank): state for rank, state in enumerate(rngs)}, tmp, "rng")
+        (tmp / STATE_FILE).write_text(json.dumps(trainer_state))
+        if ckpt.exists():
+            shutil.rmtree(ckpt)
+        tmp.rename(ckpt)
+    accelerator.wait_for_everyone()
+
+
+def load_checkpoint(ckpt: Path, accelerator, runner, optimizer, lr_scheduler, ema, deepspeed: bool) -> dict:
+    """Restore what write_checkpoint wrote, reading only safetensors and JSON; returns the trainer state.
+    A checkpoint without those files (an older rdt-train's pickles) is refused, never unpickled."""
+    needed = ["scheduler", "rng"] + ([] if deepspeed else ["optimizer"]) + (["ema"] if ema is not None else [])
+    try:
+        ignored = check_resumable(ckpt, needed)
+    except UnsafeCheckpointError as exc:
+        raise TrainingError(str(exc)) from None
+    if ignored:
+        log.warning("%s: ignoring %s (pickle files are never loaded)", ckpt, ", ".join(ignored))
+    accelerator.unwrap_model(runner).load_state_dict(load_state_dict(ckpt / "model.safetensors"))
+    if deepspeed:
+        log.warning("%s: DeepSpeed's optimizer state is not in the checkpoint; the optimizer moments restart",
+                    ckpt)
+    else:
+        optimizer.load_state_dict(load_tree(ckpt, "optimizer"))
+    lr_scheduler.load_state_dict(load_tree(ckpt, "scheduler"))
+    if ema is not None:
+        ema.load_state_dict(load_tree(ckpt, "ema"))
+        ema.to(accelerator.device)
+    rngs = load_tree(ckpt, "rng")
+    mine = rngs.get(str(accelerator.process_index))
+    if mine is not None:
+        set_rng_state(mine)
+    else:
+        log.warning("%s was saved by %d process(es); process %d starts fresh random generators", ckpt, len(rngs),
+                    accelerator.process_index)
+    return json.loads((ckpt / STATE_FILE).read_text())
+
+
 # ------------------------------------------------------------------------------------------- training
 
 
@@ -375,7 +503,6 @@ def train(config: TrainConfig) -> TrainResult:
     """Run (or continue) a fine-tuning run; returns the loss history and where the export is."""
     from accelerate import Accelerator
     from accelerate.utils import DeepSpeedPlugin, ProjectConfiguration, set_seed
-    from tqdm.auto import tqdm
 
     cfg = config
     t_start = time.monotonic()
@@ -398,9 +525,23 @@ def train(config: TrainConfig) -> TrainResult:
         gradient_accumulation_steps=cfg.grad_accum, mixed_precision=_mixed_precision(cfg.mixed_precision),
         log_with=cfg.log_with, deepspeed_plugin=ds_plugin,
         project_config=ProjectConfiguration(project_dir=str(out), logging_dir=str(out / "logs")))
+    check_process_group(accelerator, out)
     set_seed(cfg.seed)
     if cfg.cpu_threads:
         torch.set_num_threads(int(cfg.cpu_threads))
+    lock = OutputLock(out) if accelerator.is_main_process else None
+    trace = Trace(out, accelerator.process_index, cfg.trace)
+    try:
+        return _train(cfg, accelerator, out, t_start, trace)
+    finally:
+        trace.close()
+        if lock is not None:
+            lock.release()
+
+
+def _train(cfg: TrainConfig, accelerator, out: Path, t_start: float, trace: Trace) -> TrainResult:
+    """train() once the processes, the lock and the trace are set up."""
+    from tqdm.auto import tqdm
     device = accelerator.device
     main = accelerator.is_main_process
 
@@ -449,27 +590,9 @@ def train(config: TrainConfig) -> TrainResult:
     if cfg.ema:
         ema = make_ema(runner.parameters(), runner.config.get("config", {}).get("ema", {}))
         ema.to(device)
-        accelerator.register_for_checkpointing(ema)
-
-    def save_hook(models, weights, output_dir):
-        # checkpoints hold the model in the HF layout (loadable with --init / RDTPolicy as they are)
-        if accelerator.is_main_process:
-            for i, model in enumerate(models):
-                save_pretrained(accelerator.unwrap_model(model), output_dir)
-        for _ in range(len(weights)):
-            weights.pop()
-
-    def load_hook(models, input_dir):
-        if accelerator.distributed_type.value == "DEEPSPEED":
-            return
-        while models:
-            model = models.pop()
-            accelerator.unwrap_model(model).load_state_dict(load_state_dict(input_dir))
-
-    accelerator.register_save_state_pre_hook(save_hook)
-    accelerator.register_load_state_pre_hook(load_hook)
     runner, optimizer, train_loader, sample_loader, lr_scheduler = accelerator.prepare(
         runner, optimizer, train_loader, sample_loader, lr_scheduler)
+    deepspeed = accelerator.distributed_type.value == "DEEPSPEED"
 
     # ---- resume
     global_step = 0
@@ -478,8 +601,7 @@ def train(config: TrainConfig) -> TrainResult:
     if cfg.resume:
         ckpts = checkpoint_dirs(out)
         if ckpts:
-            accelerator.load_state(str(ckpts[-1]))
-            state = json.loads((ckpts[-1] / STATE_FILE).read_text())
+            state = load_checkpoint(ckpts[-1], accelerator, runner, optimizer, lr_scheduler, ema, deepspeed)
             global_step = int(state["step"])
             loss_history = [tuple(x) for x in state.get("loss_history", [])]
             sample_history = [tuple(x) for x in state.get("sample_mse_history", [])]
@@ -502,11 +624,11 @@ def train(config: TrainConfig) -> TrainResult:
 
     def save_checkpoint(step: int) -> Path:
         ckpt = out / CHECKPOINTS_SUBDIR / f"checkpoint-{step}"
-        accelerator.save_state(str(ckpt))
+        trainer_state = {"step": step, "loss_history": loss_history, "sample_mse_history": sample_history,
+                         "elapsed_s": time.monotonic() - t_start, "num_processes": accelerator.num_processes}
+        write_checkpoint(ckpt, accelerator, runner, optimizer, lr_scheduler, ema, trainer_state, deepspeed)
         if accelerator.is_main_process:
-            (ckpt / STATE_FILE).write_text(json.dumps({
-                "step": step, "loss_history": loss_history, "sample_mse_history": sample_history,
-                "elapsed_s": time.monotonic() - t_start}))
+            trace(event="wrote", path=str(ckpt.relative_to(out)))
             for old in checkpoint_dirs(out)[:-max(cfg.checkpoints_total_limit, 1)]:
                 shutil.rmtree(old, ignore_errors=True)
         accelerator.wait_for_everyone()
@@ -528,6 +650,8 @@ def train(config: TrainConfig) -> TrainResult:
     batches = _batches_forever(train_loader)
     runner.train()
     micro_losses = []
+    micro_samples: list = []            # (episode, step) of this step's micro-batches, for --trace
+    grad_sum = None
     budget_s = None if cfg.max_minutes is None else cfg.max_minutes * 60.0
     t_loop = time.monotonic()
     try:
@@ -541,10 +665,14 @@ def train(config: TrainConfig) -> TrainResult:
                 accelerator.backward(loss)
                 if accelerator.sync_gradients and cfg.max_grad_norm:
                     accelerator.clip_grad_norm_(runner.parameters(), cfg.max_grad_norm)
+                if cfg.trace and accelerator.sync_gradients:      # after the all-reduce: equal on every rank
+                    grad_sum = _gradient_checksum(accelerator.unwrap_model(runner))
                 optimizer.step()
                 lr_scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
             micro_losses.append(loss.detach().float())
+            if cfg.trace:
+                micro_samples += [[int(e), int(t)] for e, t in zip(batch["episode"], batch["step"])]
             if not accelerator.sync_gradients:
                 continue
             global_step += 1
@@ -556,6 +684,11 @@ def train(config: TrainConfig) -> TrainResult:
                 raise TrainingError(f"the loss became {step_loss} at step {global_step}; lower --lr, check the "
                                     f"dataset statistics (rdt-dataset-stats) for huge values")
             loss_history.append((global_step, step_loss))
+            if cfg.trace:
+                params = float(sum(p.double().sum().item() for p in accelerator.unwrap_model(runner).parameters()))
+                trace(step=global_step, world=accelerator.num_processes, samples=micro_samples, loss=step_loss,
+                      grad_checksum=grad_sum, param_checksum=params)
+                micro_samples = []
             bar.update(1)
             if global_step % max(cfg.log_every, 1) == 0 or global_step == 1:
                 accelerator.log({"loss": step_loss, "lr": lr_scheduler.get_last_lr()[0]}, step=global_step)
@@ -592,6 +725,8 @@ def train(config: TrainConfig) -> TrainResult:
                           "final_loss": loss_history[-1][1] if loss_history else None,
                           "sample_mse": sample_history[-1][1] if sample_history else None,
                           "instructions": sorted({e.instruction for e in episodes})})
+            trace(event="wrote", path=str(Path(export_dir).relative_to(out)) if out in Path(export_dir).parents
+                  else str(export_dir))
         finally:
             if ema is not None:
                 ema.restore(model.parameters())
@@ -653,6 +788,8 @@ HELP = {
                        "episode's state std / sqrt(10^(snr/10))), as the official fine-tuning; 'none' = off",
     "log_with": "tensorboard | wandb | none",
     "export_dir": "where the policy-ready export goes (default OUTPUT_DIR/export)",
+    "trace": "write OUTPUT_DIR/trace/rank<k>.jsonl per process: each step's samples and gradient checksum, and the "
+             "files the process wrote (to check that several processes train as one group)",
 }
 
 

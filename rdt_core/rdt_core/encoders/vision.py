@@ -10,6 +10,7 @@ whose window shares the previous step's newest frames, only runs the tower on th
 """
 from __future__ import annotations
 
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Hashable, Sequence
@@ -152,8 +153,13 @@ class VisionEncoder:
             raise FileNotFoundError(
                 f"{path} has no preprocessor_config.json; the image processor must be saved beside the "
                 f"model (the official {OFFICIAL_VISION_ENCODER} repository has one)")
-        model = SiglipVisionModel.from_pretrained(path, local_files_only=True, dtype=dtype,
-                                                  device_map=str(torch.device(device)))
+        try:
+            model = SiglipVisionModel.from_pretrained(path, local_files_only=True, dtype=dtype,
+                                                      device_map=str(torch.device(device)))
+        except pickle.UnpicklingError as exc:    # transformers loads .bin files with weights_only=True
+            raise ValueError(f"refusing to unpickle the vision weights in {path}: they hold objects other than "
+                             f"tensors ({str(exc).splitlines()[-1][:120]}). Use the official model.safetensors, or "
+                             "convert the file to safetensors where its origin is trusted") from None
         processor = _SiglipProcessorClass.from_pretrained(path, local_files_only=True)
         return cls(model, processor, device=device, dtype=dtype, preprocess_on_device=preprocess_on_device)
 
