@@ -29,7 +29,7 @@ def apply_command(recorder: EpisodeRecorder, command: str, *, instruction: str |
     try:
         if command == "toggle":
             if recording:
-                return recorder.stop().message
+                return recorder.stop(wait=False).message      # the file is built while the next one records
             path = recorder.start(instruction=instruction, max_duration_s=max_duration_s)
             return f"recording {path}"
         if command == "discard":

@@ -136,7 +136,8 @@ class RecorderNode(Node):
         return response
 
     def _srv_stop(self, request, response):
-        return self._trigger(response, self.recorder.stop, lambda result: result.kept)
+        # returns once the steps are sealed; ~/episode_status and the log report the file when it is built
+        return self._trigger(response, lambda: self.recorder.stop(wait=False), lambda result: result.kept)
 
     def _srv_discard(self, request, response):
         return self._trigger(response, self.recorder.discard, lambda result: True)

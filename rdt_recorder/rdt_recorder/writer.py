@@ -6,12 +6,16 @@ streams (``rdt_recorder.alignment``) and hands each step to a pool of JPEG encod
 owns the ``rdt_core.episode.EpisodeWriter`` (its step log), appends steps in order and commits at least every
 ``flush_interval_s``, so a crash loses at most that much. Free disk space is checked before and during
 recording; on shortage, or when a write fails on a full disk, the episode stops cleanly and what is committed
-is kept (``stop`` builds the HDF5 file, or says what to free and to run ``recover``). Steps with a non-finite
-joint value or a frame that does not decode are rejected and counted (rdt_core.episode's policy).
+is kept (the HDF5 file is built, or the recorder says what to free and to run ``recover``). Steps with a
+non-finite joint value or a frame that does not decode are rejected and counted (rdt_core.episode's policy).
+Building the HDF5 file from the step log takes about a second per 150 MB; ``stop(wait=False)`` (the ROS node,
+the keyboard) returns once the log is sealed and the build runs on in a child process, so the next episode
+can start at once; ``on_finished`` reports the episode when its file is complete.
 """
 from __future__ import annotations
 
 import collections
+import dataclasses
 import enum
 import os
 import queue
@@ -58,6 +62,7 @@ class EpisodeResult:
     kept: bool
     rejected: dict = field(default_factory=dict)   # EpisodeWriter.rejected.to_dict(): steps left out and why
     rejected_summary: str = ""
+    pending: bool = False          # stop(wait=False): the steps are safe in the log, the file is being built
 
     def summary(self) -> str:
         head = f"{self.message}: {self.steps} steps, {self.duration_s:.1f} s"
@@ -172,6 +177,7 @@ class EpisodeRecorder:
         self._dropped: dict[str, int] = {r: 0 for r in plan.roles}
         self._high_water = 0
         self._last_result: EpisodeResult | None = None
+        self._builds: list[threading.Thread] = []       # episodes being built in the background
 
     # ------------------------------------------------------------ input side
     def on_image(self, role: str, stamp_ns: int, frame, receive_ns: int | None = None) -> bool:
@@ -248,19 +254,28 @@ class EpisodeRecorder:
                 t.start()
             return Path(writer.temp_path)
 
-    def stop(self) -> EpisodeResult:
-        """Finish the episode: write the remaining steps, close and rename it to episode_<n>.hdf5."""
-        return self._end(discard=False, reason="stopped")
+    def stop(self, wait: bool = True) -> EpisodeResult:
+        """Finish the episode: write the remaining steps and build episode_<n>.hdf5. ``wait=False`` returns
+        once the steps are sealed in the log (result.pending; the file follows, reported by on_finished)."""
+        return self._end(discard=False, reason="stopped", wait=wait)
 
     def discard(self) -> EpisodeResult:
         """Abandon the episode and delete its file."""
         return self._end(discard=True, reason="discarded")
 
     def close(self) -> None:
-        """Stop any episode and release the encoder threads."""
+        """Stop any episode, wait for the episodes still being built and release the encoder threads."""
         if self._state in (RecorderState.RECORDING, RecorderState.FINALIZING):
             self.stop()
+        self.wait_for_builds()
         self._pool.shutdown(wait=True)
+
+    def wait_for_builds(self, timeout: float | None = None) -> bool:
+        """Wait until every episode stopped with ``wait=False`` has its file (or its error); True when done."""
+        end = None if timeout is None else time.monotonic() + timeout
+        for t in list(self._builds):
+            t.join(None if end is None else max(0.0, end - time.monotonic()))
+        return not any(t.is_alive() for t in self._builds)
 
     def status(self) -> RecorderStatus:
         with self._lock:
@@ -318,7 +333,8 @@ class EpisodeRecorder:
                     self._message = f"episode {self._episode_index} reached its maximum duration"
                     ep.stop_ns = al.end_ns
                     threading.Thread(target=self._end, daemon=True,
-                                     kwargs={"discard": False, "reason": "max duration", "episode": ep}).start()
+                                     kwargs={"discard": False, "reason": "max duration", "episode": ep,
+                                             "wait": False}).start()
         except JointNameMismatchError as exc:
             self._fail(ep, str(exc))
         except Exception as exc:  # noqa: BLE001 - reported in status, episode kept
@@ -396,10 +412,10 @@ class EpisodeRecorder:
             return
         ep.error = message
         self._message = message
-        threading.Thread(target=self._end, kwargs={"discard": False, "reason": "error", "episode": ep},
-                         daemon=True).start()
+        threading.Thread(target=self._end, kwargs={"discard": False, "reason": "error", "episode": ep,
+                                                   "wait": False}, daemon=True).start()
 
-    def _end(self, discard: bool, reason: str, episode: _Episode | None = None) -> EpisodeResult:
+    def _end(self, discard: bool, reason: str, episode: _Episode | None = None, wait: bool = True) -> EpisodeResult:
         with self._lock:
             ep = self._episode
             if ep is None or (episode is not None and ep is not episode):
@@ -421,6 +437,7 @@ class EpisodeRecorder:
         path: Path | None = None
         kept = False
         error = ep.error
+        message = ""
         if discard:
             ep.writer.discard()
             message = f"episode {self._episode_index} discarded"
@@ -431,33 +448,74 @@ class EpisodeRecorder:
             message = (error or f"episode {self._episode_index} had no complete step"
                        + (f" (no message from {waiting}: check those topics)" if waiting else "")
                        + (f" ({ep.writer.rejected_summary()})" if rejected.count else "") + "; nothing kept")
-        else:
+        build = None
+        if not discard and ep.steps_written:
             try:
-                path = Path(ep.writer.close(extra=recording_summary(stats, dropped, self._high_water)))
-                kept = True
-                message = (f"{error}; " if error else "") + f"episode saved to {path}"
-                if ep.writer.rejected.count:
-                    message += f"; {ep.writer.rejected_summary()}"
-            except Exception as exc:  # noqa: BLE001 - the step log stays for `recover`
-                message = (f"{error}; " if error else "") + (
-                    f"could not finalise the episode ({exc}); its steps are in {ep.writer.temp_path}: once there "
-                    f"is room, run `ros2 run rdt_recorder recover {ep.writer.temp_path.parent}`")
-                error = error or message
+                build = ep.writer.close_async(extra=recording_summary(stats, dropped, self._high_water))
+            except Exception as exc:  # noqa: BLE001 - e.g. the disk took the last commit: the log stays
+                path, kept, message, error = self._built(ep, None, exc, error)
         duration = ((ep.last_stamp - ep.first_stamp) / 1e9 + 1 / self.plan.profile.control_frequency
                     if ep.first_stamp is not None else 0.0)
         result = EpisodeResult(path=path, steps=0 if discard else ep.steps_written, duration_s=duration,
                                stats=stats, dropped_frames=dropped, queue_high_water=self._high_water,
-                               finalize_s=time.perf_counter() - t0, message=message, kept=kept,
-                               rejected=ep.writer.rejected.to_dict(),
+                               finalize_s=0.0, message=message, kept=kept, rejected=ep.writer.rejected.to_dict(),
                                rejected_summary=ep.writer.rejected_summary())
-        with self._lock:
-            self._last_result = result
-            self._state = RecorderState.ERROR if error else RecorderState.IDLE
-            self._path = str(path) if path else ""
-            self._message = message
+        if build is not None and not wait:      # the operator goes on; the file follows
+            result.path, result.kept, result.pending = build.final_path, True, True
+            result.finalize_s = time.perf_counter() - t0
+            result.message = (f"{error}; " if error else "") + (
+                f"episode {self._episode_index}: {result.steps} steps recorded, writing {build.final_path.name}")
+            thread = threading.Thread(target=self._finish_build, args=(ep, build, result, error, t0),
+                                      name="episode-build", daemon=True)
+            self._builds = [t for t in self._builds if t.is_alive()] + [thread]
+            self._settle(result, error, latest=True)
+            thread.start()
+            return result
+        if build is not None:
+            result.path, result.kept, result.message, error = self._built(ep, build, None, error)
+        result.finalize_s = time.perf_counter() - t0
+        self._settle(result, error, latest=True)
         if self.on_finished is not None:
             self.on_finished(result)
         return result
+
+    def _built(self, ep: _Episode, build, exc: BaseException | None, error: str):
+        """(path, kept, message, error) once the episode's build is over (``exc``: why it did not start)."""
+        try:
+            if exc is not None:
+                raise exc
+            path = Path(build.wait())
+        except Exception as exc:  # noqa: BLE001 - DiskFullError, EpisodeBuildError: the step log stays
+            message = (f"{error}; " if error else "") + (
+                f"could not finalise the episode ({exc}); its steps are in {ep.writer.temp_path}: once there "
+                f"is room, run `ros2 run rdt_recorder recover {ep.writer.temp_path.parent}`")
+            return None, False, message, error or message
+        message = (f"{error}; " if error else "") + f"episode saved to {path}"
+        if ep.writer.rejected.count:
+            message += f"; {ep.writer.rejected_summary()}"
+        return path, True, message, error
+
+    def _finish_build(self, ep: _Episode, build, pending: EpisodeResult, error: str, t0: float) -> None:
+        """Background end of stop(wait=False): report the episode once its file is complete."""
+        path, kept, message, error = self._built(ep, build, None, error)
+        result = dataclasses.replace(pending, path=path, kept=kept, message=message, pending=False,
+                                     finalize_s=time.perf_counter() - t0)
+        self._settle(result, error, latest=False, replaces=pending)
+        if self.on_finished is not None:
+            self.on_finished(result)
+
+    def _settle(self, result: EpisodeResult, error: str, *, latest: bool,
+                replaces: EpisodeResult | None = None) -> None:
+        """Publish an episode's outcome. A background build replaces its pending result unless a later
+        episode ended meanwhile, and changes state and message only while no episode is recording."""
+        with self._lock:
+            if not latest and self._last_result is not replaces:
+                return
+            self._last_result = result
+            if latest or self._episode is None:
+                self._state = RecorderState.ERROR if error else RecorderState.IDLE
+                self._path = str(result.path) if result.path else ""
+                self._message = result.message
 
 
 def recording_summary(stats: AlignmentStats, dropped: dict[str, int], high_water: int) -> dict:

@@ -61,11 +61,11 @@ if __name__ == "__main__":
         time.sleep(0.05)
     say(stopping=True, state=recorder.state.value, t_ns=time.time_ns())
     if recorder.state is RecorderState.RECORDING:
-        result = recorder.stop()
-    else:
-        while recorder.state is RecorderState.FINALIZING or recorder.last_result is None:
-            time.sleep(0.05)
-        result = recorder.last_result
+        recorder.stop()
+    while recorder.state is RecorderState.FINALIZING or recorder.last_result is None:
+        time.sleep(0.05)           # stopped on its own (disk full): the episode is being built
+    recorder.wait_for_builds()
+    result = recorder.last_result
     stop.set()
     feeder.join()
     say(steps=result.steps, kept=result.kept, path=str(result.path) if result.path else None,

@@ -27,10 +27,16 @@ def test_keyboard_commands_drive_the_recorder(tmp_path):
             time.sleep(0.4)
             line = status_line(rec.status())
             assert line.startswith("[REC] episode 0") and "steps" in line and "Hz" in line
-            assert "saved" in apply_command(rec, "toggle")
+            text = apply_command(rec, "toggle")
+            assert "steps recorded, writing episode_0.hdf5" in text
+            assert "recording" in apply_command(rec, "toggle")     # the next one starts while 0 is built
+            time.sleep(0.4)
+            assert "writing episode_1.hdf5" in apply_command(rec, "toggle")
             assert "quitting" == apply_command(rec, "quit")
-        assert sorted(p.name for p in tmp_path.iterdir()) == ["episode_0.hdf5"]
-        assert status_line(rec.status()).startswith("[IDLE] keys: [s] start/stop")
+        assert rec.wait_for_builds(timeout=60)
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["episode_0.hdf5", "episode_1.hdf5"]
+        line = status_line(rec.status())
+        assert line.startswith("[IDLE] keys: [s] start/stop") and "episode saved to" in line
     finally:
         rec.close()
 

@@ -177,3 +177,25 @@ def test_sigkill_mid_episode_then_recover_returns_every_step_older_than_a_second
 def test_recover_cli_reports_nothing_to_do(tmp_path, capsys):
     assert recover_cli.main([str(tmp_path)]) == 1
     assert "no temporary episodes" in capsys.readouterr().err
+
+
+def test_stop_without_waiting_lets_the_next_episode_start_while_the_file_is_built(recorder, tmp_path):
+    finished = []
+    recorder.on_finished = finished.append
+    with LiveFeeder(recorder):
+        recorder.start()
+        time.sleep(0.6)
+        pending = recorder.stop(wait=False)
+        assert pending.pending and pending.kept and pending.path.name == "episode_0.hdf5"
+        assert "writing episode_0.hdf5" in pending.message
+        assert recorder.state is RecorderState.IDLE
+        second = recorder.start()                  # at once, while episode 0 is being built
+        assert second.name == ".episode_1.steps.sqlite"
+        time.sleep(0.6)
+        last = recorder.stop()                     # waits for its own file
+    assert last.path.name == "episode_1.hdf5" and last.path.exists() and not last.pending
+    assert recorder.wait_for_builds(timeout=60)
+    built = [r for r in finished if r.path and r.path.name == "episode_0.hdf5"]
+    assert len(built) == 1 and built[0].kept and not built[0].pending and "saved" in built[0].message
+    assert built[0].steps == pending.steps and validate_episode(built[0].path).num_steps == pending.steps
+    assert sorted(p.name for p in (tmp_path / "episodes").iterdir()) == ["episode_0.hdf5", "episode_1.hdf5"]
