@@ -11,7 +11,7 @@ import time
 import numpy as np
 import pytest
 
-from rdt_core.episode import EpisodeReader, recover, temp_path_for, validate_episode
+from rdt_core.episode import DiskFullError, EpisodeReader, recover, temp_path_for, validate_episode
 from rdt_core.testing import small_disk
 
 MiB = 2 ** 20
@@ -113,6 +113,9 @@ def test_a_filler_process_taking_the_disk_never_loses_a_committed_step(tmp_path)
         if "closed" not in out:                        # no room left to build it: the log says what to free
             assert out["close_failed"] == "DiskFullError" and "free at least" in out["message"], out
             assert temp_path_for(final).exists() and not final.exists()
+            with pytest.raises(DiskFullError, match=r"free at least \d+ MiB more") as err:
+                recover(temp_path_for(final))           # still full: a sentence, not an HDF5 message
+            assert "HDF5" not in str(err.value) and temp_path_for(final).exists()
             filler.unlink()
             assert recover(temp_path_for(final)) == final
         filler.unlink(missing_ok=True)

@@ -102,16 +102,16 @@ def disk_full_trial(disk, min_free: int, filler: bool = False) -> Trial:
     return Trial(ev["steps"], len(episode_stamps(final)), f"{ev['steps']} steps kept, {how}; {ev['message'][:80]}")
 
 
-def kill_trial(tmp: Path, phase: str, delay: float) -> Trial:
+def kill_trial(tmp: Path, phase: str, delay: float, record_s: float = 2.0) -> Trial:
     """SIGKILL the recorder ``delay`` s into ``phase``: "record" (every step older than 1 s must survive)
-    or "stop" (every step committed before the stop began, i.e. older than 1 s then); then recover."""
+    or "stop" after ``record_s`` of recording (every step older than 1 s when the stop began); then recover."""
     out = tmp / f"{phase}_{delay:.3f}"
-    child = start_child(out, delay if phase == "stop" else 60)
+    child = start_child(out, record_s if phase == "stop" else 60)
     try:
         t0 = json.loads(child.stdout.readline())["t_ns"]
         if phase == "stop":
             cut_ns = json.loads(child.stdout.readline())["t_ns"]       # {"stopping": ...}
-            time.sleep(delay / 4)
+            time.sleep(delay)
         else:
             time.sleep(delay)
             cut_ns = time.time_ns()
@@ -122,6 +122,7 @@ def kill_trial(tmp: Path, phase: str, delay: float) -> Trial:
             child.kill()
     final = out / "episode_0.hdf5"
     log = temp_path_for(final)
+    built_by = "recover" if log.exists() else "the recorder"
     if log.exists():
         recover(log)
     stamps = episode_stamps(final)
@@ -130,7 +131,7 @@ def kill_trial(tmp: Path, phase: str, delay: float) -> Trial:
     kept = int(np.sum(stamps <= cut))
     late_start = (int(stamps[0]) - t0) / 1e9 if len(stamps) else float("inf")
     leftovers = wait_no_hidden(out)
-    detail = f"{len(stamps)} steps in the episode, the first {late_start:.2f} s after start"
+    detail = f"{len(stamps)} steps in the episode (built by {built_by}), the first {late_start:.2f} s after start"
     if late_start > 0.5:                       # steps lost at the start would hide behind a late first step
         expected += int(late_start * 25)
     return Trial(expected, min(kept, expected), detail + (f"; left behind: {leftovers}" if leftovers else ""))
