@@ -273,9 +273,11 @@ class EpisodeRecorder:
     def wait_for_builds(self, timeout: float | None = None) -> bool:
         """Wait until every episode stopped with ``wait=False`` has its file (or its error); True when done."""
         end = None if timeout is None else time.monotonic() + timeout
-        for t in list(self._builds):
+        with self._lock:
+            builds = list(self._builds)
+        for t in builds:
             t.join(None if end is None else max(0.0, end - time.monotonic()))
-        return not any(t.is_alive() for t in self._builds)
+        return not any(t.is_alive() for t in builds)
 
     def status(self) -> RecorderStatus:
         with self._lock:
@@ -467,9 +469,10 @@ class EpisodeRecorder:
                 f"episode {self._episode_index}: {result.steps} steps recorded, writing {build.final_path.name}")
             thread = threading.Thread(target=self._finish_build, args=(ep, build, result, error, t0),
                                       name="episode-build", daemon=True)
-            self._builds = [t for t in self._builds if t.is_alive()] + [thread]
-            self._settle(result, error, latest=True)
-            thread.start()
+            with self._lock:        # wait_for_builds sees the build as soon as the state leaves FINALIZING
+                self._settle(result, error, latest=True)
+                thread.start()      # its own _settle waits for this lock: the pending result is in place
+                self._builds = [t for t in self._builds if t.is_alive()] + [thread]
             return result
         if build is not None:
             result.path, result.kept, result.message, error = self._built(ep, build, None, error)
