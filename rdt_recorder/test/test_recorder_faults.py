@@ -80,3 +80,21 @@ def test_live_nan_joints_and_undecodable_frames_are_left_out_and_counted(tmp_pat
     assert rejected["count"] == result.rejected["count"]
     assert set(rejected["by_reason"]) <= {"non-finite qpos", "non-finite action", "cam_right_wrist frame"}
     assert len(stamps) == result.steps > 20
+
+
+def test_recover_after_a_kill_in_the_first_50_ms_writes_nothing_and_says_so(tmp_path):
+    import json
+    import subprocess
+    import sys
+    from recorder_faults import start_child
+    out = tmp_path / "early"
+    child = start_child(out, 60)
+    assert json.loads(child.stdout.readline()).get("started")
+    time.sleep(0.05)
+    child.kill()                                  # before the first commit of a step
+    child.wait(timeout=30)
+    done = subprocess.run([sys.executable, "-m", "rdt_recorder.recover", str(out)], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "nothing to recover" in done.stdout and "nothing was written" in done.stdout
+    assert list(out.iterdir()) == []
