@@ -155,8 +155,8 @@ def _corrupt_cdr(tmp):
     return [bag]
 
 
-def _yuv(tmp):
-    return [_bag(tmp, "yuv", _replace(_msgs(), CAM, lambda m: image_msg(_stamp(m), frame_rgb(0, 0), "yuv422")))]
+def _unknown_encoding(tmp):
+    return [_bag(tmp, "weird", _replace(_msgs(), CAM, lambda m: image_msg(_stamp(m), frame_rgb(0, 0), "weird9")))]
 
 
 def _backwards(tmp):
@@ -205,10 +205,10 @@ CASES = [
     Case("camera topic carries JointState", _wrong_type, 1, ("has type sensor_msgs/msg/JointState",)),
     Case("joint topic only", _joints_only, 1, ("is not in the bag", "--topic cam_high=")),
     Case("connections but no messages", _no_messages, 1, ("no complete step",)),
-    Case("unknown image encoding", _yuv, 1, ("yuv422", CAM)),
+    Case("unknown image encoding", _unknown_encoding, 1, ("weird9", CAM, "is not supported")),
     Case("header stamps going backwards", _backwards, 1, ("/joint_states", "earlier than the previous")),
     Case("joint names do not match the profile", _renamed, 1, ("/joint_states", "joint_7")),
-    Case("depth image as the camera", _depth, 1, ("16UC1", "skipped", "no complete step")),
+    Case("depth image as the camera", _depth, 1, ("/depth", "16UC1", "not a colour camera")),
     Case("a truncated CDR message", _corrupt_cdr, 1, ("/joint_states", "cannot deserialize")),
     Case("marker topic missing", _missing_marker, 1, ("marker topic /episode_start",)),
     # bad data inside a good bag: those steps are left out and named, the rest converts. Frames come at 30 Hz
@@ -224,7 +224,7 @@ CASES = [
     Case("inf joint positions", _some("/joint_states", inf_joints, set(range(30, 35)), "inf"), 0,
          ("non-finite", "= inf"), episodes=1, rejected=1),
     Case("raw image shorter than its size", _some(CAM, short_image, {4, 5}, "short"), 0,
-         (CAM, "does not hold", "step left out"), episodes=1, rejected=1),
+         (CAM, "bytes of data", "truncated", "step left out"), episodes=1, rejected=1),
     Case("zero-length raw image", _some(CAM, empty_image, {6, 7}, "emptyraw"), 0, (CAM, "step left out"),
          episodes=1, rejected=1),
     Case("--out is a regular file", _out_is_a_file, 2, ("is a file, not a folder",)),
