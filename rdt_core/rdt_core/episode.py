@@ -562,12 +562,17 @@ def _reserve(path: Path, nbytes: int, context: str) -> None:
         if e.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):   # no fallocate here: check instead
             _check_free(path.parent, nbytes, context)
             return
-        free = _free_bytes(path.parent)
-        raise DiskFullError(
-            errno.ENOSPC, f"{context} needs about {nbytes / _MiB:.1f} MiB on {path.parent}, but only "
-            f"{free / _MiB:.1f} MiB are free: free at least {(nbytes - free) / _MiB + 1:.0f} MiB more") from None
+        raise _no_room(path.parent, nbytes, context) from None
     finally:
         os.close(fd)
+
+
+def _no_room(folder: Path, nbytes: int, context: str) -> DiskFullError:
+    """The full-disk sentence: what was being written, how much it needs and how much to free."""
+    free = _free_bytes(folder)
+    return DiskFullError(
+        errno.ENOSPC, f"{context} needs about {nbytes / _MiB:.1f} MiB on {folder}, but only "
+        f"{free / _MiB:.1f} MiB are free: free at least {max(nbytes - free, 0) / _MiB + 1:.0f} MiB more")
 
 
 def _finalize(temp: Path, final: Path) -> Path:
@@ -599,21 +604,27 @@ def _build_hdf5(source_path: Path, final: Path, meta_override: dict | None = Non
         _remove_dead_builds(final)
         building.unlink(missing_ok=True)
         D = len(meta.joint_names)
+        bound = hdf5_size_bound(n, D, n * len(meta.camera_names), source.frame_bytes)
+        context = (f"writing {final.name} ({n} steps; they are safe in {source_path.name}; "
+                   f"run `recover {final.parent}` once there is room)")
         try:
-            with h5py.File(building, "w") as f:
-                for name in (QPOS, ACTION):
-                    f.create_dataset(name, shape=(n, D), maxshape=(None, D), dtype="f8", chunks=(256, D))
-                f.create_dataset(TIMESTAMPS, shape=(n,), maxshape=(None,), dtype="i8", chunks=(1024,))
-                f.require_group(IMAGES)
-                for cam in meta.camera_names:
-                    ds = f.create_dataset(f"{IMAGES}/{cam}", shape=(n,), maxshape=(None,), dtype=_JPEG_DTYPE,
-                                          chunks=(64,))
-                    ds.attrs["color_order"] = meta.color_order(cam)
-                meta.write_attrs(f)
-                f.attrs["num_steps"] = n
-            bound = hdf5_size_bound(n, D, n * len(meta.camera_names), source.frame_bytes)
-            _reserve(building, bound, f"writing {final.name} ({n} steps; they are safe in {source_path.name}; "
-                                      f"run `recover {final.parent}` once there is room)")
+            try:                              # the header: small, but the disk may be full already
+                with h5py.File(building, "w") as f:
+                    for name in (QPOS, ACTION):
+                        f.create_dataset(name, shape=(n, D), maxshape=(None, D), dtype="f8", chunks=(256, D))
+                    f.create_dataset(TIMESTAMPS, shape=(n,), maxshape=(None,), dtype="i8", chunks=(1024,))
+                    f.require_group(IMAGES)
+                    for cam in meta.camera_names:
+                        ds = f.create_dataset(f"{IMAGES}/{cam}", shape=(n,), maxshape=(None,), dtype=_JPEG_DTYPE,
+                                              chunks=(64,))
+                        ds.attrs["color_order"] = meta.color_order(cam)
+                    meta.write_attrs(f)
+                    f.attrs["num_steps"] = n
+            except (OSError, RuntimeError) as exc:
+                if _is_disk_full(exc) or _free_bytes(final.parent) < bound:
+                    raise _no_room(final.parent, bound, context) from None
+                raise
+            _reserve(building, bound, context)
             with h5py.File(building, "r+") as f:
                 lo = 0
                 for stamps, q, a, frames in source.blocks(256):

@@ -11,7 +11,8 @@ import time
 import numpy as np
 import pytest
 
-from rdt_core.episode import DiskFullError, EpisodeReader, recover, temp_path_for, validate_episode
+from rdt_core.episode import (DiskFullError, EpisodeMeta, EpisodeReader, EpisodeWriter, encode_jpeg, recover,
+                              temp_path_for, validate_episode)
 from rdt_core.testing import small_disk
 
 MiB = 2 ** 20
@@ -120,4 +121,42 @@ def test_a_filler_process_taking_the_disk_never_loses_a_committed_step(tmp_path)
             assert recover(temp_path_for(final)) == final
         filler.unlink(missing_ok=True)
         assert check_steps(final, out["flushed"]) >= out["flushed"]
+        assert sorted(p.name for p in disk.path.iterdir()) == ["episode_0.hdf5"]
+
+
+def test_no_room_even_for_the_header_is_a_sentence_at_close_and_at_recover(tmp_path):
+    """The disk full to the last byte when the HDF5 file is built (another process took it): close and recover
+    say how much to free instead of HDF5's "Unable to synchronously create file", and keep the steps."""
+    with small_disk(tmp_path) as disk:
+        if disk.kind != "tmpfs":
+            pytest.skip("filling a disk to the last byte needs a real small filesystem; mount is not permitted here")
+        final = disk.path / "episode_0.hdf5"
+        meta = EpisodeMeta(robot="test_bot", joint_names=["a", "b"], camera_names=["cam_high"],
+                           control_frequency=25.0)
+        frame = encode_jpeg(np.random.default_rng(0).integers(0, 255, (120, 160, 3), dtype=np.uint8))
+        w = EpisodeWriter(final, meta, flush_interval_s=0.0, min_free_bytes=0)
+        for i in range(30):
+            w.append(1_000 + i, [i, -i], [i + 1, -i], {"cam_high": frame})
+        w.flush()
+        filler = disk.path / "filler.bin"
+        fd = os.open(filler, os.O_WRONLY | os.O_CREAT)    # every byte that is left (unbuffered writes)
+        try:
+            for size in (64 * 1024, 1):
+                try:
+                    while os.write(fd, b"x" * size):
+                        pass
+                except OSError:
+                    pass
+        finally:
+            os.close(fd)
+        with pytest.raises(DiskFullError, match=r"free at least \d+ MiB more") as at_close:
+            w.close()
+        with pytest.raises(DiskFullError, match=r"free at least \d+ MiB more") as at_recover:
+            recover(temp_path_for(final))
+        for err in (at_close, at_recover):
+            assert "HDF5" not in str(err.value) and "Unable to" not in str(err.value), err.value
+        assert temp_path_for(final).exists() and not final.exists()
+        filler.unlink()
+        assert recover(temp_path_for(final)) == final
+        assert check_steps(final, 30) == 30
         assert sorted(p.name for p in disk.path.iterdir()) == ["episode_0.hdf5"]

@@ -1,6 +1,7 @@
 """A live recorder in its own process for the fault tests (full disk, SIGKILL): kinova_gen3 streams from real
 threads at real rates, cameras as ~40 KB incompressible JPEGs passed through (so a small disk fills in
-seconds). Prints one JSON line per event; the last is {"alive": true} when the process survived.
+seconds). Prints one JSON line per event (and the count of steps it skipped itself, as it grows); the last is
+{"alive": true} when the process survived.
 
     recorder_fault_child.py OUT_DIR SECONDS MIN_FREE_BYTES FLUSH_S
 """
@@ -47,6 +48,18 @@ def feed(recorder, stop: threading.Event):
         time.sleep(max(0.0, min(t_next_cam, t_next_joint) - time.monotonic()))
 
 
+def report_skips(recorder, stop: threading.Event):
+    """Say each time the recorder skips steps itself (inputs stale on a loaded machine): those grid steps were
+    never recorded, so a crash cannot have lost them."""
+    last = 0
+    while not stop.is_set():
+        skipped = recorder.status().dropped_steps
+        if skipped != last:
+            last = skipped
+            say(skipped=skipped, t_ns=time.time_ns())
+        time.sleep(0.02)
+
+
 if __name__ == "__main__":
     out, seconds, min_free, flush_s = sys.argv[1], float(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
     recorder = EpisodeRecorder(StreamPlan.from_profile(load_profile("kinova_gen3")), out, tolerance_s=0.1,
@@ -56,6 +69,7 @@ if __name__ == "__main__":
     feeder.start()
     temp = recorder.start(instruction="fault test")
     say(started=str(temp), t_ns=time.time_ns())
+    threading.Thread(target=report_skips, args=(recorder, stop), daemon=True).start()
     end = time.monotonic() + seconds
     while time.monotonic() < end and recorder.state is RecorderState.RECORDING:
         time.sleep(0.05)

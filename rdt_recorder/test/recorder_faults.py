@@ -108,18 +108,25 @@ def kill_trial(tmp: Path, phase: str, delay: float, record_s: float = 2.0) -> Tr
     out = tmp / f"{phase}_{delay:.3f}"
     child = start_child(out, record_s if phase == "stop" else 60)
     try:
-        t0 = json.loads(child.stdout.readline())["t_ns"]
+        said = [json.loads(child.stdout.readline())]
+        t0 = said[0]["t_ns"]
         if phase == "stop":
-            cut_ns = json.loads(child.stdout.readline())["t_ns"]       # {"stopping": ...}
+            while "stopping" not in said[-1]:
+                said.append(json.loads(child.stdout.readline()))
+            cut_ns = said[-1]["t_ns"]
             time.sleep(delay)
         else:
             time.sleep(delay)
             cut_ns = time.time_ns()
         child.send_signal(signal.SIGKILL)
+        killed_ns = time.time_ns()
+        said += [json.loads(line) for line in child.stdout.read().splitlines() if line.startswith("{")]
         child.wait(timeout=30)
     finally:
         if child.poll() is None:
             child.kill()
+    # grid steps the recorder itself skipped (stale inputs under load) before it was killed were never recorded
+    skipped = max([e["skipped"] for e in said if "skipped" in e and e["t_ns"] <= killed_ns] or [0])
     final = out / "episode_0.hdf5"
     log = temp_path_for(final)
     built_by = "recover" if log.exists() else "the recorder"
@@ -134,6 +141,9 @@ def kill_trial(tmp: Path, phase: str, delay: float, record_s: float = 2.0) -> Tr
     detail = f"{len(stamps)} steps in the episode (built by {built_by}), the first {late_start:.2f} s after start"
     if late_start > 0.5:                       # steps lost at the start would hide behind a late first step
         expected += int(late_start * 25)
+    expected = max(0, expected - skipped)
+    if skipped:
+        detail += f"; the recorder skipped {skipped} steps itself (stale inputs)"
     return Trial(expected, min(kept, expected), detail + (f"; left behind: {leftovers}" if leftovers else ""))
 
 
