@@ -76,10 +76,12 @@ def test_max_duration_stops_by_itself_and_numbering_continues(recorder, tmp_path
         recorder.start(max_duration_s=0.4)
         assert wait_for(lambda: len(finished) == 2, timeout=10)
     assert [r.path.name for r in finished] == ["episode_0.hdf5", "episode_1.hdf5"]
-    with EpisodeReader(finished[0].path) as r:
-        assert r.num_steps == 20 and r.timestamps[-1] - r.timestamps[0] == 19 * PERIOD
-    with EpisodeReader(finished[1].path) as r:
-        assert r.num_steps == 10
+    # 0.8 s and 0.4 s of 25 Hz grid steps: recorded, or skipped by the recorder (stale inputs under load)
+    for result, grid in zip(finished, (20, 10)):
+        with EpisodeReader(result.path) as r:
+            assert r.num_steps + result.stats.skipped_steps == grid, (r.num_steps, result.stats)
+            assert r.timestamps[-1] - r.timestamps[0] <= (grid - 1) * PERIOD
+            assert np.all(np.diff(r.timestamps) % PERIOD == 0)
     assert recorder.state is RecorderState.IDLE
     with pytest.raises(RecorderError, match="not recording"):
         recorder.stop()
