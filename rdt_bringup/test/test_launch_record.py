@@ -67,6 +67,8 @@ class TestRecordThroughServices(unittest.TestCase):
                             [(s.state, s.steps, s.message) for s, _ in statuses[-3:]])
             reply = service_call("/rdt_recorder/stop_episode", "std_srvs/srv/Trigger")
             self.assertIn("success=True", reply)
+            # stop answers once the steps are sealed; the file is built meanwhile (the status reports it)
+            wait_for(lambda: sorted(p.name for p in OUT.iterdir()) == ["episode_0.hdf5"], 120)
             self.assertEqual(sorted(p.name for p in OUT.iterdir()), ["episode_0.hdf5"])
             path = OUT / "episode_0.hdf5"
             report = validate_episode(path)

@@ -60,6 +60,8 @@ class TestRecordTheSim(unittest.TestCase):
                                      and statuses[-1][0].steps >= 40, 240),
                             [(s.state, s.steps, s.message) for s, _ in statuses[-3:]])
             self.assertIn("success=True", service_call("/rdt_recorder/stop_episode", "std_srvs/srv/Trigger"))
+            # stop answers once the steps are sealed; the file is built meanwhile (the status reports it)
+            wait_for(lambda: sorted(p.name for p in OUT.iterdir()) == ["episode_0.hdf5"], 120)
         finally:
             probe.close()
         self.assertEqual(sorted(p.name for p in OUT.iterdir()), ["episode_0.hdf5"])
