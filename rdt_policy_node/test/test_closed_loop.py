@@ -107,10 +107,14 @@ def test_stale_camera_holds_within_one_tick_and_recovers(kinova):
               (3.5, lambda st: st["sensors"].muted.discard("cam_right_wrist"))]
     res = run_closed_loop(kinova, "scripted", latency=0.05, duration=5.5, events=events,
                           max_observation_age_s=0.2, start_move_duration_s=0.3)
-    holds = [(t, r) for (t, s, r) in res.ticks if s == HOLDING and "cam_right_wrist" in r]
+    ticks = [t for (t, _s, _r) in res.ticks]
+    muted_at = min(t for t in ticks if t >= 2.5)  # events run from the control loop, at its first tick >= 2.5 s
+    holds = [(t, r) for (t, s, r) in res.ticks if s == HOLDING and "cam_right_wrist" in r and t >= muted_at]
     assert holds, "muting a camera must make the controller hold"
     t_hold = holds[0][0]
-    assert 2.5 + 0.2 <= t_hold <= 2.5 + 0.2 + 3 / 25.0  # the first tick past the age limit
+    # held at the first tick past the age limit: the tick before it came no later than 0.2 s after the last
+    # frame, which was taken before the mute (judged on the ticks' real times: a loaded machine ticks late)
+    assert max(t for t in ticks if t < t_hold) <= muted_at + 0.2 + 1e-6, (muted_at, t_hold)
     c = res.commands
     i = np.searchsorted(c[:, 0], t_hold)
     j = np.searchsorted(c[:, 0], holds[-1][0])

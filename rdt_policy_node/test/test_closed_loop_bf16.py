@@ -12,8 +12,9 @@ def test_bfloat16_policy_commands_stay_inside_the_limits(tmp_path):
     kinova = load_profile("kinova_gen3")
     policy = RDTPolicy.tiny(kinova, dtype=torch.bfloat16)
     assert policy.dtype == torch.bfloat16 and policy.fast_path["dtype"] == "bfloat16"
-    res = run_closed_loop(kinova, "tiny", latency=0.1, duration=4.0, out=tmp_path, predictor=policy.predict,
-                          execute_horizon=16, start_move_duration_s=0.3, start_velocity_scale=1.0)
+    res = run_closed_loop(kinova, "tiny", latency=0.1, duration=240.0, out=tmp_path, predictor=policy.predict,
+                          execute_horizon=16, start_move_duration_s=0.3, start_velocity_scale=1.0,
+                          stop_when=lambda st: sum(ch["status"] == "used" for ch in st["chunks"]) >= 2)
     used = [ch for ch in res.chunks if ch["status"] == "used"]
     assert len(used) >= 2
     assert_commands_safe(kinova, res.commands, 25.0)
