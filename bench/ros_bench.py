@@ -37,6 +37,8 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from rdt_core.testing import wait_for
+
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from record_bench import run_at, scene_frames  # noqa: E402  (the camera-like frames and the paced loop)
@@ -181,15 +183,6 @@ def spin_in_thread(node):
     thread = threading.Thread(target=executor.spin, daemon=True)
     thread.start()
     return executor, thread
-
-
-def wait_for(predicate, timeout: float) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return False
 
 
 def bench_profile(workdir: Path) -> Path:

@@ -10,10 +10,9 @@ import importlib.util
 import os
 import subprocess
 import threading
-import time
 from pathlib import Path
 
-from rdt_core.testing import isolated_ros_domain
+from rdt_core.testing import isolated_ros_domain, wait_for  # noqa: F401  (wait_for: for the launch tests)
 
 _HELD = contextlib.ExitStack()
 
@@ -111,15 +110,6 @@ class Probe:
         self.thread.join(timeout=10)
         self.node.destroy_node()
         self.context.try_shutdown()
-
-
-def wait_for(predicate, timeout: float, period: float = 0.1) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return True
-        time.sleep(period)
-    return bool(predicate())
 
 
 def ros2(*args: str, timeout: float = 120.0) -> subprocess.CompletedProcess:

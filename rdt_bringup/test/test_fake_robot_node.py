@@ -5,11 +5,10 @@ type, a new goal preempting the running one.
 The module takes its own ROS_DOMAIN_ID (domain_coordinator, as launch_testing_ros does): it publishes
 robot topics, which must never reach a robot on the developer's domain or another test run in parallel."""
 import threading
-import time
 
 import numpy as np
 import pytest
-from rdt_core.testing import isolated_ros_domain, ros_test_mark
+from rdt_core.testing import isolated_ros_domain, ros_test_mark, wait_for
 
 pytestmark = ros_test_mark("trajectory_msgs", "sensor_msgs")
 
@@ -49,15 +48,6 @@ def running():
     fake, probe, stop = start()
     yield fake, probe
     stop()
-
-
-def wait_for(predicate, timeout=60.0):  # generous: CI's two cores are shared
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return False
 
 
 def test_publishes_states_and_images_and_follows_a_trajectory(running):

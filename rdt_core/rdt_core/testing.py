@@ -3,6 +3,18 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
+
+
+def wait_for(predicate, timeout: float = 60.0, period: float = 0.02) -> bool:
+    """Poll ``predicate`` until it holds or ``timeout`` seconds pass (then one last look): tests wait for
+    behaviour, with timeouts generous enough for CI's shared cores, never for a fixed duration."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return True
+        time.sleep(period)
+    return bool(predicate())
 
 
 @contextlib.contextmanager

@@ -8,13 +8,12 @@ to a real robot on the developer's domain, nor to other test processes that colc
 """
 import os
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
-from rdt_core.testing import isolated_ros_domain, ros_test_mark
+from rdt_core.testing import isolated_ros_domain, ros_test_mark, wait_for
 
 pytestmark = ros_test_mark("trajectory_msgs", "std_srvs")
 
@@ -39,15 +38,6 @@ def ros():
 def overrides(**values):
     from rclpy.parameter import Parameter
     return [Parameter(name, value=value) for name, value in {**TEST_OVERRIDES, **values}.items()]
-
-
-def wait_for(predicate, timeout):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 @pytest.mark.parametrize("profile", ["kinova_gen3", "aloha", "agilex"])

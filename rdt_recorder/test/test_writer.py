@@ -12,6 +12,7 @@ import pytest
 
 from rdt_core.episode import DiskFullError, EpisodeReader, recover, validate_episode
 from rdt_core.robots import load_profile
+from rdt_core.testing import wait_for
 from rdt_recorder import recover as recover_cli
 from rdt_recorder.streams import StreamPlan
 from rdt_recorder.writer import EpisodeRecorder, RecorderError, RecorderState
@@ -27,15 +28,6 @@ def recorder(tmp_path):
                           instruction="default instruction", encode_workers=2)
     yield rec
     rec.close()
-
-
-def wait_for(predicate, timeout=60.0):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return False
 
 
 def test_live_threads_record_every_step_as_aligned(recorder):

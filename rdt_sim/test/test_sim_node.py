@@ -6,7 +6,7 @@ import time
 
 import numpy as np
 import pytest
-from rdt_core.testing import isolated_ros_domain, ros_test_mark
+from rdt_core.testing import isolated_ros_domain, ros_test_mark, wait_for
 
 pytestmark = ros_test_mark("sensor_msgs", "rosgraph_msgs", "std_srvs")
 
@@ -47,15 +47,6 @@ def running():
     node, probe, stop = start()
     yield node, probe
     stop()
-
-
-def wait_for(predicate, timeout=60.0):  # generous: a loaded machine renders slowly
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return False
 
 
 def call(probe, srv_type, name, request):
