@@ -30,6 +30,20 @@ def launch_file(name: str) -> str:
     return os.path.join(get_package_share_directory("rdt_bringup"), "launch", name)
 
 
+def launched(name: str, arguments: dict[str, str]):
+    """What a launch test's generate_test_description returns: rdt_bringup's launch file ``name`` with
+    ``arguments``, through the real launch machinery, then ReadyToTest."""
+    import launch
+    import launch_testing.actions
+    from launch.actions import IncludeLaunchDescription
+    from launch.launch_description_sources import PythonLaunchDescriptionSource
+
+    return launch.LaunchDescription([
+        IncludeLaunchDescription(PythonLaunchDescriptionSource(launch_file(name)), launch_arguments=arguments.items()),
+        launch_testing.actions.ReadyToTest(),
+    ])
+
+
 def documented_arguments(name: str) -> dict[str, str]:
     """{argument: default} of the installed launch file's ARGUMENTS list (its documented interface)."""
     spec = importlib.util.spec_from_file_location(f"_launch_{Path(name).stem.replace('.', '_')}", launch_file(name))

@@ -15,14 +15,10 @@ from rdt_core.testing import skip_module_without_ros
 
 skip_module_without_ros("launch_testing", "sensor_msgs")
 
-import launch  # noqa: E402
-import launch_testing.actions  # noqa: E402
 import launch_testing.asserts  # noqa: E402
 import numpy as np  # noqa: E402
-from launch.actions import IncludeLaunchDescription  # noqa: E402
-from launch.launch_description_sources import PythonLaunchDescriptionSource  # noqa: E402
 
-from launch_helpers import (Probe, documented_arguments, hold_ros_domain, launch_file, policy_params,  # noqa: E402
+from launch_helpers import (Probe, documented_arguments, hold_ros_domain, launched, policy_params,  # noqa: E402
                             wait_for, write_instruction)
 from rdt_core.robots import load_profile  # noqa: E402
 
@@ -83,11 +79,7 @@ def commanded(msg, columns):
 @launch_testing.parametrize("profile_name", ["aloha", "agilex"])
 def generate_test_description(profile_name):
     hold_ros_domain(fallback=91)
-    return launch.LaunchDescription([
-        IncludeLaunchDescription(PythonLaunchDescriptionSource(launch_file("aloha.launch.py")),
-                                 launch_arguments=launch_arguments(profile_name).items()),
-        launch_testing.actions.ReadyToTest(),
-    ])
+    return launched("aloha.launch.py", launch_arguments(profile_name))
 
 
 class TestBimanualCommands(unittest.TestCase):

@@ -6,19 +6,14 @@ import unittest
 from pathlib import Path
 
 import pytest
-import yaml
 
 from rdt_core.testing import skip_module_without_ros
 
 skip_module_without_ros("launch_testing", "std_srvs")
 
-import launch  # noqa: E402
-import launch_testing.actions  # noqa: E402
 import launch_testing.asserts  # noqa: E402
-from launch.actions import IncludeLaunchDescription  # noqa: E402
-from launch.launch_description_sources import PythonLaunchDescriptionSource  # noqa: E402
 
-from launch_helpers import (Probe, config_file, documented_arguments, hold_ros_domain, launch_file,  # noqa: E402
+from launch_helpers import (Probe, config_file, documented_arguments, hold_ros_domain, launched,  # noqa: E402
                             service_call, wait_for)
 
 WORK = Path(tempfile.mkdtemp(prefix="rdt_launch_record_"))
@@ -26,10 +21,8 @@ OUT = WORK / "episodes"
 
 
 def launch_arguments() -> dict[str, str]:
-    params = yaml.safe_load(config_file("kinova_gen3.yaml").read_text())
-    (WORK / "params.yaml").write_text(yaml.safe_dump(params))
     args = {"robot": "kinova", "use_fake_hardware": "true", "output_dir": str(OUT),
-            "instruction": "pick up the cube", "episode_seconds": "0", "params_file": str(WORK / "params.yaml"),
+            "instruction": "pick up the cube", "episode_seconds": "0", "params_file": str(config_file("kinova_gen3.yaml")),
             # rdt_sim's arguments, accepted and unused without use_sim:=true (rdt_sim's tests run the sim)
             "use_sim": "false", "sim_task": "insertion", "sim_seed": "3", "sim_resolution": "240x320"}
     assert set(args) == set(documented_arguments("record.launch.py")), "cover every documented argument"
@@ -39,11 +32,7 @@ def launch_arguments() -> dict[str, str]:
 @pytest.mark.launch_test
 def generate_test_description():
     hold_ros_domain(fallback=92)
-    return launch.LaunchDescription([
-        IncludeLaunchDescription(PythonLaunchDescriptionSource(launch_file("record.launch.py")),
-                                 launch_arguments=launch_arguments().items()),
-        launch_testing.actions.ReadyToTest(),
-    ])
+    return launched("record.launch.py", launch_arguments())
 
 
 class TestRecordThroughServices(unittest.TestCase):

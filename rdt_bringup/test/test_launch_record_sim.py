@@ -13,13 +13,9 @@ from rdt_core.testing import skip_module_without_ros
 skip_module_without_ros("launch_testing", "std_srvs")
 pytest.importorskip("mujoco")
 
-import launch  # noqa: E402
-import launch_testing.actions  # noqa: E402
 import launch_testing.asserts  # noqa: E402
-from launch.actions import IncludeLaunchDescription  # noqa: E402
-from launch.launch_description_sources import PythonLaunchDescriptionSource  # noqa: E402
 
-from launch_helpers import Probe, hold_ros_domain, launch_file, service_call, wait_for  # noqa: E402
+from launch_helpers import Probe, hold_ros_domain, launched, service_call, wait_for  # noqa: E402
 
 OUT = Path(tempfile.mkdtemp(prefix="rdt_launch_record_sim_")) / "episodes"
 
@@ -30,11 +26,7 @@ def generate_test_description():
     args = {"robot": "aloha", "use_sim": "true", "sim_task": "transfer_cube", "sim_seed": "0",
             "sim_resolution": "48x64", "output_dir": str(OUT), "instruction": "transfer the cube",
             "episode_seconds": "0"}
-    return launch.LaunchDescription([
-        IncludeLaunchDescription(PythonLaunchDescriptionSource(launch_file("record.launch.py")),
-                                 launch_arguments=args.items()),
-        launch_testing.actions.ReadyToTest(),
-    ])
+    return launched("record.launch.py", args)
 
 
 class TestRecordTheSim(unittest.TestCase):

@@ -3,7 +3,6 @@ time (the sim publishes /clock): the sim's joint states and three cameras reach 
 stamped with the sim's observation times. The tiny model is UNTRAINED, so it runs in dry run (its chunks are
 outside the gripper's range: safety would hold the arm anyway). Needs a sourced ROS 2 with launch_testing;
 own ROS_DOMAIN_ID (robot topics)."""
-import os
 import tempfile
 import time
 import unittest
@@ -18,17 +17,12 @@ pytest.importorskip("mujoco")
 
 import rclpy  # noqa: E402
 
-import launch  # noqa: E402
-import launch_testing.actions  # noqa: E402
 import launch_testing.asserts  # noqa: E402
 import numpy as np  # noqa: E402
-from ament_index_python.packages import get_package_share_directory  # noqa: E402
-from launch.actions import IncludeLaunchDescription  # noqa: E402
-from launch.launch_description_sources import PythonLaunchDescriptionSource  # noqa: E402
 from rosgraph_msgs.msg import Clock  # noqa: E402
 from sensor_msgs.msg import JointState  # noqa: E402
 
-from launch_helpers import hold_ros_domain  # noqa: E402
+from launch_helpers import hold_ros_domain, launched  # noqa: E402
 from rdt_core.robots import load_profile  # noqa: E402
 
 WAIT_S = 240.0  # the tiny model warms up on CPU, the sim renders three cameras
@@ -36,14 +30,8 @@ OUT = Path(tempfile.mkdtemp(prefix="rdt_sim_record_"))
 @pytest.mark.launch_test
 def generate_test_description():
     hold_ros_domain(fallback=95)
-    share = get_package_share_directory("rdt_bringup")
     sim_args = {"use_sim": "true", "sim_resolution": "48x64"}
-    return launch.LaunchDescription([
-        IncludeLaunchDescription(
-            PythonLaunchDescriptionSource(os.path.join(share, "launch", "aloha.launch.py")),
-            launch_arguments={**sim_args, "checkpoint": "tiny", "device": "cpu", "dry_run": "true"}.items()),
-        launch_testing.actions.ReadyToTest(),
-    ])
+    return launched("aloha.launch.py", {**sim_args, "checkpoint": "tiny", "device": "cpu", "dry_run": "true"})
 
 
 class TestPolicyAgainstTheSim(unittest.TestCase):
@@ -66,7 +54,9 @@ class TestPolicyAgainstTheSim(unittest.TestCase):
         self.node.create_subscription(JointState, "/follower_left/joint_states", states.append, 10)
         self.node.create_subscription(PolicyStatus, "/rdt_policy_node/status", statuses.append, 10)
         deadline = time.monotonic() + WAIT_S
-        while time.monotonic() < deadline and (len(chunks) < 3 or not clocks):
+        # until 3 chunks, and a status that counts them (it comes on its own topic, maybe after them)
+        while time.monotonic() < deadline and (len(chunks) < 3 or not clocks
+                                               or not any(s.chunks_received > 0 for s in statuses)):
             rclpy.spin_once(self.node, timeout_sec=0.1)
         self.assertGreaterEqual(len(chunks), 3, f"no chunks from the policy node; states "
                                                 f"{[s.state + ': ' + s.hold_reason for s in statuses[-3:]]}")
