@@ -1126,9 +1126,12 @@ class ValidationReport:
         return head if self.ok else head + "".join(f"\n  - {p}" for p in self.problems)
 
 
-def validate_episode(path: str | Path, *, frames: str = "all") -> ValidationReport:
+def validate_episode(path: str | Path, *, frames: str = "all",
+                     steps: tuple[int, int] | None = None) -> ValidationReport:
     """Check a file against the schema; every problem found is listed in the report. ``frames="all"``
-    checks every JPEG frame (an eighth-size decode, about 1-4 ms each), ``"ends"`` only the first and last."""
+    checks every JPEG frame (an eighth-size decode, about 1-4 ms each), ``"ends"`` only the first and last.
+    ``steps=(lo, hi)`` judges the per-step data (joint values, timestamps, frames) only in steps lo..hi-1, the
+    part a curation trim keeps; steps are still named by their index in the file."""
     if frames not in ("all", "ends"):
         raise ValueError(f"frames must be 'all' or 'ends', got {frames!r}")
     path = Path(path)
@@ -1177,6 +1180,7 @@ def validate_episode(path: str | Path, *, frames: str = "all") -> ValidationRepo
         n = min(lengths.values()) if lengths else 0
         if lengths and n == 0:
             problems.append("the episode has no steps")
+        lo, hi = (0, n) if steps is None else (max(0, int(steps[0])), min(n, int(steps[1])))
         for name in (QPOS, ACTION):
             if name in f:
                 ds = f[name]
@@ -1185,27 +1189,27 @@ def validate_episode(path: str | Path, *, frames: str = "all") -> ValidationRepo
                 elif joint_names is not None and ds.shape[1] != len(joint_names):
                     problems.append(f"/{name} has {ds.shape[1]} columns but joint_names lists {len(joint_names)}")
                 else:
-                    problem = nonfinite_problem(f"/{name}", ds[:], joint_names)
+                    problem = nonfinite_problem(f"/{name}", ds[lo:hi], joint_names, first_step=lo)
                     if problem:
                         problems.append(problem)
         if TIMESTAMPS in f:
-            ts = f[TIMESTAMPS][:]
+            ts = f[TIMESTAMPS][lo:hi]
             if ts.dtype.kind not in "iu":
                 problems.append(f"/timestamps must be integer nanoseconds, has dtype {ts.dtype}")
             bad = np.flatnonzero(np.diff(ts.astype(np.int64)) <= 0)
             if bad.size:
                 problems.append(f"/timestamps are not strictly increasing ({bad.size} time(s), first at step "
-                                f"{bad[0] + 1}: {ts[bad[0]]} -> {ts[bad[0] + 1]})")
+                                f"{lo + bad[0] + 1}: {ts[bad[0]]} -> {ts[bad[0] + 1]})")
         for cam in stored:
             ds = f[f"{IMAGES}/{cam}"]
             order = _str(ds.attrs.get("color_order", "rgb"))
             if order not in ("rgb", "bgr"):
                 problems.append(f"camera {cam}: color_order attribute {order!r} is not 'rgb' or 'bgr'")
                 order = "rgb"
-            m = ds.shape[0]
-            steps = range(m) if frames == "all" else sorted({0, m - 1}) if m else []
+            m_lo, m_hi = (0, ds.shape[0]) if steps is None else (lo, min(hi, ds.shape[0]))
+            checked = (range(m_lo, m_hi) if frames == "all" else sorted({m_lo, m_hi - 1})) if m_hi > m_lo else []
             bad = []
-            for i in steps:
+            for i in checked:
                 problem = jpeg_problem(ds[i])
                 if problem:
                     bad.append(f"frame {i} {problem}")
@@ -1215,8 +1219,10 @@ def validate_episode(path: str | Path, *, frames: str = "all") -> ValidationRepo
     return ValidationReport(path, not problems, problems, n)
 
 
-def nonfinite_problem(name: str, values: np.ndarray, joint_names: Sequence[str] | None = None) -> str | None:
-    """"/observations/qpos has 3 non-finite values, first at step 17 (joint_3 = nan)", or None."""
+def nonfinite_problem(name: str, values: np.ndarray, joint_names: Sequence[str] | None = None,
+                      first_step: int = 0) -> str | None:
+    """"/observations/qpos has 3 non-finite values, first at step 17 (joint_3 = nan)", or None; ``values``
+    starts at step ``first_step``."""
     values = np.asarray(values)
     bad = np.argwhere(~np.isfinite(values))
     if not bad.size:
@@ -1224,7 +1230,7 @@ def nonfinite_problem(name: str, values: np.ndarray, joint_names: Sequence[str] 
     step, col = (int(bad[0][0]), int(bad[0][1])) if values.ndim == 2 else (int(bad[0][0]), None)
     label = "" if col is None else (joint_names[col] if joint_names and col < len(joint_names) else f"column {col}")
     value = values[step] if col is None else values[step, col]
-    return (f"{name} has {len(bad)} non-finite value(s), first at step {step}"
+    return (f"{name} has {len(bad)} non-finite value(s), first at step {first_step + step}"
             + (f" ({label} = {value})" if label else f" ({value})"))
 
 

@@ -210,11 +210,9 @@ def index_episodes(sources, *, profiles=None, skip_still: bool = True, still_thr
             errors.append(f"{path}: qpos {qpos.shape} / action {action.shape} do not match the {profile.name} "
                           f"profile's {profile.dof} joints")
             continue
-        bad = nonfinite_problem(f"/{QPOS}", qpos, meta.joint_names) or \
-            nonfinite_problem(f"/{ACTION}", action, meta.joint_names)
+        bad = nonfinite_problem(f"/{QPOS}", qpos, meta.joint_names, first_step=lo) or \
+            nonfinite_problem(f"/{ACTION}", action, meta.joint_names, first_step=lo)
         if bad:
-            if lo:
-                bad += f" of the steps curation keeps (file step = that + {lo})"
             skipped.append((path, f"{bad}; left out (NaN would reach the statistics and the loss). Re-record or "
                                   "re-convert it: the recorder and bag2hdf5 now leave such steps out (or trim "
                                   "the steps away with rdt-dataset-edit)"))

@@ -66,7 +66,7 @@ def skew_summary(extra) -> str:
 def episode_info(path, still_threshold: float = 1e-2, check_frames: bool = True,
                  curation: EpisodeCuration | None = None) -> EpisodeInfo:
     """The table row of one episode; with ``curation``, of its kept steps (an excluded one is not usable;
-    the problems are those of the whole file)."""
+    a bad frame or value in a part that a trim removed is not a problem)."""
     path = Path(path)
     cur = curation or EpisodeCuration()
     try:
@@ -85,7 +85,7 @@ def episode_info(path, still_threshold: float = 1e-2, check_frames: bool = True,
     n = len(stamps)
     duration = (stamps[-1] - stamps[0]) / 1e9 if n > 1 else 0.0
     first = first_moving_step(qpos, still_threshold) if n else None
-    problems = validate_episode(path, frames="all" if check_frames else "ends").problems
+    problems = validate_episode(path, frames="all" if check_frames else "ends", steps=(lo, hi)).problems
     if first is None:
         problems.append("robot never moves")
     return EpisodeInfo(

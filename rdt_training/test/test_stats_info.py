@@ -111,3 +111,23 @@ def test_the_dataset_refuses_a_bad_frame_naming_file_camera_and_step(damaged_dir
     ds[4]                                          # steps 3 and 4: good frames
     with pytest.raises(DatasetError, match=r"episode_1.hdf5: camera 'cam_high', step 5: could not decode"):
         ds[5]
+
+
+def test_info_judges_only_the_steps_a_trim_keeps_and_names_steps_as_in_the_file(damaged_dir, capsys):
+    from rdt_training.dataset import EpisodeDataset
+    from rdt_training.edit import main as edit_main
+    # episode_0's NaN (step 7) is cut off by keeping steps 0-6; episode_1's bad frame (step 5) stays in its trim
+    assert edit_main([str(damaged_dir), "trim", "episode_0", "--end", "0.2"]) == 0      # 30 Hz: steps 0-6
+    assert edit_main([str(damaged_dir), "trim", "episode_1", "--start", "0.1"]) == 0    # steps 3-11
+    capsys.readouterr()
+    assert info_main([str(damaged_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "3 episodes (2 usable)" in out and "non-finite" not in out
+    assert f"{damaged_dir / 'episode_1.hdf5'}: camera cam_high: frame 5 does not decode as JPEG" in out
+    # a NaN inside the kept steps is named by its step in the file, by info and by the training dataset alike
+    assert edit_main([str(damaged_dir), "trim", "episode_0", "--start", "0.1"]) == 0
+    capsys.readouterr()
+    assert info_main([str(damaged_dir)]) == 0
+    assert "/observations/qpos has 1 non-finite value(s), first at step 7" in capsys.readouterr().out
+    ds = EpisodeDataset(damaged_dir, chunk_size=4, skip_still=False)
+    assert "first at step 7 (joint_3 = nan)" in dict((p.name, r) for p, r in ds.skipped)["episode_0.hdf5"]
