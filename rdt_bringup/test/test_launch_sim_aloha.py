@@ -18,7 +18,6 @@ pytest.importorskip("mujoco")
 import rclpy  # noqa: E402
 
 import launch_testing.asserts  # noqa: E402
-import numpy as np  # noqa: E402
 from rosgraph_msgs.msg import Clock  # noqa: E402
 from sensor_msgs.msg import JointState  # noqa: E402
 
