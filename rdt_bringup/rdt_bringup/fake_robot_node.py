@@ -19,6 +19,7 @@ Reads top to bottom: parameters, the simulated robot, publishers, command subscr
 from __future__ import annotations
 
 import array
+import signal
 import threading
 import time
 
@@ -330,6 +331,7 @@ def main(args=None) -> None:
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)      # launch's SIGINT after the terminal's: clean up once
         if node is not None:
             node.destroy_node()
         rclpy.try_shutdown()

@@ -9,6 +9,7 @@ writer's threads) or CompressedImage (JPEG kept), JointState; sensor-data QoS. S
 """
 from __future__ import annotations
 
+import signal
 import sys
 from pathlib import Path
 
@@ -157,6 +158,8 @@ class RecorderNode(Node):
         self.publish_status()
 
     def publish_status(self) -> None:
+        if not self.context.ok():
+            return     # after Ctrl-C (rclpy has shut the context down) the episode is still kept, unannounced
         s = self.recorder.status()
         msg = EpisodeStatus()
         msg.header.stamp = self.get_clock().now().to_msg()
@@ -204,6 +207,9 @@ def main(args=None) -> int:
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
+        # Ctrl-C reaches the node twice under ros2 launch (the terminal's process group, then launch): the second
+        # must not interrupt keeping the episode in progress
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         if node is not None:
             node.shutdown()          # an episode in progress is stopped and kept
             node.destroy_node()
