@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 from rdt_core.testing import isolated_ros_domain, ros_test_mark
 
+from ros_feeds import JOINT_POSITIONS, publish_feeds
+
 pytestmark = ros_test_mark("std_srvs")
 
 
@@ -16,9 +18,6 @@ pytestmark = ros_test_mark("std_srvs")
 def own_ros_domain():
     with isolated_ros_domain(fallback=88) as domain:
         yield domain
-
-
-JOINTS = ["joint_1", "joint_2", "joint_3", "joint_4", "joint_5", "joint_6", "joint_7", "robotiq_85_left_knuckle_joint"]
 
 
 def call(node, executor, client, request, timeout=10.0):
@@ -35,8 +34,6 @@ def test_record_an_episode_through_services(tmp_path):
     import rclpy
     from rclpy.executors import MultiThreadedExecutor
     from rclpy.parameter import Parameter
-    from rclpy.qos import qos_profile_sensor_data
-    from sensor_msgs.msg import Image, JointState
     from std_srvs.srv import Trigger
 
     from rdt_core.episode import EpisodeReader, validate_episode
@@ -52,28 +49,9 @@ def test_record_an_episode_through_services(tmp_path):
             Parameter("tolerance_s", value=0.1),
             Parameter("camera_topics", value=["/t/cam_high", "/t/wrist"])])
         pub_node = rclpy.create_node("recorder_test_publisher")
-        cam_pubs = [pub_node.create_publisher(Image, t, qos_profile_sensor_data) for t in ("/t/cam_high", "/t/wrist")]
-        js_pub = pub_node.create_publisher(JointState, "/joint_states", qos_profile_sensor_data)
+        publish_feeds(pub_node, ["/t/cam_high", "/t/wrist"])
         statuses = []
         pub_node.create_subscription(EpisodeStatus, "/rdt_recorder/episode_status", statuses.append, 10)
-
-        def publish_cams():
-            for i, pub in enumerate(cam_pubs):
-                msg = Image()
-                msg.header.stamp = pub_node.get_clock().now().to_msg()
-                msg.height, msg.width, msg.encoding, msg.step = 12, 16, "rgb8", 48
-                msg.data = bytes(np.full(12 * 48, 60 * (i + 1), np.uint8))
-                pub.publish(msg)
-
-        def publish_joints():
-            msg = JointState()
-            msg.header.stamp = pub_node.get_clock().now().to_msg()
-            msg.name = JOINTS
-            msg.position = [0.1 * j for j in range(8)]
-            js_pub.publish(msg)
-
-        pub_node.create_timer(1 / 30, publish_cams)
-        pub_node.create_timer(1 / 100, publish_joints)
         executor = MultiThreadedExecutor(num_threads=4)
         executor.add_node(rec)
         executor.add_node(pub_node)
@@ -103,6 +81,6 @@ def test_record_an_episode_through_services(tmp_path):
     assert validate_episode(path).ok
     with EpisodeReader(path) as r:
         assert r.num_steps > 20 and r.meta.instruction == "ros test"
-        np.testing.assert_allclose(r.qpos[0], [0.1 * j for j in range(8)])
+        np.testing.assert_allclose(r.qpos[0], JOINT_POSITIONS)
         assert abs(r.image("cam_high", 0).mean() - 60) < 3
     assert any(s.state == "RECORDING" and s.steps > 20 for s in statuses)

@@ -13,9 +13,10 @@ import numpy as np
 import pytest
 from rdt_core.testing import isolated_ros_domain, ros_test_mark, wait_for
 
+from ros_feeds import JOINT_POSITIONS, publish_feeds
+
 pytestmark = ros_test_mark("std_srvs")
 
-JOINTS = ["joint_1", "joint_2", "joint_3", "joint_4", "joint_5", "joint_6", "joint_7", "robotiq_85_left_knuckle_joint"]
 CAMERAS = ["/sigint/cam_high", "/sigint/wrist"]
 
 
@@ -28,8 +29,6 @@ def own_ros_domain():
 def test_two_sigints_while_recording_keep_the_episode(tmp_path):
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
-    from rclpy.qos import qos_profile_sensor_data
-    from sensor_msgs.msg import Image, JointState
 
     from rdt_core.episode import EpisodeReader, validate_episode
     from rdt_msgs.msg import EpisodeStatus
@@ -43,27 +42,9 @@ def test_two_sigints_while_recording_keep_the_episode(tmp_path):
     rclpy.init()
     try:
         node = rclpy.create_node("sigint_test_publisher")
-        cams = [node.create_publisher(Image, t, qos_profile_sensor_data) for t in CAMERAS]
-        joints = node.create_publisher(JointState, "/joint_states", qos_profile_sensor_data)
+        publish_feeds(node, CAMERAS)
         statuses = []
         node.create_subscription(EpisodeStatus, "/rdt_recorder/episode_status", statuses.append, 10)
-
-        def publish_cameras():
-            for i, pub in enumerate(cams):
-                msg = Image()
-                msg.header.stamp = node.get_clock().now().to_msg()
-                msg.height, msg.width, msg.encoding, msg.step = 12, 16, "rgb8", 48
-                msg.data = bytes(np.full(12 * 48, 60 * (i + 1), np.uint8))
-                pub.publish(msg)
-
-        def publish_joints():
-            msg = JointState()
-            msg.header.stamp = node.get_clock().now().to_msg()
-            msg.name, msg.position = JOINTS, [0.1 * j for j in range(8)]
-            joints.publish(msg)
-
-        node.create_timer(1 / 30, publish_cameras)
-        node.create_timer(1 / 100, publish_joints)
         executor = SingleThreadedExecutor()
         executor.add_node(node)
         threading.Thread(target=executor.spin, daemon=True).start()
@@ -89,4 +70,4 @@ def test_two_sigints_while_recording_keep_the_episode(tmp_path):
     assert report.ok, f"{report}\n{out}"
     with EpisodeReader(path) as r:
         assert r.num_steps > 20
-        np.testing.assert_allclose(r.qpos[0], [0.1 * j for j in range(8)])
+        np.testing.assert_allclose(r.qpos[0], JOINT_POSITIONS)
