@@ -389,12 +389,13 @@ class _StepLog:
         self.D = len(meta.joint_names)
 
     @classmethod
-    def create(cls, path: Path, meta: EpisodeMeta) -> "_StepLog":
+    def create(cls, path: Path, meta: EpisodeMeta, durable: bool = True) -> "_StepLog":
         conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         try:
             conn.execute("PRAGMA page_size = 65536")        # JPEG blobs: fewer overflow pages
             conn.execute("PRAGMA journal_mode = DELETE")
-            conn.execute("PRAGMA synchronous = FULL")        # a commit is on disk when it returns
+            # durable: a commit is on disk when it returns; else it is atomic, but a power cut may lose it
+            conn.execute(f"PRAGMA synchronous = {'FULL' if durable else 'OFF'}")
             cols = "".join(f", f{k} BLOB NOT NULL" for k in range(len(meta.camera_names)))
             conn.execute("BEGIN")
             conn.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
@@ -753,10 +754,12 @@ class EpisodeWriter:
     ``flushed_steps`` those a crash would keep. The recording stops with DiskFullError when the free space
     would fall below ``min_free_bytes`` once the episode's HDF5 file is built; what is committed stays.
     ``close()`` builds ``episode_<n>.hdf5`` (in a child process unless ``isolate_build`` is False).
+    ``durable=False`` (bag2hdf5: its bag stays, a crashed conversion is run again) commits without fsync:
+    a killed process still keeps every commit, a power cut may not; the built HDF5 file is fsync'd either way.
     """
 
     def __init__(self, final_path: str | Path, meta: EpisodeMeta, *, flush_interval_s: float = 1.0,
-                 min_free_bytes: int = DEFAULT_MIN_FREE_BYTES, isolate_build: bool = True):
+                 min_free_bytes: int = DEFAULT_MIN_FREE_BYTES, isolate_build: bool = True, durable: bool = True):
         meta.validate()
         self.final_path = Path(final_path)
         self.log_path = temp_path_for(self.final_path)
@@ -784,7 +787,7 @@ class EpisodeWriter:
         self.final_path.parent.mkdir(parents=True, exist_ok=True)
         _check_free(self.final_path.parent, self.min_free_bytes, "the episode was not started")
         try:
-            self._log = _StepLog.create(self.log_path, self.meta)
+            self._log = _StepLog.create(self.log_path, self.meta, durable=durable)
         except sqlite3.Error as exc:
             if _is_disk_full(exc):
                 raise DiskFullError(errno.ENOSPC, f"the disk holding {self.final_path.parent} is full ({exc}); "

@@ -171,7 +171,7 @@ CRASH_SCRIPT = textwrap.dedent("""
     sys.path.insert(0, sys.argv[2])
     from test_episode import meta, step_data
     from rdt_core.episode import EpisodeWriter
-    w = EpisodeWriter(sys.argv[1], meta(), flush_interval_s=1e9)
+    w = EpisodeWriter(sys.argv[1], meta(), flush_interval_s=1e9, durable=sys.argv[3] == "durable")
     for i in range(40):
         w.append(*step_data(i))
         if i == 24:
@@ -181,9 +181,12 @@ CRASH_SCRIPT = textwrap.dedent("""
 """)
 
 
-def test_process_crash_then_recover_returns_the_flushed_steps(tmp_path):
+@pytest.mark.parametrize("durable", ["durable", "not durable"])
+def test_process_crash_then_recover_returns_the_flushed_steps(tmp_path, durable):
+    """The recorder's log (fsync'd commits) and bag2hdf5's (durable=False, no fsync): a dead process keeps
+    every commit either way."""
     final = tmp_path / "episode_0.hdf5"
-    out = subprocess.run([sys.executable, "-c", CRASH_SCRIPT, str(final), os.path.dirname(__file__)],
+    out = subprocess.run([sys.executable, "-c", CRASH_SCRIPT, str(final), os.path.dirname(__file__), durable],
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and "wrote" in out.stdout, out.stderr
     temp = temp_path_for(final)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import ctypes
 import fcntl
 import multiprocessing
 import os
@@ -112,7 +113,7 @@ class _SegmentWriter:
         self.plan, self.opts, self.pool, self.color_order = plan, opts, pool, color_order
         self.aligner = plan.make_aligner(opts.tolerance_s, strict=True)
         self.meta = meta
-        self.writer = EpisodeWriter(staged_path, meta)
+        self.writer = EpisodeWriter(staged_path, meta, durable=False)   # the bag stays: no fsync per commit
         self.pending: collections.deque = collections.deque()
         self.last_encoded: dict[str, tuple] = {}
         self.steps = 0
@@ -179,6 +180,24 @@ class _SegmentWriter:
         self.writer.discard()
 
 
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3      # glibc mallopt parameters (malloc.h)
+
+
+def reuse_large_buffers() -> bool:
+    """Let glibc reuse freed message buffers instead of mapping fresh zeroed pages for each one.
+
+    By default a buffer over 128 KiB is its own mmap (or the heap top is trimmed after the free), so every
+    ~0.9 MiB raw frame read from a bag costs ~225 page faults: measured, that was 380k faults and half the
+    reading thread's system time per 30 s of a three-camera bag. The freed memory stays in the heap for
+    the next frame (bounded by the frames alive at once, not by the bag length). Process-wide; glibc only
+    (False elsewhere, nothing changed)."""
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return False
+    return bool(mallopt(_M_MMAP_THRESHOLD, 16 << 20)) and bool(mallopt(_M_TRIM_THRESHOLD, 64 << 20))
+
+
 def _open_reader(bag: Path):
     from rosbags.highlevel import AnyReader
     from rosbags.typesys import Stores, get_typestore
@@ -243,6 +262,7 @@ def convert_bag(bag: str | Path, staging_dir: str | Path, opts: ConvertOptions) 
     except Exception as exc:  # noqa: BLE001 - profile / override problems
         result.error = f"{bag}: {exc}"
         return result
+    reuse_large_buffers()
     pool = ThreadPoolExecutor(max_workers=max(1, opts.encode_workers), thread_name_prefix="jpeg")
     staging_dir.mkdir(parents=True, exist_ok=True)
     try:
