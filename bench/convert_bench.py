@@ -13,7 +13,9 @@ seconds each used, and the ratios ours / naive of the best and of the median run
 that length and one of ``--seconds`` with ours, each in a fresh process, and prints throughput (goal: >= 4x
 real time on 2 cores) and peak RSS of the converter and its HDF5-build children (goal: the same for both lengths, i.e. bounded
 independent of the bag). CPU seconds (all threads and the build child) and the reading thread's own CPU seconds
-are printed beside the wall time: on a shared machine the wall time measures the load, the CPU seconds the work.
+are printed beside the wall time: on a shared machine the wall time measures the load, the CPU seconds the work;
+so is how much of the bag came from the disk rather than the page cache: the bag is evicted from the page cache
+before each conversion (``--cached`` leaves it there), as a bag recorded earlier is read from the disk.
 """
 from __future__ import annotations
 
@@ -152,13 +154,31 @@ def _peak_rss_mib() -> float:
         return next(int(x.split()[1]) for x in f if x.startswith("VmHWM:")) / 1024
 
 
+def _evict(folder: Path) -> None:
+    """Drop the (synced) bag's pages from the page cache: the converter reads it from the disk, as it would a
+    bag recorded earlier, and every run starts alike whatever the other processes left in memory."""
+    for p in folder.iterdir():
+        fd = os.open(p, os.O_RDONLY)
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
+
+
+def _disk_read_bytes() -> int:
+    """Bytes this process had read from the disk itself (not from the page cache), per /proc/self/io."""
+    with open("/proc/self/io") as f:
+        return next(int(x.split()[1]) for x in f if x.startswith("read_bytes:"))
+
+
 def _ours_in_child(bag: str, out: str, profile_name: str, queue) -> None:
-    main = time.thread_time()
+    main, disk = time.thread_time(), _disk_read_bytes()
     wall, cpu, steps = timed(lambda: run_ours(Path(bag), Path(out), profile_name))
     main = time.thread_time() - main   # the reading thread: the part that the encoder threads cannot share
+    disk = _disk_read_bytes() - disk
     # the largest of this process and the writer's HDF5 build children (theirs starts from this one's at fork)
     children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    queue.put((wall, cpu, main, steps, max(_peak_rss_mib(), children)))
+    queue.put((wall, cpu, main, steps, max(_peak_rss_mib(), children), disk))
 
 
 def long_bags(args, profile, work: Path) -> None:
@@ -172,16 +192,18 @@ def long_bags(args, profile, work: Path) -> None:
         size = sum(p.stat().st_size for p in bag.iterdir()) / 2**30
         made = time.perf_counter() - start
         os.sync()   # the bag on disk before the clock starts, as a recorded one is (no write-back in the timing)
+        if not args.cached:
+            _evict(bag)
         ctx = multiprocessing.get_context("spawn")
         queue = ctx.Queue()
         child = ctx.Process(target=_ours_in_child, args=(str(bag), str(out), args.profile, queue))
         child.start()
-        wall, cpu, main, steps, rss[seconds] = queue.get()
+        wall, cpu, main, steps, rss[seconds], disk = queue.get()
         child.join()
         print(f"  {seconds:6g} s bag ({size:.2f} GiB, written in {made:.0f} s): {wall:6.1f} s = "
               f"{seconds / wall:5.2f} x real time, CPU {cpu:6.1f} s ({seconds / cpu:5.2f} bag-s per CPU-s; "
-              f"reading thread {main:.1f} s), "
-              f"peak RSS {rss[seconds]:.0f} MiB, {steps} steps; load average "
+              f"reading thread {main:.1f} s), {disk / 2**30:.2f} GiB of the bag read from the disk, not the page "
+              f"cache; peak RSS {rss[seconds]:.0f} MiB, {steps} steps; load average "
               + " ".join(f"{x:.1f}" for x in os.getloadavg()), flush=True)
         shutil.rmtree(bag)
         shutil.rmtree(out, ignore_errors=True)
@@ -200,6 +222,8 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=5, help="alternating runs of each converter per bag")
     ap.add_argument("--long", type=float, default=0.0, metavar="SECONDS",
                     help="instead: ours on a raw bag this long and one of --seconds (throughput, peak RSS)")
+    ap.add_argument("--cached", action="store_true",
+                    help="with --long: leave the bag in the page cache (default: evicted, read from the disk)")
     args = ap.parse_args()
     if args.repeat < 1:
         ap.error("--repeat must be >= 1")
