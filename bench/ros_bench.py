@@ -5,23 +5,27 @@
 Needs ROS 2 sourced and the workspace built (rdt_msgs); without it, it says so and exits 0.
 
 policy: the fake Kinova (rdt_bringup's fake robot node) and the policy node (tiny model, each inference made
-  to take at least 300 ms), each in its own process; this process publishes three 640x480 rgb8 cameras at
-  30 Hz. The bench profile is kinova_gen3 with a third (left-wrist) camera and the per-tick JointState command
+  to take at least 300 ms), each in its own process, under three 640x480 rgb8 cameras at 30 Hz. The bench
+  profile is kinova_gen3 with a third (left-wrist) camera and the per-tick JointState command
   backend, so that every control tick is a message whose period can be timed (the JointTrajectory backend
   sends multi-point trajectories at chunk switches instead). Printed: command period p50 / p99 and the
   longest gap (DDS source timestamps, against the nominal 1 / publish_rate_hz), the end-to-end age of the
   observation behind each chunk (camera stamp -> chunk ready, from ~/action_chunk), the policy node's CPU
   (/proc, % of one core), and camera messages dropped (sent here, never seen by the node's image callback).
 recorder: the recorder node (profile aloha: three cameras) records --record-seconds of three 640x480
-  cameras at 30 Hz and four JointState streams at 200 Hz published from this process; printed: frames
-  dropped (in DDS / the executor, and in the recorder's queue), steps written vs expected, finalise time.
+  cameras at 30 Hz and four JointState streams at 200 Hz; printed: frames dropped (in DDS / the executor,
+  and in the recorder's queue), steps written vs expected, finalise time.
+The load is made as cheap as a real (C++) driver's: one process per camera and one for the joint streams,
+each publishing messages serialised once before the loop, only the header stamp rewritten in the CDR bytes
+(``child_publisher``). This process only subscribes (the probe) and calls services.
+All processes use rdt_bringup/config/fastdds_large_images.xml (a 32 MB shared-memory segment: Fast DDS's
+default 512 KB one cannot hold a 640x480 rgb8 frame) unless --fastdds-default or the variable is already set.
 Goals (issue 13): p99 command period <= 1.1 x nominal, longest gap <= 1.5 x nominal, 0 dropped frames,
 finalise < 1 s.
 """
 from __future__ import annotations
 
 import argparse
-import array
 import collections
 import json
 import os
@@ -44,6 +48,8 @@ sys.path.insert(0, str(HERE))
 from record_bench import run_at, scene_frames  # noqa: E402  (the camera-like frames and the paced loop)
 
 ROOT = HERE.parent
+FASTDDS_PROFILE = ROOT / "rdt_bringup" / "config" / "fastdds_large_images.xml"
+FASTDDS_PROFILE_VARIABLES = ("FASTRTPS_DEFAULT_PROFILES_FILE", "FASTDDS_DEFAULT_PROFILES_FILE")   # Fast DDS 2, 3
 CAMERA_TOPICS = ["/bench/cam_high/image_raw", "/bench/cam_right_wrist/image_raw", "/bench/cam_left_wrist/image_raw"]
 
 
@@ -102,9 +108,9 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def start_child(kind: str, workdir: Path, *args: str) -> tuple[subprocess.Popen, Path]:
-    report = workdir / f"{kind}.json"
-    log = open(workdir / f"{kind}.log", "w")
+def start_child(kind: str, workdir: Path, *args: str, name: str = "") -> tuple[subprocess.Popen, Path]:
+    report = workdir / f"{name or kind}.json"
+    log = open(workdir / f"{name or kind}.log", "w")
     proc = subprocess.Popen([sys.executable, __file__, "--child", kind, "--report", str(report), *args],
                             stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ))
     return proc, report
@@ -119,49 +125,84 @@ def stop_child(proc: subprocess.Popen, timeout: float = 30.0) -> int:
         return proc.wait()
 
 
-class Cameras:
-    """rgb8 Image publishers at ``rate`` Hz, one thread each; every stamp sent is kept."""
+def child_publisher(report: str, kind: str, topic: str, seed: int, width: int, height: int, rate: float,
+                    ros_args: list[str]) -> None:
+    """A cheap sensor driver in its own process, as a camera or arm driver (C++) is: every message is
+    serialised once before the loop, and each period only the header stamp in the CDR bytes is rewritten and
+    the bytes are published (rclpy publishes bytes as serialised data: no Python message, no conversion).
+    kind "camera": ``topic`` carries 10 camera-like rgb8 frames in turn; kind "joints": the aloha profile's
+    four JointState streams, one second of sine positions in turn. The stamps sent are written to ``report``."""
+    import struct
 
-    def __init__(self, node, topics: list[str], width: int, height: int, rate: float = 30.0):
-        from rclpy.qos import qos_profile_sensor_data
-        from sensor_msgs.msg import Image
+    import rclpy
+    from rclpy.qos import qos_profile_sensor_data
+    from rclpy.serialization import serialize_message
+    from sensor_msgs.msg import Image, JointState
 
-        from rdt_core.images import rgb_image_fields
+    from rdt_core.images import rgb_image_fields
 
-        self.node, self.rate, self.sent = node, rate, {t: [] for t in topics}
-        self.stop = threading.Event()
-        self.streams = []
-        for i, topic in enumerate(topics):
-            msgs = []
-            for frame in scene_frames(10, width, height, seed=i):
-                fields = rgb_image_fields(frame)
-                fields["data"] = array.array("B", fields["data"])   # rclpy copies an array.array at C speed
-                msgs.append(Image(**fields))
-            self.streams.append((topic, node.create_publisher(Image, topic, qos_profile_sensor_data), msgs))
-        self.threads = [threading.Thread(target=run_at, args=(rate, self.stop, self._emitter(*s)), daemon=True)
-                        for s in self.streams]
+    rclpy.init(args=["--ros-args", *ros_args])
+    node = rclpy.create_node(f"ros_bench_{kind}_{seed}")
+    if kind == "camera":
+        payloads = [serialize_message(Image(**rgb_image_fields(f))) for f in scene_frames(10, width, height, seed)]
+        streams = [(node.create_publisher(Image, topic, qos_profile_sensor_data), topic, payloads)]
+    else:
+        from rdt_core.robots import load_profile
 
-    def _emitter(self, topic, pub, msgs):
-        k = [0]
+        profile = load_profile("aloha")
+        streams = []
+        for s in profile.state_streams + profile.action_streams:
+            names = list(s.msg_joint_names)
+            msgs = [JointState(name=names, position=list(0.3 * np.sin(k / rate + np.arange(len(names)))))
+                    for k in range(int(rate))]
+            streams.append((node.create_publisher(JointState, s.topic, qos_profile_sensor_data), s.topic,
+                            [serialize_message(m) for m in msgs]))
+    if any(b[:2] != b"\x00\x01" for _, _, payloads in streams for b in payloads):
+        raise SystemExit("rclpy serialised big-endian CDR here: the stamp offset below assumes little-endian")
+    buffers = [[bytearray(b) for b in payloads] for _, _, payloads in streams]
+    sent = {t: [] for _, t, _ in streams}
+    k = [0]
 
-        def emit():
-            msg = msgs[k[0] % len(msgs)]
-            now = self.node.get_clock().now()
-            msg.header.stamp = now.to_msg()
-            pub.publish(msg)
-            self.sent[topic].append(now.nanoseconds)
-            k[0] += 1
-        return emit
+    def emit():
+        now = time.time_ns()                      # the ROS clock (system time), as a driver stamps its frames
+        for (pub, t, _), bufs in zip(streams, buffers):
+            buf = bufs[k[0] % len(bufs)]
+            struct.pack_into("<iI", buf, 4, now // 1_000_000_000, now % 1_000_000_000)   # header.stamp
+            pub.publish(bytes(buf))
+            sent[t].append(now)
+        k[0] += 1
 
-    def start(self):
-        for t in self.threads:
-            t.start()
-        return self
+    stop = threading.Event()
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    try:
+        run_at(rate, stop, emit)
+    finally:
+        Path(report).write_text(json.dumps(sent))
+        node.destroy_node()
+        rclpy.try_shutdown()
 
-    def close(self):
-        self.stop.set()
-        for t in self.threads:
-            t.join()
+
+class Publishers:
+    """The sensor load: :func:`child_publisher` processes (one per camera, one for all joint streams)."""
+
+    def __init__(self, workdir: Path, cameras: list[str], width: int, height: int, joints: bool = False):
+        self.children = []
+        for i, topic in enumerate(cameras):
+            self.children.append(start_child("publisher", workdir, "--kind", "camera", "--topic", topic,
+                                             "--seed", str(i), "--width", str(width), "--height", str(height),
+                                             "--rate", "30", "--", name=f"camera{i}"))
+        if joints:
+            self.children.append(start_child("publisher", workdir, "--kind", "joints", "--rate", "200", "--",
+                                             name="joints"))
+        self.sent = {}
+
+    def close(self) -> dict:
+        """Stops the publishers; returns every stamp they sent, by topic."""
+        for proc, report in self.children:
+            stop_child(proc)
+            if report.exists():
+                self.sent.update(json.loads(report.read_text()))
+        return self.sent
 
 
 def dropped(sent: dict, seen: dict, t0_ns: int, t1_ns: int) -> tuple[int, int]:
@@ -237,7 +278,7 @@ def bench_policy(args, workdir: Path) -> None:
     node.create_subscription(PolicyStatus, "/rdt_policy_node/status",
                              lambda m: (statuses.append(m.state), reasons.append(m.hold_reason)), 50)
     executor, thread = spin_in_thread(node)
-    cams = Cameras(node, CAMERA_TOPICS, args.width, args.height).start()
+    cams = Publishers(workdir, CAMERA_TOPICS, args.width, args.height)
     try:
         if not wait_for(lambda: statuses and statuses[-1] == "RUNNING", args.startup_timeout):
             raise SystemExit(f"the policy node never reached RUNNING (states {dict(collections.Counter(statuses))}, "
@@ -254,7 +295,7 @@ def bench_policy(args, workdir: Path) -> None:
         states = collections.Counter(statuses[n_status:])
         holds = collections.Counter(re.sub(r"[\d.]+ s", "N s", r) for r in reasons[n_status:] if r)
     finally:
-        cams.close()
+        sent = cams.close()
         stop_child(policy)
         stop_child(fake)
         executor.shutdown()
@@ -262,12 +303,13 @@ def bench_policy(args, workdir: Path) -> None:
         node.destroy_node()
         rclpy.try_shutdown()
     seen = json.loads(policy_report.read_text()) if policy_report.exists() else {}
-    lost, total = dropped(cams.sent, seen, t0, t1 - 500_000_000)   # the last half second may still be in flight
+    lost, total = dropped(sent, seen, t0, t1 - 500_000_000)   # the last half second may still be in flight
     periods = np.diff(np.sort(window_cmds)) / 1e9
+    latencies = [c.inference_latency for c in window_chunks]
     ages = [(c.ready_stamp.sec + 1e-9 * c.ready_stamp.nanosec) - (c.header.stamp.sec + 1e-9 * c.header.stamp.nanosec)
             for c in window_chunks]
     nominal = 1.0 / publish_rate
-    sender_gap = max((np.diff([s for s in stamps if t0 <= s <= t1]).max(initial=0) for stamps in cams.sent.values()),
+    sender_gap = max((np.diff([s for s in stamps if t0 <= s <= t1]).max(initial=0) for stamps in sent.values()),
                      default=0) / 1e9
     wall = (t1 - t0) / 1e9
     print(f"policy node, {args.seconds:.0f} s: 3 x {args.width}x{args.height} rgb8 @ 30 Hz in, tiny model with >= "
@@ -281,6 +323,9 @@ def bench_policy(args, workdir: Path) -> None:
           f"{len(window_cmds)} commands, {len(window_cmds) / wall / publish_rate * 100:.1f} % of the ticks")
     print(f"  observation age        p50 {percentile(ages, 50) * 1e3:.0f} ms, p99 {percentile(ages, 99) * 1e3:.0f} ms, "
           f"max {max(ages) * 1e3 if ages else float('nan'):.0f} ms (camera stamp -> chunk ready), {len(ages)} chunks")
+    print(f"  inference latency      p50 {percentile(latencies, 50) * 1e3:.0f} ms, max "
+          f"{max(latencies) * 1e3 if latencies else float('nan'):.0f} ms (the tiny model + the >= "
+          f"{args.latency * 1e3:.0f} ms sleep)")
     print(f"  policy node CPU        {(cpu1 - cpu0) / wall * 100:.0f} % of one core")
     print(f"  camera messages lost   {lost} of {total} ({lost / max(1, total) * 100:.1f} %, goal 0)")
     print(f"  camera sender          longest gap {sender_gap * 1e3:.0f} ms between two frames of one camera "
@@ -292,9 +337,6 @@ def bench_policy(args, workdir: Path) -> None:
 
 def bench_recorder(args, workdir: Path) -> None:
     import rclpy
-    from rclpy.qos import qos_profile_sensor_data
-    from sensor_msgs.msg import JointState
-    from std_msgs.msg import Header
     from std_srvs.srv import Trigger
 
     from rdt_core.episode import EpisodeReader
@@ -309,20 +351,8 @@ def bench_recorder(args, workdir: Path) -> None:
     rclpy.init()
     node = rclpy.create_node("ros_bench_publisher")
     executor, thread = spin_in_thread(node)
-    streams = [(s.topic, list(s.msg_joint_names)) for s in profile.state_streams + profile.action_streams]
-    joint_pubs = [(node.create_publisher(JointState, t, qos_profile_sensor_data), names) for t, names in streams]
-    stop = threading.Event()
-
-    def joints():
-        now = node.get_clock().now()
-        for pub, names in joint_pubs:
-            t = now.nanoseconds / 1e9
-            pub.publish(JointState(header=Header(stamp=now.to_msg()), name=names,
-                                   position=list(0.3 * np.sin(t + np.arange(len(names))))))
-
-    cams = Cameras(node, CAMERA_TOPICS, args.width, args.height).start()
-    joint_thread = threading.Thread(target=run_at, args=(200.0, stop, joints), daemon=True)
-    joint_thread.start()
+    streams = profile.state_streams + profile.action_streams
+    sensors = Publishers(workdir, CAMERA_TOPICS, args.width, args.height, joints=True)
     start = node.create_client(StartEpisode, "/rdt_recorder/start_episode")
     stop_srv = node.create_client(Trigger, "/rdt_recorder/stop_episode")
 
@@ -346,19 +376,19 @@ def bench_recorder(args, workdir: Path) -> None:
         stop_s = time.monotonic() - tic
         cpu1 = cpu_seconds(recorder.pid)
     finally:
-        stop.set()
-        joint_thread.join()
-        cams.close()
+        sent = sensors.close()
         stop_child(recorder)
         executor.shutdown()
         thread.join(timeout=10)
         node.destroy_node()
         rclpy.try_shutdown()
     seen = json.loads(report.read_text()) if report.exists() else {}
-    lost, total = dropped(cams.sent, seen, t0, t1 - 500_000_000)
+    lost, total = dropped({t: sent.get(t, []) for t in CAMERA_TOPICS}, seen, t0, t1 - 500_000_000)
     episode = out / "episode_0.hdf5"
-    with EpisodeReader(episode) as r:
-        steps, extra = r.num_steps, r.meta.extra
+    steps, extra = 0, {}
+    if episode.exists():   # an episode without one complete step is not kept
+        with EpisodeReader(episode) as r:
+            steps, extra = r.num_steps, r.meta.extra
     log = (workdir / "recorder.log").read_text()
     finalised = re.findall(r"finalised in (\d+) ms", log)
     expected = int(args.record_seconds * profile.control_frequency)
@@ -385,7 +415,14 @@ def main() -> int:
     ap.add_argument("--startup-timeout", type=float, default=300.0)
     ap.add_argument("--max-age", type=float, default=0.0,
                     help="the policy node's max_observation_age_s (default: kinova_gen3.yaml's 0.25 s)")
-    ap.add_argument("--child", choices=["policy", "recorder", "fake"], help=argparse.SUPPRESS)
+    ap.add_argument("--fastdds-default", action="store_true",
+                    help="Fast DDS's built-in transports (512 KB shared-memory segment) instead of "
+                         "rdt_bringup/config/fastdds_large_images.xml")
+    ap.add_argument("--child", choices=["policy", "recorder", "fake", "publisher"], help=argparse.SUPPRESS)
+    for hidden in ("--kind", "--topic"):
+        ap.add_argument(hidden, default="", help=argparse.SUPPRESS)
+    ap.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
+    ap.add_argument("--rate", type=float, default=30.0, help=argparse.SUPPRESS)
     ap.add_argument("--report", help=argparse.SUPPRESS)
     ap.add_argument("ros_args", nargs="*", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -394,6 +431,10 @@ def main() -> int:
         return 0
     if args.child == "recorder":
         child_recorder(args.report, args.ros_args)
+        return 0
+    if args.child == "publisher":
+        child_publisher(args.report, args.kind, args.topic, args.seed, args.width, args.height, args.rate,
+                        args.ros_args)
         return 0
     if args.child == "fake":
         from rdt_bringup.fake_robot_node import main as fake_main
@@ -408,6 +449,10 @@ def main() -> int:
     from rdt_core.testing import isolated_ros_domain
     import shutil
     workdir = Path(tempfile.mkdtemp(prefix="ros_bench_"))
+    if not args.fastdds_default:   # for every process of the graph (the children inherit it)
+        for var in FASTDDS_PROFILE_VARIABLES:
+            os.environ.setdefault(var, str(FASTDDS_PROFILE))
+    print(f"Fast DDS profile: {os.environ.get(FASTDDS_PROFILE_VARIABLES[0]) or 'none (built-in transports)'}")
     with isolated_ros_domain(fallback=94):
         if args.part in ("policy", "both"):
             bench_policy(args, workdir)

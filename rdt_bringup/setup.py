@@ -13,7 +13,7 @@ setup(
         ('share/ament_index/resource_index/packages', ['resource/rdt_bringup']),
         ('share/rdt_bringup', ['package.xml']),
         ('share/rdt_bringup/launch', glob('launch/*.launch.py')),
-        ('share/rdt_bringup/config', glob('config/*.yaml')),
+        ('share/rdt_bringup/config', glob('config/*.yaml') + glob('config/*.xml')),
     ],
     install_requires=["setuptools"],
     zip_safe=False,

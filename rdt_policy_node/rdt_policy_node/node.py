@@ -207,7 +207,16 @@ class PolicyNode(Node):
         return super().destroy_node()
 
 
+# How long a thread running Python may keep the GIL while another waits for it (CPython's default: 5 ms). The
+# inference worker runs Python between torch kernels; with the default, each of the several hand-overs of a
+# control tick (executor thread -> its worker -> publish) could wait up to 5 ms behind it, which made the
+# 100 Hz ticks' p99 period ~5 x nominal in bench/ros_bench.py. 0.5 ms bounds that wait; the cost is more
+# GIL switches (measured there).
+GIL_SWITCH_INTERVAL_S = 0.0005
+
+
 def main(args=None) -> None:
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
     rclpy.init(args=args)
     node = None
     try:

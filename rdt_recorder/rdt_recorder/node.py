@@ -4,7 +4,8 @@ Parameters (see rdt_bringup/config/<robot>.yaml, section rdt_recorder): profile,
 episode_seconds (0 = open-ended), camera_topics, camera_compressed, joint_state_topics, action_topics (lists in
 the profile's order; empty = the profile's topics), jpeg_quality, tolerance_s, keyboard.
 Subscriptions: sensor_msgs Image (its fields kept; rdt_core.images converts the frames a step uses, in the
-writer's threads) or CompressedImage (JPEG kept), JointState; sensor-data QoS. Services: ~/start_episode (rdt_msgs/StartEpisode), ~/stop_episode and ~/discard_episode
+writer's threads) or CompressedImage (JPEG kept), JointState; sensor-data QoS with a 1 s history (sensor_qos).
+Services: ~/start_episode (rdt_msgs/StartEpisode), ~/stop_episode and ~/discard_episode
 (std_srvs/Trigger). Topic: ~/episode_status (rdt_msgs/EpisodeStatus) at 1 Hz and on every change.
 """
 from __future__ import annotations
@@ -18,7 +19,7 @@ from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
-from rclpy.qos import qos_profile_sensor_data
+from rclpy.qos import HistoryPolicy, QoSProfile, qos_profile_sensor_data
 from sensor_msgs.msg import CompressedImage, Image, JointState
 from std_srvs.srv import Trigger
 
@@ -31,6 +32,19 @@ from rdt_recorder.console import HELP, KeyReader, apply_command, status_line
 from rdt_recorder.frames import CompressedFrame, ImageConversionError, RawImage
 from rdt_recorder.streams import StreamPlan
 from rdt_recorder.writer import EpisodeRecorder, RecorderError
+
+
+def sensor_qos(seconds: float, rate_hz: float) -> QoSProfile:
+    """Sensor-data QoS (best effort, volatile: what camera and arm drivers offer) whose reader-side history
+    holds ``seconds`` of a ``rate_hz`` stream instead of sensor-data's 5 messages (170 ms of a 30 Hz camera, 25 ms
+    of a 200 Hz arm): a recorder must keep every message, and when its executor falls behind for a moment
+    DDS then keeps what arrived until the callbacks catch up instead of overwriting it."""
+    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=max(5, int(seconds * rate_hz)),
+                      reliability=qos_profile_sensor_data.reliability, durability=qos_profile_sensor_data.durability)
+
+
+CAMERA_QOS = sensor_qos(1.0, 30.0)     # 30 frames (27 MB of 640x480 rgb8 per camera at most)
+JOINT_QOS = sensor_qos(1.0, 200.0)
 
 
 class RecorderNode(Node):
@@ -68,15 +82,15 @@ class RecorderNode(Node):
         for cam in self.plan.cameras:
             if cam.compressed:
                 cb = (lambda msg, role=cam.role, topic=cam.topic: self._on_compressed(role, topic, msg))
-                self._subs.append(self.create_subscription(CompressedImage, cam.topic, cb, qos_profile_sensor_data,
+                self._subs.append(self.create_subscription(CompressedImage, cam.topic, cb, CAMERA_QOS,
                                                            callback_group=streams))
             else:
                 cb = (lambda msg, role=cam.role, topic=cam.topic: self._on_image(role, topic, msg))
-                self._subs.append(self.create_subscription(Image, cam.topic, cb, qos_profile_sensor_data,
+                self._subs.append(self.create_subscription(Image, cam.topic, cb, CAMERA_QOS,
                                                            callback_group=streams))
         for js in self.plan.state + self.plan.action:
             cb = (lambda msg, role=js.role: self._on_joints(role, msg))
-            self._subs.append(self.create_subscription(JointState, js.topic, cb, qos_profile_sensor_data,
+            self._subs.append(self.create_subscription(JointState, js.topic, cb, JOINT_QOS,
                                                        callback_group=streams))
 
         # ---- status topic and timers
@@ -195,12 +209,27 @@ class RecorderNode(Node):
         self.recorder.close()
 
 
+def make_executor():
+    """rclpy's EventsExecutor where it exists (Jazzy: rclpy.experimental), else a MultiThreadedExecutor.
+
+    Four 200 Hz arms and three 30 Hz cameras are ~900 callbacks a second, each of which costs the Python
+    MultiThreadedExecutor a wait set rebuilt in Python, a future and a thread hand-over: measured in
+    bench/ros_bench.py, that alone kept the recorder process at a full core and lost most camera frames in
+    DDS. The EventsExecutor waits, takes and dispatches in C++. (Its spin() never ran a callback in rclpy
+    7.1.6; main() drives it with spin_once, which does.)"""
+    try:
+        from rclpy.experimental import EventsExecutor
+    except ImportError:   # rclpy before Jazzy
+        return MultiThreadedExecutor(num_threads=4)
+    return EventsExecutor()
+
+
 def main(args=None) -> int:
     rclpy.init(args=args)
     node = None
     try:
         node = RecorderNode()
-        executor = MultiThreadedExecutor(num_threads=4)
+        executor = make_executor()
         executor.add_node(node)
         while rclpy.ok() and not node.quit_requested:
             executor.spin_once(timeout_sec=0.1)
