@@ -171,14 +171,20 @@ def _disk_read_bytes() -> int:
         return next(int(x.split()[1]) for x in f if x.startswith("read_bytes:"))
 
 
+def _sys_s() -> float:
+    """System (kernel) CPU seconds of this process and its finished children: page-cache reads, page faults."""
+    return sum(r.ru_stime for r in (resource.getrusage(resource.RUSAGE_SELF),
+                                    resource.getrusage(resource.RUSAGE_CHILDREN)))
+
+
 def _ours_in_child(bag: str, out: str, profile_name: str, queue) -> None:
-    main, disk = time.thread_time(), _disk_read_bytes()
+    main, disk, kernel = time.thread_time(), _disk_read_bytes(), _sys_s()
     wall, cpu, steps = timed(lambda: run_ours(Path(bag), Path(out), profile_name))
     main = time.thread_time() - main   # the reading thread: the part that the encoder threads cannot share
-    disk = _disk_read_bytes() - disk
+    disk, kernel = _disk_read_bytes() - disk, _sys_s() - kernel
     # the largest of this process and the writer's HDF5 build children (theirs starts from this one's at fork)
     children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    queue.put((wall, cpu, main, steps, max(_peak_rss_mib(), children), disk))
+    queue.put((wall, cpu, main, steps, max(_peak_rss_mib(), children), disk, kernel))
 
 
 def long_bags(args, profile, work: Path) -> None:
@@ -198,10 +204,11 @@ def long_bags(args, profile, work: Path) -> None:
         queue = ctx.Queue()
         child = ctx.Process(target=_ours_in_child, args=(str(bag), str(out), args.profile, queue))
         child.start()
-        wall, cpu, main, steps, rss[seconds], disk = queue.get()
+        wall, cpu, main, steps, rss[seconds], disk, kernel = queue.get()
         child.join()
         print(f"  {seconds:6g} s bag ({size:.2f} GiB, written in {made:.0f} s): {wall:6.1f} s = "
-              f"{seconds / wall:5.2f} x real time, CPU {cpu:6.1f} s ({seconds / cpu:5.2f} bag-s per CPU-s; "
+              f"{seconds / wall:5.2f} x real time, CPU {cpu:6.1f} s (system {kernel:.1f} s; {seconds / cpu:5.2f} "
+              "bag-s per CPU-s; "
               f"reading thread {main:.1f} s), {disk / 2**30:.2f} GiB of the bag read from the disk, not the page "
               f"cache; peak RSS {rss[seconds]:.0f} MiB, {steps} steps; load average "
               + " ".join(f"{x:.1f}" for x in os.getloadavg()), flush=True)
