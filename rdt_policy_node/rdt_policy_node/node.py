@@ -1,8 +1,9 @@
 """rclpy shell of the RDT policy (console script ``policy_node``): messages in, PolicyController, messages out.
 
 Reads top to bottom: parameters, the policy and runtime, subscriptions (sensor-data QoS), timers,
-publishers, services. Callback groups keep the sensor callbacks, the control timer and the services from
-waiting on each other in the MultiThreadedExecutor; inference runs in the runtime's own worker thread.
+publishers, services. One EventsExecutor thread runs the callbacks (rdt_core.executor; the callback groups
+matter where rclpy has none and a MultiThreadedExecutor runs them); inference runs in the runtime's own
+worker thread.
 """
 from __future__ import annotations
 
@@ -15,12 +16,13 @@ from pathlib import Path
 import rclpy
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import CompressedImage, Image, JointState
 from std_srvs.srv import Trigger
 
+from rdt_core.executor import make_executor, spin
 from rdt_core.images import CompressedFrame, ImageConversionError, RawImage
 from rdt_msgs.msg import ActionChunk, PolicyStatus
 from rdt_msgs.srv import SetInstruction
@@ -221,11 +223,9 @@ def main(args=None) -> None:
     node = None
     try:
         node = PolicyNode()
-        # Camera and joint callbacks, the control tick and the services run side by side; a fixed pool keeps
-        # the control tick from waiting behind image conversions on a machine with few cores.
-        executor = MultiThreadedExecutor(num_threads=4)
+        executor = make_executor()   # rdt_core.executor: why not the MultiThreadedExecutor
         executor.add_node(node)
-        executor.spin()
+        spin(executor)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:

@@ -17,13 +17,14 @@ from pathlib import Path
 import rclpy
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, qos_profile_sensor_data
 from sensor_msgs.msg import CompressedImage, Image, JointState
 from std_srvs.srv import Trigger
 
 from rdt_core.episode import DEFAULT_JPEG_QUALITY
+from rdt_core.executor import make_executor, spin
 from rdt_core.robots import load_profile
 from rdt_msgs.msg import EpisodeStatus
 from rdt_msgs.srv import StartEpisode
@@ -209,21 +210,6 @@ class RecorderNode(Node):
         self.recorder.close()
 
 
-def make_executor():
-    """rclpy's EventsExecutor where it exists (Jazzy: rclpy.experimental), else a MultiThreadedExecutor.
-
-    Four 200 Hz arms and three 30 Hz cameras are ~900 callbacks a second, each of which costs the Python
-    MultiThreadedExecutor a wait set rebuilt in Python, a future and a thread hand-over: measured in
-    bench/ros_bench.py, that alone kept the recorder process at a full core and lost most camera frames in
-    DDS. The EventsExecutor waits, takes and dispatches in C++. (Its spin() never ran a callback in rclpy
-    7.1.6; main() drives it with spin_once, which does.)"""
-    try:
-        from rclpy.experimental import EventsExecutor
-    except ImportError:   # rclpy before Jazzy
-        return MultiThreadedExecutor(num_threads=4)
-    return EventsExecutor()
-
-
 def main(args=None) -> int:
     rclpy.init(args=args)
     node = None
@@ -231,8 +217,7 @@ def main(args=None) -> int:
         node = RecorderNode()
         executor = make_executor()
         executor.add_node(node)
-        while rclpy.ok() and not node.quit_requested:
-            executor.spin_once(timeout_sec=0.1)
+        spin(executor, lambda: not node.quit_requested)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
