@@ -11,7 +11,7 @@ policy: the fake Kinova (rdt_bringup's fake robot node) and the policy node (tin
   sends multi-point trajectories at chunk switches instead). Printed: command period p50 / p99 and the
   longest gap (DDS source timestamps, against the nominal 1 / publish_rate_hz), the end-to-end age of the
   observation behind each chunk (camera stamp -> chunk ready, from ~/action_chunk), the policy node's CPU
-  (/proc, % of one core), and camera messages dropped (sent here, never seen by the node's image callback).
+  (/proc, % of one core), and camera messages dropped (sent by the publishers, never seen by the node's image callback).
 recorder: the recorder node (profile aloha: three cameras) records --record-seconds of three 640x480
   cameras at 30 Hz and four JointState streams at 200 Hz; printed: frames dropped (in DDS / the executor,
   and in the recorder's queue), steps written vs expected, finalise time.
