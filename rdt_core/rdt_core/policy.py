@@ -123,7 +123,8 @@ class RDTPolicy:
         mask = torch.from_numpy(np.asarray(self.profile.unified_mask(), dtype=np.float32))
         self._action_mask = mask.to(self.device, self.dtype).view(1, 1, -1)
 
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()         # one inference at a time (held for the whole chunk)
+        self._instruction_lock = threading.Lock()   # the instruction fields: held for microseconds
         self.instruction: InstructionEmbedding | None = None
         self._lang: torch.Tensor | None = None
         self._lang_mask: torch.Tensor | None = None
@@ -242,7 +243,9 @@ class RDTPolicy:
             raise ValueError(f"instruction {emb.name!r} has {emb.length} tokens, the checkpoint takes at most "
                              f"{self.runner.max_lang_cond_len}; shorten the instruction")
         lang = emb.embeddings.to(device=self.device, dtype=self.dtype)
-        with self._lock:
+        # Not the inference lock: a caller (the node's service, on the thread that also runs the control
+        # tick) must never wait seconds for a running chunk; the next chunk takes the new instruction.
+        with self._instruction_lock:
             self.instruction = emb
             self._lang = lang
             self._lang_mask = torch.ones(lang.shape[:2], dtype=torch.bool, device=self.device)
@@ -312,7 +315,9 @@ class RDTPolicy:
         noise_t = self._noise(noise)
         inpaint = self._inpaint(inpaint_actions)
         with self._lock:
-            if self._lang is None:
+            with self._instruction_lock:
+                lang, lang_mask = self._lang, self._lang_mask
+            if lang is None:
                 raise RuntimeError("no instruction set; call set_instruction(<embedding .pt>) first")
             t0 = time.perf_counter()
             before = self.images.stats["frames_encoded"]
@@ -320,7 +325,7 @@ class RDTPolicy:
             img_tokens = self.images.encode(images, keys=image_keys).to(self.dtype)
             t1 = time.perf_counter()
             out = self.sampler.predict_action(
-                lang_tokens=self._lang, lang_attn_mask=self._lang_mask, img_tokens=img_tokens,
+                lang_tokens=lang, lang_attn_mask=lang_mask, img_tokens=img_tokens,
                 state_tokens=state, action_mask=self._action_mask, ctrl_freqs=self._ctrl_freqs,
                 noise=noise_t, num_inference_steps=self.num_inference_steps, inpaint=inpaint,
                 frame_keys=self.images.window_keys)

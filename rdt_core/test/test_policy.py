@@ -134,6 +134,45 @@ def test_instruction_swap(policy, tmp_path):
     np.testing.assert_array_equal(policy.predict(images, q, noise=_noise(policy)), a)
 
 
+def test_set_instruction_never_waits_for_a_running_chunk(tmp_path):
+    """The node's set_instruction service runs on the thread that also runs the control tick: it must return
+    while a chunk is being computed (not seconds later), and that chunk keeps the instruction it began with."""
+    import threading
+
+    pol = RDTPolicy.tiny("kinova_gen3", seed=0)
+    images, q = _frames(11), _qpos(pol.profile)
+    before = pol.predict(images, q, noise=_noise(pol))
+    entered, release = threading.Event(), threading.Event()
+    sample = pol.sampler.predict_action
+
+    def held_sample(**kwargs):
+        entered.set()
+        assert release.wait(120.0)
+        return sample(**kwargs)
+
+    pol.sampler.predict_action = held_sample
+    running = {}
+    worker = threading.Thread(target=lambda: running.update(chunk=pol.predict(images, q, noise=_noise(pol))))
+    worker.start()
+    try:
+        assert entered.wait(120.0), "the chunk never started"
+        other = InstructionEmbedding("other", "put it in the box",
+                                     torch.randn(1, 5, 32, generator=torch.Generator().manual_seed(9)))
+        save_instruction_embedding(tmp_path / "other.pt", other)
+        swap = threading.Thread(target=pol.set_instruction, args=(tmp_path / "other.pt",))
+        swap.start()
+        swap.join(60.0)
+        assert not swap.is_alive(), "set_instruction waited for the running chunk"
+        assert worker.is_alive()                    # the chunk was still being computed
+    finally:
+        release.set()
+        worker.join(120.0)
+    pol.sampler.predict_action = sample
+    np.testing.assert_array_equal(running["chunk"], before)    # begun with the old instruction, kept it
+    assert pol.instruction.instruction == "put it in the box"
+    assert np.abs(pol.predict(images, q, noise=_noise(pol)) - before).max() > 1e-3
+
+
 def test_no_instruction_is_a_clear_error():
     tiny = RDTPolicy.tiny("kinova_gen3")
     pol = RDTPolicy(tiny.runner, tiny.vision, tiny.profile, None)
