@@ -12,7 +12,7 @@ import subprocess
 import threading
 from pathlib import Path
 
-from rdt_core.testing import isolated_ros_domain, wait_for  # noqa: F401  (wait_for: for the launch tests)
+from rdt_core.testing import isolated_ros_domain
 
 _HELD = contextlib.ExitStack()
 

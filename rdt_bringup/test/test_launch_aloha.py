@@ -11,7 +11,7 @@ import unittest
 from pathlib import Path
 
 import pytest
-from rdt_core.testing import skip_module_without_ros
+from rdt_core.testing import skip_module_without_ros, wait_for
 
 skip_module_without_ros("launch_testing", "sensor_msgs")
 
@@ -19,7 +19,7 @@ import launch_testing.asserts  # noqa: E402
 import numpy as np  # noqa: E402
 
 from launch_helpers import (Probe, documented_arguments, hold_ros_domain, launched, policy_params,  # noqa: E402
-                            wait_for, write_instruction)
+                            write_instruction)
 from rdt_core.robots import load_profile  # noqa: E402
 
 WAIT_S = 300.0   # the tiny model warms up on CPU first; CI's two cores are shared

@@ -10,7 +10,7 @@ import unittest
 from pathlib import Path
 
 import pytest
-from rdt_core.testing import skip_module_without_ros
+from rdt_core.testing import skip_module_without_ros, wait_for
 
 skip_module_without_ros("launch_testing", "trajectory_msgs", "action_msgs")
 
@@ -18,7 +18,7 @@ import launch_testing.asserts  # noqa: E402
 import numpy as np  # noqa: E402
 
 from launch_helpers import (Probe, documented_arguments, hold_ros_domain, launched, policy_params,  # noqa: E402
-                            service_call, wait_for, write_instruction)
+                            service_call, write_instruction)
 from rdt_core.robots import load_profile  # noqa: E402
 
 WAIT_S = 300.0   # the tiny model warms up on CPU first; CI's two cores are shared

@@ -7,14 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from rdt_core.testing import skip_module_without_ros
+from rdt_core.testing import skip_module_without_ros, wait_for
 
 skip_module_without_ros("launch_testing", "std_srvs")
 
 import launch_testing.asserts  # noqa: E402
 
 from launch_helpers import (Probe, config_file, documented_arguments, hold_ros_domain, launched,  # noqa: E402
-                            service_call, wait_for)
+                            service_call)
 
 WORK = Path(tempfile.mkdtemp(prefix="rdt_launch_record_"))
 OUT = WORK / "episodes"

@@ -8,14 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from rdt_core.testing import skip_module_without_ros
+from rdt_core.testing import skip_module_without_ros, wait_for
 
 skip_module_without_ros("launch_testing", "std_srvs")
 pytest.importorskip("mujoco")
 
 import launch_testing.asserts  # noqa: E402
 
-from launch_helpers import Probe, hold_ros_domain, launched, service_call, wait_for  # noqa: E402
+from launch_helpers import Probe, hold_ros_domain, launched, service_call  # noqa: E402
 
 OUT = Path(tempfile.mkdtemp(prefix="rdt_launch_record_sim_")) / "episodes"
 
