@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import gc
 import json
 import os
 import re
@@ -77,10 +78,29 @@ def child_policy(report: str, latency: float, ros_args: list[str]) -> None:
         on_image(self, role, topic, compressed, msg)
 
     policy_node.PolicyNode._on_image = counting
+    ticks, collections_ = [], []   # (start, duration) of each control tick; (end, generation, duration) of each GC
+    on_tick = policy_node.PolicyNode._on_control_tick
+
+    def timed_tick(self):
+        t0 = time.monotonic()
+        on_tick(self)
+        ticks.append((t0, time.monotonic() - t0))
+
+    policy_node.PolicyNode._on_control_tick = timed_tick
+    gc_start = {}
+
+    def gc_timer(phase, info):
+        if phase == "start":
+            gc_start["t"] = time.perf_counter()
+        elif "t" in gc_start:
+            t = gc_start.pop("t")
+            collections_.append((time.monotonic(), info["generation"], time.perf_counter() - t))
+
+    gc.callbacks.append(gc_timer)
     try:
         policy_node.main(args=["policy_node", "--ros-args", *ros_args])
     finally:
-        Path(report).write_text(json.dumps(seen))
+        Path(report).write_text(json.dumps({"seen": seen, "ticks": ticks, "gc": collections_}))
 
 
 def child_recorder(report: str, ros_args: list[str]) -> None:
@@ -217,13 +237,26 @@ def dropped(sent: dict, seen: dict, t0_ns: int, t1_ns: int) -> tuple[int, int]:
 
 
 def spin_in_thread(node):
-    from rclpy.executors import MultiThreadedExecutor
+    """The probe's executor in a thread. A probe that stalls loses messages (the publishers keep 10) and would
+    show its stall as a gap in the commands: a SingleThreadedExecutor (no hand-over between threads) with
+    start-up's objects frozen. Not the nodes' EventsExecutor: it fails on callbacks that take the message
+    info, which gives the DDS source timestamps measured here (SystemError in rclpy 7.1.6)."""
+    from rclpy.executors import SingleThreadedExecutor
 
-    executor = MultiThreadedExecutor(num_threads=2)
+    from rdt_core.executor import freeze_startup_objects
+
+    executor = SingleThreadedExecutor()
     executor.add_node(node)
-    thread = threading.Thread(target=executor.spin, daemon=True)
+    freeze_startup_objects()
+    stop = threading.Event()
+
+    def run():
+        while not stop.is_set():
+            executor.spin_once(timeout_sec=0.1)
+
+    thread = threading.Thread(target=run, daemon=True)
     thread.start()
-    return executor, thread
+    return stop, thread
 
 
 def bench_profile(workdir: Path) -> Path:
@@ -273,11 +306,14 @@ def bench_policy(args, workdir: Path) -> None:
     commands, chunks, statuses = [], [], []
     node.create_subscription(JointState, "/bench/joint_commands",
                              lambda m, info: commands.append(info["source_timestamp"]), 100)
+    joint_states = []   # the fake arm's, as the policy node sees them (it holds when they are 0.25 s old)
+    node.create_subscription(JointState, "/joint_states", lambda m, info: joint_states.append(info["source_timestamp"]),
+                             100)
     node.create_subscription(ActionChunk, "/rdt_policy_node/action_chunk", chunks.append, 50)
     reasons = []
     node.create_subscription(PolicyStatus, "/rdt_policy_node/status",
                              lambda m: (statuses.append(m.state), reasons.append(m.hold_reason)), 50)
-    executor, thread = spin_in_thread(node)
+    stop_probe, thread = spin_in_thread(node)
     cams = Publishers(workdir, CAMERA_TOPICS, args.width, args.height)
     try:
         if not wait_for(lambda: statuses and statuses[-1] == "RUNNING", args.startup_timeout):
@@ -287,22 +323,27 @@ def bench_policy(args, workdir: Path) -> None:
         n_status = len(statuses)
         time.sleep(2.0)
         t0, cpu0 = time.time_ns(), cpu_seconds(policy.pid)
-        n_cmd, n_chunk = len(commands), len(chunks)
+        n_cmd, n_chunk, n_joint = len(commands), len(chunks), len(joint_states)
         time.sleep(args.seconds)
         t1, cpu1 = time.time_ns(), cpu_seconds(policy.pid)
         window_cmds = np.array(commands[n_cmd:], dtype=np.int64)
         window_chunks = list(chunks[n_chunk:])
+        joint_gaps = np.diff(np.sort(np.array(joint_states[n_joint:], dtype=np.int64))) / 1e9
         states = collections.Counter(statuses[n_status:])
         holds = collections.Counter(re.sub(r"[\d.]+ s", "N s", r) for r in reasons[n_status:] if r)
     finally:
         sent = cams.close()
         stop_child(policy)
         stop_child(fake)
-        executor.shutdown()
+        stop_probe.set()
         thread.join(timeout=10)
         node.destroy_node()
         rclpy.try_shutdown()
-    seen = json.loads(policy_report.read_text()) if policy_report.exists() else {}
+    report = json.loads(policy_report.read_text()) if policy_report.exists() else {}
+    seen = report.get("seen", {})
+    mono0, mono1 = time.monotonic() - (time.time_ns() - t0) / 1e9, time.monotonic() - (time.time_ns() - t1) / 1e9
+    ticks = np.array([t for t in report.get("ticks", []) if mono0 <= t[0] <= mono1]).reshape(-1, 2)
+    gcs = [g for g in report.get("gc", []) if mono0 <= g[0] <= mono1]
     lost, total = dropped(sent, seen, t0, t1 - 500_000_000)   # the last half second may still be in flight
     periods = np.diff(np.sort(window_cmds)) / 1e9
     latencies = [c.inference_latency for c in window_chunks]
@@ -328,6 +369,21 @@ def bench_policy(args, workdir: Path) -> None:
           f"{args.latency * 1e3:.0f} ms sleep)")
     print(f"  policy node CPU        {(cpu1 - cpu0) / wall * 100:.0f} % of one core")
     print(f"  camera messages lost   {lost} of {total} ({lost / max(1, total) * 100:.1f} %, goal 0)")
+    if len(ticks):
+        late = np.diff(ticks[:, 0]) / nominal
+        print(f"  tick callbacks         start-to-start p99 {np.percentile(late, 99):.2f} x, max {late.max():.2f} x; "
+              f"duration p50 {np.percentile(ticks[:, 1], 50) * 1e3:.2f} ms, p99 {np.percentile(ticks[:, 1], 99) * 1e3:.2f} ms, "
+              f"max {ticks[:, 1].max() * 1e3:.1f} ms")
+    if len(joint_gaps):
+        print(f"  fake arm joint states  p99 period {percentile(joint_gaps, 99) * 1e3:.1f} ms, longest gap "
+              f"{joint_gaps.max() * 1e3:.0f} ms (the fake robot node's own lateness: 100 Hz nominal)")
+    if gcs:
+        by_gen = collections.defaultdict(list)
+        for _, generation, seconds in gcs:
+            by_gen[generation].append(seconds)
+        print("  garbage collections    " + ", ".join(
+            f"gen {g}: {len(v)}, longest {max(v) * 1e3:.1f} ms" for g, v in sorted(by_gen.items()))
+              + " (in the window)")
     print(f"  camera sender          longest gap {sender_gap * 1e3:.0f} ms between two frames of one camera "
           f"(nominal 33 ms: this process's own lateness)")
     print(f"  states seen            {dict(states)} (status messages in the window)")
@@ -350,7 +406,7 @@ def bench_recorder(args, workdir: Path) -> None:
                                    "-p", "camera_compressed:=[false, false, false]")
     rclpy.init()
     node = rclpy.create_node("ros_bench_publisher")
-    executor, thread = spin_in_thread(node)
+    stop_probe, thread = spin_in_thread(node)
     streams = profile.state_streams + profile.action_streams
     sensors = Publishers(workdir, CAMERA_TOPICS, args.width, args.height, joints=True)
     start = node.create_client(StartEpisode, "/rdt_recorder/start_episode")
@@ -378,7 +434,7 @@ def bench_recorder(args, workdir: Path) -> None:
     finally:
         sent = sensors.close()
         stop_child(recorder)
-        executor.shutdown()
+        stop_probe.set()
         thread.join(timeout=10)
         node.destroy_node()
         rclpy.try_shutdown()

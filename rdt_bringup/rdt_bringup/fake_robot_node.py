@@ -28,12 +28,14 @@ import rclpy
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.action import ActionServer, CancelResponse, GoalResponse
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
+from rclpy.task import Future
 from sensor_msgs.msg import CompressedImage, Image, JointState
 from std_msgs.msg import Float64MultiArray, Header
 from trajectory_msgs.msg import JointTrajectory
 
+from rdt_core.executor import make_executor, spin
 from rdt_core.fake_robot import FakeRobot
 from rdt_core.images import rgb_image_fields, rgb_to_compressed
 from rdt_core.robots import load_profile
@@ -105,6 +107,7 @@ class FakeRobotNode(Node):
         self.last_command_time = -np.inf
         self.last_step = self._now()
         self.sim_steps = 0   # simulation steps so far: a gripper stall is judged only across steps
+        self._step_waiters: list[Future] = []   # gripper goals waiting for the next simulation step
 
         # ----------------------------------------------------------- publishers
         self.state_pubs = [(s.role, self.create_publisher(JointState, topic, 10))
@@ -227,7 +230,15 @@ class FakeRobotNode(Node):
         msg.stalled, msg.reached_goal = stalled, reached
         return msg
 
-    def on_gripper_goal(self, goal_handle):
+    def _next_step(self) -> Future:
+        """Done after the simulation's next step: what a gripper goal awaits instead of sleeping, so that
+        a goal in progress holds no thread (the node runs on one executor thread)."""
+        future = Future()
+        with self.lock:
+            self._step_waiters.append(future)
+        return future
+
+    async def on_gripper_goal(self, goal_handle):
         Action = self.gripper_action_cls
         command = goal_handle.request.command
         if self.gripper_parallel and len(command.position) != 1:
@@ -241,21 +252,17 @@ class FakeRobotNode(Node):
             self._gripper_goal_seq += 1
             seq = self._gripper_goal_seq
         self._apply({self.gripper_index: goal})
-        previous, previous_steps, reached, stalled = np.nan, -1, False, False
+        previous, reached, stalled = np.nan, False, False
         deadline = time.monotonic() + 10.0
         while rclpy.ok() and time.monotonic() < deadline:
-            if seq != self._gripper_goal_seq:  # preempted: frees this executor thread at once
+            if seq != self._gripper_goal_seq:  # preempted by a newer goal: this one ends at once
                 goal_handle.abort()
                 return self._gripper_state(self._gripper_position(), False, False, Action.Result())
             if goal_handle.is_cancel_requested:
                 goal_handle.canceled()
                 return self._gripper_state(self._gripper_position(), False, False, Action.Result())
-            with self.lock:
-                position = float(self.robot.joint_positions()[self.gripper_index])
-                steps = self.sim_steps
-            if steps == previous_steps:   # the simulation has not stepped since (a loaded machine): no news
-                time.sleep(1.0 / self.rate_hz)
-                continue
+            await self._next_step()       # a stall is judged across simulation steps, whatever their timing
+            position = self._gripper_position()
             reached, stalled = gripper_goal_done(position, goal, previous)
             feedback = Action.Feedback()
             if self.gripper_parallel:
@@ -265,8 +272,8 @@ class FakeRobotNode(Node):
             goal_handle.publish_feedback(feedback)
             if reached or stalled:
                 break
-            previous, previous_steps = position, steps
-            time.sleep(2.0 / self.rate_hz)
+            previous = position
+            await self._next_step()
         goal_handle.succeed()
         return self._gripper_state(self._gripper_position(), stalled, reached, Action.Result())
 
@@ -290,6 +297,9 @@ class FakeRobotNode(Node):
             self.robot.step(dt)
             self.sim_steps += 1
             qpos = self.robot.joint_positions()
+            waiters, self._step_waiters = self._step_waiters, []
+        for future in waiters:
+            future.set_result(self.sim_steps)
         stamp = self.get_clock().now().to_msg()
         for role, pub in self.state_pubs:
             names, positions = stream_positions(self.profile, role, qpos)
@@ -323,11 +333,9 @@ def main(args=None) -> None:
     node = None
     try:
         node = FakeRobotNode()
-        # Timers, command subscriptions and a running gripper goal each hold a thread; do not depend on
-        # the machine's core count (MultiThreadedExecutor's default).
-        executor = MultiThreadedExecutor(num_threads=4)
+        executor = make_executor()   # one thread: every callback is short, a gripper goal awaits steps
         executor.add_node(node)
-        executor.spin()
+        spin(executor)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:

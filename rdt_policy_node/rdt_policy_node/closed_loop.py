@@ -29,6 +29,7 @@ import numpy as np
 
 from .config import PolicyConfig
 from .runtime import ObservationWindow, Safety, interpolate_action, make_controller, materialize
+from .runtime.pacing import Pacer
 from .scripted import ScriptedPolicy
 
 
@@ -135,21 +136,6 @@ class SimulatedSensors(threading.Thread):
     def stop(self) -> None:
         self._halt.set()
         self.join(timeout=2.0)
-
-
-class Rate:
-    """Sleeps to a fixed period like rospy.Rate (resets when more than a period behind)."""
-
-    def __init__(self, hz: float, clock):
-        self.period, self.clock = 1.0 / hz, clock
-        self.last = clock()
-
-    def sleep(self) -> None:
-        target = self.last + self.period
-        now = self.clock()
-        if target > now:
-            time.sleep(target - now)
-        self.last = target if self.clock() - target < self.period else self.clock()
 
 
 @dataclass
@@ -262,19 +248,14 @@ def _chunk_row(chunk, t0):
 
 def _run_async(controller, state, pending, send, tick_rows, chunk_rows, publish_rate, duration, clock, t0,
                stop_when=None) -> int:
-    period = 1.0 / publish_rate
-    late = 0
-    k = 0
+    """The node's control loop without ROS, paced like its control thread (runtime.pacing); returns the
+    deadlines missed by more than a period."""
+    pacer = Pacer(1.0 / publish_rate, clock)
     while True:
-        target = t0 + k * period
-        wait = target - clock()
-        if wait > 0:
-            time.sleep(wait)
+        time.sleep(pacer.delay())
         now = clock()
         if now - t0 >= duration:
-            return late
-        if now - target > period:
-            late += 1
+            return pacer.skipped
         _run_events(pending, now - t0, state)
         res = controller.tick(now)
         tick_rows.append((now - t0, res.state, res.hold_reason))
@@ -283,8 +264,7 @@ def _run_async(controller, state, pending, send, tick_rows, chunk_rows, publish_
         if res.command is not None and res.publish:
             send(now, res.command)
         if stop_when is not None and stop_when(state):
-            return late
-        k += 1
+            return pacer.skipped
 
 
 def _run_sync(profile, predict, window, state, pending, send, chunk_rows, publish_rate, duration, clock, t0,
@@ -292,7 +272,7 @@ def _run_sync(profile, predict, window, state, pending, send, chunk_rows, publis
     """The official loop: each step waits for a synchronised frame; every 64 steps it infers (blocking);
     ``steps``: per-joint arm_steps_length sub-steps between actions (None: one command per action)."""
     steps = np.asarray(steps, dtype=np.float64) if steps else None
-    rate = Rate(publish_rate, clock)
+    pacer = Pacer(1.0 / publish_rate, clock)
     safety = Safety.from_profile(profile, publish_rate=publish_rate)
     buffer, t, pre_action = None, 0, None
     while clock() - t0 < duration:
@@ -316,7 +296,7 @@ def _run_sync(profile, predict, window, state, pending, send, chunk_rows, publis
         for act in subs:
             if np.all(np.isfinite(act)):
                 send(clock(), safety.clip(act))  # the official script clips nothing; the robot would
-            rate.sleep()
+            time.sleep(pacer.delay())      # rospy.Rate.sleep, as the official loop
         t += 1
         pre_action = action.copy()
 

@@ -70,6 +70,9 @@ class PolicyConfig:
     device: str = setting("cpu", "torch device of the model: cpu | cuda | cuda:N", scope="ros")
     dtype: str = setting("", "bfloat16 | float16 | float32 (empty = bfloat16 on CUDA, float32 on CPU)",
                          scope="ros", choices=DTYPES)
+    realtime_priority: int = setting(0, "SCHED_FIFO priority (1-99) of the control tick's thread; 0 = normal "
+                                        "priority (needs rtprio rights: README, Real-time priority)", scope="ros",
+                                     minimum=0, maximum=99)
     # ---------------------------------------------------------------- sensors
     camera_topics: tuple[str, ...] = setting((), "image topics in the profile's camera order "
                                                  "(empty = the profile's topics)", scope="ros")

@@ -1,9 +1,10 @@
 """rclpy shell of the RDT policy (console script ``policy_node``): messages in, PolicyController, messages out.
 
 Reads top to bottom: parameters, the policy and runtime, subscriptions (sensor-data QoS), timers,
-publishers, services. One EventsExecutor thread runs the callbacks (rdt_core.executor; the callback groups
-matter where rclpy has none and a MultiThreadedExecutor runs them); inference runs in the runtime's own
-worker thread.
+publishers, services, the control loop. One EventsExecutor thread runs the callbacks (rdt_core.executor; the
+callback groups matter where rclpy has none and a MultiThreadedExecutor runs them); the control tick runs in
+a thread of its own (runtime.pacing: at real-time priority where allowed; on simulated time a ROS timer
+instead), inference in the runtime's worker thread.
 """
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ from .config import PolicyConfig
 from .conversions import chunk_fields, resolve_instruction, stamp_to_seconds, status_fields
 from .outputs import make_output
 from .runtime import make_controller
+from .runtime.pacing import ControlThread
 
 NODE_NAME = "rdt_policy_node"  # the section name in rdt_bringup/config/*.yaml and the launch files' node name
 
@@ -82,7 +84,6 @@ class PolicyNode(Node):
                                      qos_profile_sensor_data, callback_group=sensors)
 
         # ------------------------------------------------------------------ timers
-        self.create_timer(1.0 / publish_rate, self._on_control_tick, callback_group=control)
         self.create_timer(0.2, self._publish_status, callback_group=services)
 
         # ------------------------------------------------------------------ publishers
@@ -96,8 +97,28 @@ class PolicyNode(Node):
         self.create_service(SetInstruction, "~/set_instruction", self._on_set_instruction, callback_group=services)
         self.create_service(Trigger, "~/pause", self._on_pause, callback_group=services)
         self.create_service(Trigger, "~/resume", self._on_resume, callback_group=services)
+
+        # ------------------------------------------------------------------ the control loop
+        # Wall-clock time: a thread of its own. Simulated time (use_sim_time): a ROS timer, which follows
+        # /clock, so that a simulation slower than real time gets one tick per simulated period.
+        self.control_loop = None
+        if self.get_parameter("use_sim_time").value:
+            self.create_timer(1.0 / publish_rate, self._on_control_tick, callback_group=control)
+            pacing = "ROS timer on simulated time"
+        else:
+            self.control_loop = ControlThread(1.0 / publish_rate, self._on_control_tick,
+                                              priority=p.realtime_priority, name="rdt-control").start()
+            problem = self.control_loop.priority_problem
+            if problem:
+                self.get_logger().warning(f"control thread at normal priority: {problem}")
+            pacing = f"own thread, SCHED_FIFO {p.realtime_priority}" if p.realtime_priority and not problem \
+                else "own thread, normal priority"
         self.get_logger().info(f"RDT policy on {self.profile.name}: {backend if self.output else 'dry run'}, "
-                               f"control {control_rate:g} Hz, publish {publish_rate:g} Hz")
+                               f"control {control_rate:g} Hz, publish {publish_rate:g} Hz ({pacing})")
+
+    def control_loop_ok(self) -> bool:
+        """False once the control thread has ended on an error (main() then stops the node)."""
+        return self.control_loop is None or self.control_loop.error is None
 
     def _arrival_clock(self):
         """Times message arrivals: the local monotonic clock, or with use_sim_time the node's (simulated)
@@ -201,6 +222,8 @@ class PolicyNode(Node):
         return response
 
     def destroy_node(self):
+        if self.control_loop is not None:
+            self.control_loop.stop()     # no tick may publish through what is destroyed below
         if self.output is not None:
             self.output.close()
         # no waiting for a running inference: its chunk would never be used, and waiting for it (seconds on a
@@ -225,7 +248,11 @@ def main(args=None) -> None:
         node = PolicyNode()
         executor = make_executor()   # rdt_core.executor: why not the MultiThreadedExecutor
         executor.add_node(node)
-        spin(executor)
+        spin(executor, keep_going=node.control_loop_ok)
+        if node.control_loop is not None and node.control_loop.error is not None:
+            node.get_logger().fatal(f"the control tick failed, commands stopped: "
+                                    f"{node.control_loop.error!r}")
+            raise node.control_loop.error
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:

@@ -185,3 +185,48 @@ def test_policy_drives_the_fake_kinova_within_limits(fresh_domain, ros, fake_rob
         spinner.join(timeout=10)
         for node in (policy, probe):
             node.destroy_node()
+
+
+def test_control_tick_has_its_own_thread_and_a_failed_tick_stops_the_node(ros):
+    """Wall-clock time: the tick runs in a thread of its own (real-time priority as the shipped parameter file
+    asks, or the reason why not), not in the executor; a tick that raises ends the commands and main()'s spin.
+    Simulated time: a ROS timer (it follows /clock)."""
+    import time
+
+    from rclpy.parameter import Parameter
+
+    from rdt_core.executor import make_executor, spin
+    from rdt_policy_node.node import PolicyNode
+
+    node = PolicyNode(cli_args=["--ros-args", "--params-file", str(CONFIG / "kinova_gen3.yaml")],
+                      parameter_overrides=overrides(dry_run=True))
+    try:
+        loop = node.control_loop
+        assert loop is not None and loop.alive
+        assert node.config.realtime_priority == 40
+        if loop.priority_problem is None:
+            assert os.sched_getscheduler(loop.native_id) == os.SCHED_FIFO
+        else:
+            assert "rtprio" in loop.priority_problem
+        assert wait_for(lambda: loop.ticks >= 5, 60), "the control thread does not tick"
+
+        def broken(now):
+            raise RuntimeError("controller broke")
+
+        node.controller.tick = broken
+        executor = make_executor()
+        executor.add_node(node)
+        give_up = time.monotonic() + 60
+        spin(executor, keep_going=lambda: node.control_loop_ok() and time.monotonic() < give_up)
+        assert not node.control_loop_ok()
+        assert isinstance(loop.error, RuntimeError) and "controller broke" in str(loop.error)
+        assert wait_for(lambda: not loop.alive, 10)
+        executor.remove_node(node)
+    finally:
+        node.destroy_node()
+
+    sim = PolicyNode(parameter_overrides=overrides(dry_run=True) + [Parameter("use_sim_time", value=True)])
+    try:
+        assert sim.control_loop is None and sim.control_loop_ok()
+    finally:
+        sim.destroy_node()

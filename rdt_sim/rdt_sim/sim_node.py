@@ -26,6 +26,7 @@ from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import Image, JointState
 from std_srvs.srv import Trigger
 
+from rdt_core.executor import freeze_startup_objects
 from rdt_msgs.srv import ResetSim
 
 from .pipeline import leader_gripper
@@ -229,6 +230,7 @@ def main(args=None) -> None:
         node = SimNode()
         executor = MultiThreadedExecutor(num_threads=2)
         executor.add_node(node)
+        freeze_startup_objects()   # no full garbage collection walks start-up's objects
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass

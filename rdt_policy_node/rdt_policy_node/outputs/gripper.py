@@ -10,9 +10,18 @@ the executor, and Fast DDS refuses a second endpoint of another type on one name
 server appears, gripper commands are dropped (with a throttled warning). Goals are sent when the target
 moves, at most 10 Hz; each new goal preempts the previous one in the controller. Nothing here waits:
 send_goal_async only.
+
+``send`` is called by the control tick, which runs in a thread of its own (runtime.pacing), while the
+executor's thread handles the server's answers. rclpy's ActionClient files a goal as pending only after
+send_goal_async has sent it, so a goal sent from the tick's thread could be answered before it is filed, and
+the answer dropped ("Ignoring unexpected goal response"). The tick therefore only notes the wanted position;
+a 20 Hz timer in the executor's thread sends it (and makes the graph query that finds the server, which has
+no place in a control tick either). A timer, not a guard condition: rclpy's EventsExecutor supports no
+guard conditions (rclpy 7.1.6).
 """
 from __future__ import annotations
 
+import threading
 import time
 
 from rclpy.action import ActionClient
@@ -58,11 +67,11 @@ class GripperActionOutput:
     MIN_PERIOD_S = 0.1
     MIN_CHANGE = 0.01
     DISCOVERY_PERIOD_S = 2.0
+    SEND_PERIOD_S = 0.05      # how often the executor looks for a wanted position (goals: at most 10 Hz)
 
     def __init__(self, node, profile, config, joint_name: str, callback_group=None):
-        """callback_group: the control tick's (mutually exclusive) group. rclpy's ActionClient files a goal
-        as pending only after send_goal_async has sent it; if the executor handled the server's answer in
-        between (another thread), the answer would be dropped ("Ignoring unexpected goal response")."""
+        """callback_group: one mutually exclusive group for the client and the timer that sends its goals,
+        so that no answer is handled half-way through sending a goal (see the module's doc)."""
         kind = config.gripper_action_type  # checked and filled from the profile by PolicyConfig
         self.node = node
         self.joint_name = joint_name
@@ -75,6 +84,9 @@ class GripperActionOutput:
         self.kind, self.Action, self.client = None, None, None
         self._last_value, self._last_time = None, -1e9
         self._next_discovery = time.monotonic()
+        self._wanted_lock = threading.Lock()
+        self._wanted: float | None = None        # the newest position the tick asked for, not yet sent
+        self._timer = node.create_timer(self.SEND_PERIOD_S, self._send_wanted, callback_group=callback_group)
 
     def _server_ready(self) -> bool:
         if self.client is not None:
@@ -108,11 +120,23 @@ class GripperActionOutput:
         return self.client.server_is_ready()
 
     def send(self, now: float, command) -> None:
+        """From the control tick: ask for the gripper position in ``command`` (sent by the executor's timer)."""
         value = float(command[self.index])
         if self._last_value is not None and (abs(value - self._last_value) < self.MIN_CHANGE
                                              or now - self._last_time < self.MIN_PERIOD_S):
             return
+        with self._wanted_lock:
+            self._wanted = value
+        self._last_value, self._last_time = value, now
+
+    def _send_wanted(self) -> None:
+        """In the executor's thread: send the newest wanted position as a goal (dropped while no server)."""
+        with self._wanted_lock:
+            value, self._wanted = self._wanted, None
+        if value is None:
+            return
         if not self._server_ready():
+            self._last_value = None      # not sent: the next tick asks again
             return
         goal = self.Action.Goal()
         if self.kind == "GripperCommand":  # control_msgs/GripperCommand: float64 position, float64 max_effort
@@ -123,8 +147,8 @@ class GripperActionOutput:
             goal.command.position = [value]
             goal.command.effort = [self.max_effort]
         self.client.send_goal_async(goal)
-        self._last_value, self._last_time = value, now
 
     def close(self) -> None:
         if self.client is not None:
             self.client.destroy()
+        self.node.destroy_timer(self._timer)
