@@ -6,7 +6,8 @@
 #
 # Arguments are passed to `ros2 launch rdt_bringup kinova.launch.py`. Host networking so DDS reaches the
 # driver and the cameras; --gpus all needs the NVIDIA Container Toolkit; cameras: every /dev/video* and
-# the USB bus (RealSense), with cgroup rules so cameras plugged in later work too.
+# the USB bus (RealSense), with cgroup rules so cameras plugged in later work too; sys_nice and an rtprio
+# limit let the policy node's control thread run under SCHED_FIFO (README: Real-time priority).
 set -euo pipefail
 IMAGE=${IMAGE:-rdt-ros:runtime}
 MODELS=${MODELS:-$HOME/models}          # checkpoints, SigLIP, instruction embeddings (read-only)
@@ -20,6 +21,7 @@ done
 exec docker run --rm -it \
   --network host --ipc host \
   --gpus all \
+  --cap-add sys_nice --ulimit rtprio=99 \
   ${devices[@]+"${devices[@]}"} \
   -v /dev/bus/usb:/dev/bus/usb \
   --device-cgroup-rule 'c 81:* rmw' \
