@@ -238,23 +238,18 @@ def dropped(sent: dict, seen: dict, t0_ns: int, t1_ns: int) -> tuple[int, int]:
 
 def spin_in_thread(node):
     """The probe's executor in a thread. A probe that stalls loses messages (the publishers keep 10) and would
-    show its stall as a gap in the commands: a SingleThreadedExecutor (no hand-over between threads) with
-    start-up's objects frozen. Not the nodes' EventsExecutor: it fails on callbacks that take the message
-    info, which gives the DDS source timestamps measured here (SystemError in rclpy 7.1.6)."""
+    show its stall as a gap in the commands: a SingleThreadedExecutor (no hand-over between threads), spun by
+    the nodes' own ``spin`` (start-up's objects frozen). Not the nodes' EventsExecutor: it fails on callbacks
+    that take the message info, which gives the DDS source timestamps measured here (SystemError in rclpy
+    7.1.6)."""
     from rclpy.executors import SingleThreadedExecutor
 
-    from rdt_core.executor import freeze_startup_objects
+    from rdt_core.executor import spin
 
     executor = SingleThreadedExecutor()
     executor.add_node(node)
-    freeze_startup_objects()
     stop = threading.Event()
-
-    def run():
-        while not stop.is_set():
-            executor.spin_once(timeout_sec=0.1)
-
-    thread = threading.Thread(target=run, daemon=True)
+    thread = threading.Thread(target=spin, args=(executor, lambda: not stop.is_set()), daemon=True)
     thread.start()
     return stop, thread
 
@@ -322,10 +317,10 @@ def bench_policy(args, workdir: Path) -> None:
                              f"the cameras published from here may come late: try --max-age 1.0")
         n_status = len(statuses)
         time.sleep(2.0)
-        t0, cpu0 = time.time_ns(), cpu_seconds(policy.pid)
+        t0, mono0, cpu0 = time.time_ns(), time.monotonic(), cpu_seconds(policy.pid)
         n_cmd, n_chunk, n_joint = len(commands), len(chunks), len(joint_states)
         time.sleep(args.seconds)
-        t1, cpu1 = time.time_ns(), cpu_seconds(policy.pid)
+        t1, mono1, cpu1 = time.time_ns(), time.monotonic(), cpu_seconds(policy.pid)
         window_cmds = np.array(commands[n_cmd:], dtype=np.int64)
         window_chunks = list(chunks[n_chunk:])
         joint_gaps = np.diff(np.sort(np.array(joint_states[n_joint:], dtype=np.int64))) / 1e9
@@ -341,7 +336,6 @@ def bench_policy(args, workdir: Path) -> None:
         rclpy.try_shutdown()
     report = json.loads(policy_report.read_text()) if policy_report.exists() else {}
     seen = report.get("seen", {})
-    mono0, mono1 = time.monotonic() - (time.time_ns() - t0) / 1e9, time.monotonic() - (time.time_ns() - t1) / 1e9
     ticks = np.array([t for t in report.get("ticks", []) if mono0 <= t[0] <= mono1]).reshape(-1, 2)
     gcs = [g for g in report.get("gc", []) if mono0 <= g[0] <= mono1]
     lost, total = dropped(sent, seen, t0, t1 - 500_000_000)   # the last half second may still be in flight
