@@ -102,6 +102,31 @@ def test_without_keys_every_frame_is_projected_and_results_are_the_same(runner):
     assert sampler.stats["frames_projected"] == 12 and sampler.stats["language_projected"] == 1
 
 
+def test_only_slots_whose_frame_changed_are_rewritten(runner):
+    """The image keys/values are written into their buffers per slot, only where the slot's frame changed:
+    a shifted window rewrites all six slots (each frame's keys depend on its slot), the same window again
+    none, a camera that repeats its frame in the same slot none of its slot."""
+    sampler = StreamingSampler(runner)
+    stream = Stream(runner)
+    lang = torch.randn(1, 5, runner.lang_token_dim, generator=_gen(5))
+    written = []
+    windows = [stream.window(1), stream.window(2), stream.window(2)]
+    img3, keys3 = stream.window(3)
+    img3 = img3.clone()
+    # camera 0 gave no new frame at step 3: its t slot holds the step-2 frame again, as in the last window
+    img3[0, 3 * runner.num_patches:4 * runner.num_patches] = stream.frame(0, 2)
+    keys3 = list(keys3)
+    keys3[3] = (0, 2)
+    windows.append((img3, keys3))
+    for step, (img, keys) in enumerate(windows, 1):
+        inputs = dict(_common(runner, lang, seed=step), img_tokens=img)
+        before = sampler.stats["slots_written"]
+        got = sampler.predict_action(**inputs, frame_keys=keys)
+        torch.testing.assert_close(got, runner.predict_action(**inputs, use_cache=False), atol=ATOL, rtol=RTOL)
+        written.append(sampler.stats["slots_written"] - before)
+    assert written == [6, 6, 0, 5]
+
+
 def test_own_noise_draw_and_inpainting_match_predict_action(runner):
     sampler = StreamingSampler(runner)
     stream = Stream(runner)
@@ -191,7 +216,7 @@ class _Reads(TorchDispatchMode):
 
 def test_the_chunk_function_reads_only_static_buffers(runner):
     """What a CUDA graph needs (checked here with capture off): the chunk function reads nothing but its
-    static buffers, the weights, the frame store, the slot constants, its own intermediates and 0-dim
+    static buffers, the weights, the image keys/values buffers, its own intermediates and 0-dim
     scheduler scalars, and the buffers stay the same memory from chunk to chunk; so writing the next
     chunk's inputs into the buffers and replaying gives the next chunk."""
     sampler = StreamingSampler(runner)
@@ -201,8 +226,8 @@ def test_the_chunk_function_reads_only_static_buffers(runner):
     known = torch.randn(1, runner.pred_horizon, runner.action_dim, generator=_gen(3))
     first = sampler.predict_action(**_common(runner, lang, 1), img_tokens=img, frame_keys=keys, inpaint=(known, 2))
     (bufs,) = sampler._buffers.values()
-    static = [bufs.rows, bufs.state, bufs.action_mask, bufs.ctrl_freqs, bufs.noise, bufs.known, bufs.pinned,
-              bufs.lang_mask, sampler._store, *sampler._slot_bias, *bufs.timesteps,
+    static = [bufs.state, bufs.action_mask, bufs.ctrl_freqs, bufs.noise, bufs.known, bufs.pinned,
+              bufs.lang_mask, *[t for kv in sampler._kv for t in kv], *bufs.timesteps,
               *[t for kv in bufs.lang_kv for t in kv], *runner.parameters(), runner.noise_scheduler.alphas_cumprod]
     ptrs = {t.untyped_storage().data_ptr() for t in static}
     before = {id(t): t.data_ptr() for t in static}

@@ -41,12 +41,17 @@ class RmsNorm(nn.Module):
         self.norm_formula = check_norm_formula(norm_formula)
         self.weight = nn.Parameter(torch.ones(dim))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def _stat(self, x: torch.Tensor) -> torch.Tensor:
         if self.norm_formula == "variance":
-            stat = unbiased_variance(x)
-        else:
-            stat = x.pow(2).mean(dim=-1, keepdim=True)
-        return x * torch.rsqrt(stat + self.eps) * self.weight
+            return unbiased_variance(x)
+        return x.pow(2).mean(dim=-1, keepdim=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.rsqrt(self._stat(x) + self.eps) * self.weight
+
+    def normalize_(self, x: torch.Tensor) -> torch.Tensor:
+        """:meth:`forward` written over ``x`` (any strides; no grad): the same operations in the same order."""
+        return x.mul_(torch.rsqrt(self._stat(x) + self.eps)).mul_(self.weight)
 
     def extra_repr(self) -> str:
         return f"{self.weight.shape[0]}, eps={self.eps}, norm_formula={self.norm_formula!r}"

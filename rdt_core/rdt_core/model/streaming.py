@@ -4,11 +4,13 @@ Everything RDT computes from an image before attention is per token: the SigLIP 
 and each image cross-attention layer's ``kv`` projection. The only slot-dependent term is the positional
 embedding p added before ``kv``, and ``kv`` is linear: kv(a + p) = W a + (W p + b). So a frame's W a is
 computed once per layer when the frame is new and reused when it becomes the t-1 frame of the next chunk;
-(W p + b) per slot and layer is a constant of the weights. The language keys/values are recomputed only
-when the instruction changes. What is left per chunk (assemble the image keys/values, normalise the keys,
-the state adaptor and the denoising steps) reads only static buffers, so on CUDA it is captured once as a
-CUDA graph and replayed; on CPU (or when capture fails, which is said) the same function runs eagerly.
-Results equal :meth:`RDTRunner.predict_action` up to float rounding.
+(W p + b) per slot and layer is a constant of the weights. Each image layer's keys/values live in
+preallocated buffers in the layout attention reads; a chunk rewrites only the slots whose frame changed
+(W a + (W p + b), the keys normalised in place), straight into them: no gather, no concatenation, no new
+4374-token tensors. The language keys/values are recomputed only when the instruction changes. What is
+left per chunk (the state adaptor and the denoising steps) reads only static buffers, so on CUDA it is
+captured once as a CUDA graph and replayed; on CPU (or when capture fails, which is said) the same function
+runs eagerly. Results equal :meth:`RDTRunner.predict_action` up to float rounding.
 """
 from __future__ import annotations
 
@@ -17,7 +19,6 @@ from dataclasses import dataclass, field
 from typing import Hashable, Sequence
 
 import torch
-import torch.nn.functional as F
 
 __all__ = ["StreamingSampler"]
 
@@ -27,7 +28,6 @@ class _Buffers:
     """Static inputs and output of one chunk function (one per step count x instruction length)."""
     lang_kv: list[tuple[torch.Tensor, torch.Tensor]]
     lang_mask: torch.Tensor | None
-    rows: torch.Tensor          # (slots,) int64: the store row holding each window slot's frame
     state: torch.Tensor         # (1, 1, state_dim)
     action_mask: torch.Tensor   # (1, 1, action_dim)
     ctrl_freqs: torch.Tensor    # (1,) float32
@@ -53,7 +53,8 @@ class StreamingSampler:
 
     ``frame_keys`` (one hashable per window slot, e.g. camera + header stamp; equal keys = equal frames)
     lets a frame seen in the previous chunk reuse its projections. ``graphs``: capture the chunk as a CUDA
-    graph (default: on CUDA). ``stats`` counts frames projected / reused, language projections, graph replays;
+    graph (default: on CUDA). ``stats`` counts frames projected / reused, slots whose image keys/values were
+    written, language projections, graph replays;
     ``graph_status`` says whether the graph is used and, if not, why.
     """
 
@@ -65,8 +66,8 @@ class StreamingSampler:
         self.slots = runner.img_history_size * runner.num_cameras
         self.patches = runner.img_cond_len // self.slots
         self.want_graphs = graphs
-        self.stats = {"chunks": 0, "frames_projected": 0, "frames_reused": 0, "language_projected": 0,
-                      "graph_captures": 0, "graph_replays": 0}
+        self.stats = {"chunks": 0, "frames_projected": 0, "frames_reused": 0, "slots_written": 0,
+                      "language_projected": 0, "graph_captures": 0, "graph_replays": 0}
         self._capture_failed = self._warned = False
         if graphs is False:
             self.graph_status = "eager: CUDA graphs switched off"
@@ -84,14 +85,20 @@ class StreamingSampler:
     def forget_frames(self) -> None:
         """Forget the frames seen (a new episode: its keys, e.g. stamps, may repeat with other pictures)."""
         self._rows.clear()
+        self._uid.clear()
+        self._held = [None] * self.slots
 
     def reset(self) -> None:
         """Forget frames, instruction, buffers and graphs (other weights)."""
-        self._rows: dict[Hashable, int] = {}
-        # W a of each frame and W p + b of each slot, per image layer, in the (k|v, heads, slots, patches,
-        # head_dim) layout attention reads, so that a chunk gathers its keys/values in one contiguous copy
-        self._store: torch.Tensor | None = None      # (image layers, 2, heads, slots, patches, head_dim)
-        self._slot_bias: list[torch.Tensor] = []     # per image layer (2, heads, slots, patches, head_dim)
+        self._rows: dict[Hashable, int] = {}     # frame key -> its store row
+        self._uid: dict[Hashable, int] = {}      # frame key -> its projection's number (rows are refilled)
+        self._projections = 0
+        # W a of each frame per image layer, as the kv Linear lays it out: (layers, rows, patches, 2 * hidden)
+        self._store: torch.Tensor | None = None
+        self._slot_bias: list[torch.Tensor] = []  # per image layer (slots, patches, 2 * hidden): W p + b
+        # per image layer (keys, values), each (1, heads, slots * patches, head_dim): what attention reads
+        self._kv: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self._held: list[int | None] = [None] * self.slots  # per slot: the projection its keys/values hold
         self._lang = None                            # (tokens, version, mask-free kv list)
         self._buffers: dict[tuple, _Buffers] = {}
 
@@ -145,13 +152,18 @@ class StreamingSampler:
         if signature != self._signature:
             self.reset()
             self._signature = signature
-            self._slot_bias = [self._heads_layout(self.runner.model.blocks[i].cross_attn.kv(
-                self.runner.model.img_cond_pos_embed)[0]) for i in self.image_blocks]
+            model = self.runner.model
+            self._slot_bias = [model.blocks[i].cross_attn.kv(model.img_cond_pos_embed)[0].reshape(
+                self.slots, self.patches, -1) for i in self.image_blocks]
 
-    def _heads_layout(self, kv: torch.Tensor) -> torch.Tensor:
-        """(frames * patches, 2 * hidden) output of a ``kv`` Linear -> (2, heads, frames, patches, head_dim)."""
-        attn = self.runner.model.blocks[self.image_blocks[0]].cross_attn
-        return kv.reshape(-1, self.patches, 2, attn.num_heads, attn.head_dim).permute(2, 3, 0, 1, 4).contiguous()
+    def _allocate_frame_buffers(self) -> None:
+        model = self.runner.model
+        attn = model.blocks[self.image_blocks[0]].cross_attn
+        layers, width = len(self.image_blocks), 2 * model.hidden_size
+        self._store = torch.empty((layers, self.slots, self.patches, width), dtype=model.dtype, device=self.device)
+        shape = (1, attn.num_heads, self.slots * self.patches, attn.head_dim)
+        self._kv = [(torch.empty(shape, dtype=model.dtype, device=self.device),
+                     torch.empty(shape, dtype=model.dtype, device=self.device)) for _ in range(layers)]
 
     def _set_language(self, bufs: _Buffers, lang_tokens: torch.Tensor, lang_mask: torch.Tensor | None) -> None:
         cached = self._lang
@@ -175,32 +187,59 @@ class StreamingSampler:
             bufs.lang_mask.copy_(lang_mask)
 
     def _set_frames(self, bufs: _Buffers, img_tokens: torch.Tensor, keys: list[Hashable]) -> None:
-        """Project the frames not seen before into free store rows; point each slot at its frame's row."""
+        """Project the frames not seen before into free store rows, then write the keys/values of every slot
+        whose frame changed into the attention buffers (the others keep theirs)."""
         runner = self.runner
+        model = runner.model
         for key in [k for k in self._rows if k not in keys]:  # leaving the window: free its row
-            del self._rows[key]
+            del self._rows[key], self._uid[key]
         new: dict[Hashable, int] = {}
         for slot, key in enumerate(keys):
             if key in self._rows or key in new:
                 self.stats["frames_reused"] += 1
             else:
                 new[key] = slot
+        if self._store is None:
+            self._allocate_frame_buffers()
         if new:
-            if self._store is None:
-                self._store = torch.empty((len(self.image_blocks), *self._slot_bias[0].shape),
-                                          dtype=runner.model.dtype, device=self.device)
             free = sorted(set(range(self.slots)) - set(self._rows.values()))
+            rows = free[:len(new)]
             features = img_tokens[0].reshape(self.slots, self.patches, -1)[list(new.values())]
             adapted = runner.img_adaptor(features.to(device=self.device, dtype=runner.img_adaptor[0].weight.dtype))
-            adapted = adapted.to(runner.model.dtype).reshape(-1, adapted.shape[-1])
-            rows = free[:len(new)]
-            index = torch.tensor(rows, device=self.device)
+            adapted = adapted.to(model.dtype)
+            contiguous = rows[-1] - rows[0] + 1 == len(rows)
             for layer, block in enumerate(self.image_blocks):
-                projected = F.linear(adapted, runner.model.blocks[block].cross_attn.kv.weight)
-                self._store[layer].index_copy_(2, index, self._heads_layout(projected))
-            self._rows.update(zip(new, rows))
+                weight_t = model.blocks[block].cross_attn.kv.weight.t()
+                if contiguous:  # one matmul straight into the rows (the usual case: the three new frames)
+                    torch.mm(adapted.reshape(-1, adapted.shape[-1]), weight_t,
+                             out=self._store[layer, rows[0]:rows[-1] + 1].view(-1, self._store.shape[-1]))
+                else:
+                    for frame, row in enumerate(rows):
+                        torch.mm(adapted[frame], weight_t, out=self._store[layer, row])
+            for key, row in zip(new, rows):
+                self._rows[key] = row
+                self._uid[key] = self._projections
+                self._projections += 1
             self.stats["frames_projected"] += len(new)
-        bufs.rows.copy_(torch.tensor([self._rows[k] for k in keys]))
+        attn = model.blocks[self.image_blocks[0]].cross_attn
+        heads, head_dim = attn.num_heads, attn.head_dim
+
+        def heads_layout(t: torch.Tensor) -> torch.Tensor:  # (patches, 2 * hidden) -> (2, heads, patches, hd)
+            return t.view(self.patches, 2, heads, head_dim).permute(1, 2, 0, 3)
+
+        for slot, key in enumerate(keys):
+            uid = self._uid[key]
+            if self._held[slot] == uid:  # the same frame in the same slot: its keys/values are there
+                continue
+            row = self._rows[key]
+            for layer, block in enumerate(self.image_blocks):
+                raw, bias = heads_layout(self._store[layer, row]), heads_layout(self._slot_bias[layer][slot])
+                k_buf, v_buf = (t[0].view(heads, self.slots, self.patches, head_dim)[:, slot] for t in self._kv[layer])
+                torch.add(raw[1], bias[1], out=v_buf)
+                torch.add(raw[0], bias[0], out=k_buf)
+                model.blocks[block].cross_attn.k_norm.normalize_(k_buf)
+            self._held[slot] = uid
+            self.stats["slots_written"] += 1
 
     # ---------------------------------------------------------------- the chunk function
     def _buffers_for(self, steps: int, lang_len: int, with_mask: bool) -> _Buffers:
@@ -221,7 +260,7 @@ class StreamingSampler:
                 lang_kv=[(zeros(1, heads, lang_len, head_dim, dtype=model_dtype),
                           zeros(1, heads, lang_len, head_dim, dtype=model_dtype)) for _ in range(n_lang)],
                 lang_mask=zeros(1, lang_len, dtype=torch.bool) if with_mask else None,
-                rows=torch.arange(self.slots, device=device), state=zeros(1, 1, runner.state_token_dim),
+                state=zeros(1, 1, runner.state_token_dim),
                 action_mask=zeros(1, 1, A), ctrl_freqs=zeros(1, dtype=torch.float32), noise=zeros(1, H, A),
                 known=zeros(1, H, A), pinned=zeros(1, H, 1, dtype=torch.bool),
                 timesteps=[t.reshape(1).to(device) for t in scheduler.timesteps], steps=steps)
@@ -231,16 +270,9 @@ class StreamingSampler:
         """One chunk from the static buffers only (what a CUDA graph captures)."""
         runner = self.runner
         blocks = runner.model.blocks
-        cond_kv, lang = [], iter(bufs.lang_kv)
-        for i, block in enumerate(blocks):
-            if runner.model.attends_to_image(i):
-                layer = self._image_layer[i]
-                kv = self._store[layer].index_select(2, bufs.rows)  # (2, heads, slots, patches, head_dim)
-                kv += self._slot_bias[layer]
-                kv = kv.reshape(2, 1, kv.shape[1], runner.img_cond_len, kv.shape[-1])
-                cond_kv.append((block.cross_attn.k_norm(kv[0]), kv[1]))
-            else:
-                cond_kv.append(next(lang))
+        lang = iter(bufs.lang_kv)
+        cond_kv = [self._kv[self._image_layer[i]] if runner.model.attends_to_image(i) else next(lang)
+                   for i in range(len(blocks))]
         state_traj = runner.state_adaptor(torch.cat([bufs.state, bufs.action_mask], dim=2))
         mask = bufs.action_mask.expand(-1, runner.pred_horizon, -1)
         return runner.denoise(runner.new_sample_scheduler(bufs.steps), bufs.noise, state_traj, mask,
