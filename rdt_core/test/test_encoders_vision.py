@@ -44,6 +44,20 @@ def test_pad_to_square_centres_the_picture():
     assert (out[:2] == [1, 2, 3]).all() and (out[4:] == [1, 2, 3]).all()
 
 
+@pytest.mark.parametrize("shape", [(480, 640), (640, 480), (3, 8), (8, 3), (5, 5), (1, 2)])
+def test_pad_to_square_equals_filling_a_square_then_pasting(shape):
+    """Borders only, wide or tall, odd margins (the extra row / column goes after the picture, as PIL's
+    paste at (side - h) // 2 puts it)."""
+    h, w = shape
+    image = np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8)
+    side = max(h, w)
+    want = np.empty((side, side, 3), np.uint8)
+    want[...] = (7, 8, 9)
+    top, left = (side - h) // 2, (side - w) // 2
+    want[top:top + h, left:left + w] = image
+    np.testing.assert_array_equal(pad_to_square(image, (7, 8, 9)), want)
+
+
 def test_missing_camera_is_the_mean_colour_image(encoder):
     bg = encoder.background_image()
     assert bg.shape == (32, 32, 3) and bg.dtype == np.uint8

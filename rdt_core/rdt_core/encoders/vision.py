@@ -40,10 +40,14 @@ def pad_to_square(image: np.ndarray, color: Sequence[int]) -> np.ndarray:
     if h == w:
         return image
     side = max(h, w)
-    out = np.empty((side, side, 3), dtype=np.uint8)
-    out[...] = np.asarray(color, dtype=np.uint8)
     top, left = (side - h) // 2, (side - w) // 2
-    out[top:top + h, left:left + w] = image
+    fill = np.asarray(color, dtype=np.uint8)
+    out = np.empty((side, side, 3), dtype=np.uint8)
+    out[top:top + h, left:left + w] = image  # the picture once, then only the borders around it
+    out[:top] = fill
+    out[top + h:] = fill
+    out[top:top + h, :left] = fill
+    out[top:top + h, left + w:] = fill
     return out
 
 
