@@ -151,7 +151,8 @@ def child_publisher(report: str, kind: str, topic: str, seed: int, width: int, h
     serialised once before the loop, and each period only the header stamp in the CDR bytes is rewritten and
     the bytes are published (rclpy publishes bytes as serialised data: no Python message, no conversion).
     kind "camera": ``topic`` carries 10 camera-like rgb8 frames in turn; kind "joints": the aloha profile's
-    four JointState streams, one second of sine positions in turn. The stamps sent are written to ``report``."""
+    four JointState streams, one second of sine positions in turn. The stamps sent are written to ``report``;
+    ``report``'s ``.matched`` file appears once every publisher has a subscriber (DDS matched both ends)."""
     import struct
 
     import rclpy
@@ -182,9 +183,12 @@ def child_publisher(report: str, kind: str, topic: str, seed: int, width: int, h
     buffers = [[bytearray(b) for b in payloads] for _, _, payloads in streams]
     sent = {t: [] for _, t, _ in streams}
     k = [0]
+    matched = Path(report).with_suffix(".matched")
 
     def emit():
         now = time.time_ns()                      # the ROS clock (system time), as a driver stamps its frames
+        if not matched.exists() and all(pub.get_subscription_count() for pub, _, _ in streams):
+            matched.touch()
         for (pub, t, _), bufs in zip(streams, buffers):
             buf = bufs[k[0] % len(bufs)]
             struct.pack_into("<iI", buf, 4, now // 1_000_000_000, now % 1_000_000_000)   # header.stamp
@@ -215,6 +219,14 @@ class Publishers:
             self.children.append(start_child("publisher", workdir, "--kind", "joints", "--rate", "200", "--",
                                              name="joints"))
         self.sent = {}
+
+    def wait_matched(self, timeout: float) -> None:
+        """Until DDS has matched every publisher with a subscriber: messages sent before are not the
+        subscriber's to lose."""
+        marks = [report.with_suffix(".matched") for _, report in self.children]
+        if not wait_for(lambda: all(m.exists() for m in marks), timeout):
+            raise SystemExit(f"publishers without a subscriber after {timeout:.0f} s: "
+                             f"{[m.stem for m in marks if not m.exists()]}")
 
     def close(self) -> dict:
         """Stops the publishers; returns every stamp they sent, by topic."""
@@ -415,6 +427,7 @@ def bench_recorder(args, workdir: Path) -> None:
         return future.result()
 
     try:
+        sensors.wait_matched(args.startup_timeout)
         reply = call(start, StartEpisode.Request(instruction="benchmark"))
         if not reply.success:
             raise SystemExit(f"start_episode refused: {reply.message}")
@@ -440,7 +453,7 @@ def bench_recorder(args, workdir: Path) -> None:
         with EpisodeReader(episode) as r:
             steps, extra = r.num_steps, r.meta.extra
     log = (workdir / "recorder.log").read_text()
-    finalised = re.findall(r"finalised in (\d+) ms", log)
+    finalised = re.findall(r"finalised in (\d+) ms \(steps sealed in the log after (\d+) ms\)", log)
     expected = int(args.record_seconds * profile.control_frequency)
     queue_drops = sum((extra.get("dropped_frames") or {}).values())
     wall = (t1 - t0) / 1e9
@@ -449,8 +462,9 @@ def bench_recorder(args, workdir: Path) -> None:
     print(f"  frames lost in DDS     {lost} of {total} (never seen by the node's image callback, goal 0)")
     print(f"  frames dropped (queue) {queue_drops} (the recorder's own count, goal 0)")
     print(f"  steps written          {steps} of {expected} expected ({steps / max(1, expected) * 100:.1f} %)")
-    print(f"  finalise time          {finalised[-1] if finalised else '?'} ms in the node (goal < 1000 ms); "
-          f"stop_episode answered in {stop_s * 1e3:.0f} ms")
+    total, sealed = finalised[-1] if finalised else ("?", "?")
+    print(f"  finalise time          {total} ms in the node (goal < 1000 ms): the last steps were in the log after "
+          f"{sealed} ms, the file complete after {total}; stop_episode answered in {stop_s * 1e3:.0f} ms")
     print(f"  recorder node CPU      {(cpu1 - cpu0) / wall * 100:.0f} % of one core")
 
 
@@ -465,6 +479,7 @@ def main() -> int:
     ap.add_argument("--startup-timeout", type=float, default=300.0)
     ap.add_argument("--max-age", type=float, default=0.0,
                     help="the policy node's max_observation_age_s (default: kinova_gen3.yaml's 0.25 s)")
+    ap.add_argument("--keep", action="store_true", help="keep the nodes' logs and reports (printed where)")
     ap.add_argument("--fastdds-default", action="store_true",
                     help="Fast DDS's built-in transports (512 KB shared-memory segment) instead of "
                          "rdt_bringup/config/fastdds_large_images.xml")
@@ -508,7 +523,10 @@ def main() -> int:
             bench_policy(args, workdir)
         if args.part in ("recorder", "both"):
             bench_recorder(args, workdir)
-    shutil.rmtree(workdir)   # kept (with the nodes' logs) when a part fails
+    if args.keep:
+        print(f"logs kept in {workdir}")
+    else:
+        shutil.rmtree(workdir)   # kept (with the nodes' logs) when a part fails
     return 0
 
 

@@ -10,13 +10,15 @@ i.e. frames are encoded with cv2.imencode straight from RGB arrays; per-camera a
 ``color_order`` ("rgb" default, "bgr" for a camera's own JPEG passed through) says what imdecode returns.
 
 Crashes and full disks: HDF5 cannot be trusted after a failed write (on ENOSPC it raised, then crashed the
-process inside H5Dwrite or at close), so steps never stream into HDF5. They go to a hidden step log,
-``.episode_<n>.steps.sqlite``: SQLite commits are atomic, and a full disk is an error that keeps every
+process inside H5Dwrite or at close), so the recording process never writes HDF5. Steps go to a hidden step
+log, ``.episode_<n>.steps.sqlite``: SQLite commits are atomic, and a full disk is an error that keeps every
 earlier commit. The log is committed (fsync'd) at least every ``flush_interval_s``, so a SIGKILL loses at
-most that much. The HDF5 file is built from the log when the episode is closed, or later by ``recover``,
-in a child process (an HDF5 crash there cannot take the recorder down), after the space it needs is
-reserved with ``posix_fallocate`` (a full disk is then a sentence saying what to free). The final name
-appears only through an atomic ``os.replace`` of the complete file; the log is deleted after that.
+most that much. HDF5 is written only by child processes (an HDF5 crash there cannot take the recorder
+down): the live recorder's follower copies each commit into the episode's file while recording, so that
+closing it is quick; otherwise, and whenever the follower fails, the file is built from the log when the
+episode is closed, or later by ``recover``, after the space it needs is reserved with ``posix_fallocate``
+(a full disk is then a sentence saying what to free). The final name appears only through an atomic
+``os.replace`` of the complete file; the log is deleted after that.
 
 One policy for bad data, the same for the live recorder and the bag converter (both write through
 EpisodeWriter): a step with a non-finite joint value, or a camera frame that is empty or does not decode,
@@ -35,6 +37,7 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -234,10 +237,11 @@ def temp_path_for(final_path: str | Path) -> Path:
     return p.with_name(f".{p.stem}.steps.sqlite")
 
 
-def _building_path(final_path: Path) -> Path:
-    """The hidden name of the HDF5 file while this process builds it from the log (one per process: a
-    builder left running by a killed recorder and a later ``recover`` never write into one file)."""
-    return final_path.with_name(f".{final_path.name}.building-{os.getpid()}")
+def _building_path(final_path: Path, pid: int | None = None) -> Path:
+    """The hidden name of the HDF5 file while process ``pid`` (default: this one) builds it from the log
+    (one per process: a builder left running by a killed recorder and a later ``recover`` never write into
+    one file)."""
+    return final_path.with_name(f".{final_path.name}.building-{os.getpid() if pid is None else pid}")
 
 
 def _remove_dead_builds(final_path: Path) -> None:
@@ -411,8 +415,8 @@ class _StepLog:
         return cls(path, conn, meta)
 
     @classmethod
-    def open(cls, path: Path) -> "_StepLog":
-        conn = sqlite3.connect(f"file:{path}?mode=rw", uri=True, isolation_level=None)
+    def open(cls, path: Path, busy_timeout_s: float = 5.0) -> "_StepLog":
+        conn = sqlite3.connect(f"file:{path}?mode=rw", uri=True, isolation_level=None, timeout=busy_timeout_s)
         try:
             rows = dict(conn.execute("SELECT key, value FROM meta").fetchall())
             if rows.get("format") != LOG_FORMAT:
@@ -461,14 +465,22 @@ class _StepLog:
         total = " + ".join(f"length(f{k})" for k in range(len(self.cams)))
         return int(self.conn.execute(f"SELECT coalesce(sum({total}), 0) FROM steps").fetchone()[0])
 
-    def blocks(self, size: int) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, dict]]:
-        cur = self.conn.execute("SELECT * FROM steps ORDER BY idx")
-        while rows := cur.fetchmany(size):
-            stamps = np.array([r[1] for r in rows], np.int64)
-            q = np.frombuffer(b"".join(r[2] for r in rows), "<f8").reshape(len(rows), self.D)
-            a = np.frombuffer(b"".join(r[3] for r in rows), "<f8").reshape(len(rows), self.D)
-            frames = {c: [np.frombuffer(r[4 + k], np.uint8) for r in rows] for k, c in enumerate(self.cams)}
-            yield stamps, q, a, frames
+    def block(self, start: int, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict] | None:
+        """Steps ``start`` .. ``start + size - 1`` that are committed (None when there is none yet). Read in
+        one statement, so a reader never holds its lock on the log while it writes elsewhere."""
+        rows = self.conn.execute("SELECT * FROM steps WHERE idx >= ? ORDER BY idx LIMIT ?", (start, size)).fetchall()
+        if not rows:
+            return None
+        stamps = np.array([r[1] for r in rows], np.int64)
+        q = np.frombuffer(b"".join(r[2] for r in rows), "<f8").reshape(len(rows), self.D)
+        a = np.frombuffer(b"".join(r[3] for r in rows), "<f8").reshape(len(rows), self.D)
+        frames = {c: [np.frombuffer(r[4 + k], np.uint8) for r in rows] for k, c in enumerate(self.cams)}
+        return stamps, q, a, frames
+
+    def blocks(self, size: int, start: int = 0) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, dict]]:
+        while (got := self.block(start, size)) is not None:
+            start += len(got[0])
+            yield got
 
     def close(self) -> None:
         self.conn.close()
@@ -589,6 +601,67 @@ def _finalize(temp: Path, final: Path) -> Path:
     return final
 
 
+class _Hdf5Episode:
+    """The one writer of the episode layout: created empty, grown block by block, sealed with its
+    attributes. Both the build from a finished log and the live follower write through it."""
+
+    def __init__(self, path: Path, meta: EpisodeMeta):
+        self.path, self.meta, self.num_steps = path, meta, 0
+        D = len(meta.joint_names)
+        with h5py.File(path, "w") as f:                       # the header: small, written at once
+            for name in (QPOS, ACTION):
+                f.create_dataset(name, shape=(0, D), maxshape=(None, D), dtype="f8", chunks=(256, D))
+            f.create_dataset(TIMESTAMPS, shape=(0,), maxshape=(None,), dtype="i8", chunks=(1024,))
+            f.require_group(IMAGES)
+            for cam in meta.camera_names:
+                ds = f.create_dataset(f"{IMAGES}/{cam}", shape=(0,), maxshape=(None,), dtype=_JPEG_DTYPE,
+                                      chunks=(64,))
+                ds.attrs["color_order"] = meta.color_order(cam)
+            meta.write_attrs(f)
+            f.attrs["num_steps"] = 0
+        self._file: h5py.File | None = None
+
+    def open(self) -> None:
+        self._file = h5py.File(self.path, "r+")
+
+    def append(self, stamps: np.ndarray, q: np.ndarray, a: np.ndarray, frames: Mapping) -> None:
+        f, lo, hi = self._file, self.num_steps, self.num_steps + len(stamps)
+        for name, values in ((TIMESTAMPS, stamps), (QPOS, q), (ACTION, a)):
+            f[name].resize(hi, axis=0)
+            f[name][lo:hi] = values
+        for cam, bufs in frames.items():
+            ds = f[f"{IMAGES}/{cam}"]
+            ds.resize((hi,))
+            _write_vlen(ds, lo, bufs)
+        self.num_steps = hi
+
+    def flush(self) -> None:
+        """Hand what HDF5 holds in memory to the OS and the OS's pages to the disk, so that sealing the
+        file at the end has little left to write."""
+        self._file.flush()
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def seal(self, meta: EpisodeMeta) -> None:
+        """Write the final attributes (the recorder's summary is known only at the end) and close."""
+        meta.write_attrs(self._file)
+        self._file.attrs["num_steps"] = self.num_steps
+        self._file.close()
+        self._file = None
+
+    def abandon(self) -> None:
+        if self._file is not None:
+            try:
+                self._file.close()
+            except Exception:  # noqa: BLE001 - the file is deleted next: HDF5 may be broken after a failed write
+                pass
+            self._file = None
+        self.path.unlink(missing_ok=True)
+
+
 def _build_hdf5(source_path: Path, final: Path, meta_override: dict | None = None,
                 recovered: bool = False) -> Path:
     """Write ``final`` from a step log (or an earlier version's partial file); the source is left alone."""
@@ -608,36 +681,23 @@ def _build_hdf5(source_path: Path, final: Path, meta_override: dict | None = Non
         bound = hdf5_size_bound(n, D, n * len(meta.camera_names), source.frame_bytes)
         context = (f"writing {final.name} ({n} steps; they are safe in {source_path.name}; "
                    f"run `recover {final.parent}` once there is room)")
+        out: _Hdf5Episode | None = None
         try:
             try:                              # the header: small, but the disk may be full already
-                with h5py.File(building, "w") as f:
-                    for name in (QPOS, ACTION):
-                        f.create_dataset(name, shape=(n, D), maxshape=(None, D), dtype="f8", chunks=(256, D))
-                    f.create_dataset(TIMESTAMPS, shape=(n,), maxshape=(None,), dtype="i8", chunks=(1024,))
-                    f.require_group(IMAGES)
-                    for cam in meta.camera_names:
-                        ds = f.create_dataset(f"{IMAGES}/{cam}", shape=(n,), maxshape=(None,), dtype=_JPEG_DTYPE,
-                                              chunks=(64,))
-                        ds.attrs["color_order"] = meta.color_order(cam)
-                    meta.write_attrs(f)
-                    f.attrs["num_steps"] = n
+                out = _Hdf5Episode(building, meta)
             except (OSError, RuntimeError) as exc:
                 if _is_disk_full(exc) or _free_bytes(final.parent) < bound:
                     raise _no_room(final.parent, bound, context) from None
                 raise
             _reserve(building, bound, context)
-            with h5py.File(building, "r+") as f:
-                lo = 0
-                for stamps, q, a, frames in source.blocks(256):
-                    hi = lo + len(stamps)
-                    f[TIMESTAMPS][lo:hi] = stamps
-                    f[QPOS][lo:hi] = q
-                    f[ACTION][lo:hi] = a
-                    for cam, bufs in frames.items():
-                        _write_vlen(f[f"{IMAGES}/{cam}"], lo, bufs)
-                    lo = hi
+            out.open()
+            for block in source.blocks(256):
+                out.append(*block)
+            out.seal(meta)
             return _finalize(building, final)
         except BaseException:
+            if out is not None:
+                out.abandon()
             building.unlink(missing_ok=True)
             raise
     finally:
@@ -645,50 +705,129 @@ def _build_hdf5(source_path: Path, final: Path, meta_override: dict | None = Non
 
 
 _CHILD_ERRORS = {"DiskFullError": DiskFullError, "EmptyEpisodeError": EmptyEpisodeError,
+                 "EpisodeBuildError": EpisodeBuildError,
                  "FileExistsError": FileExistsError, "ValueError": ValueError}
+
+
+def _spawn_child(args: list[str]) -> tuple[subprocess.Popen, "tempfile._TemporaryFileWrapper"]:
+    """``python -m rdt_core.episode ARGS`` importing this very rdt_core; stdin and stdout are pipes."""
+    env = dict(os.environ)
+    here = str(Path(__file__).resolve().parents[1])
+    env["PYTHONPATH"] = here + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    stderr = tempfile.TemporaryFile(mode="w+")        # HDF5's error stack may be long: not a pipe
+    proc = subprocess.Popen([sys.executable, "-m", "rdt_core.episode", *args], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=stderr, text=True, env=env)
+    return proc, stderr
+
+
+def _exit_text(code: int) -> str:
+    return f"was killed by {signal.Signals(-code).name}" if code < 0 else f"failed (exit status {code})"
+
+
+class _LiveBuild:
+    """The follower of one episode being recorded: a child process (``python -m rdt_core.episode follow``)
+    that copies every committed step of the log into the HDF5 file as it is recorded, so that closing the
+    episode leaves only the last interval's steps to write. The log stays the record: if the follower dies,
+    the episode is built from the log as before, and a killed recorder leaves the log for ``recover`` (the
+    follower sees its stdin close without the word to finish, deletes its file and exits)."""
+
+    def __init__(self, log_path: Path, final_path: Path):
+        self.proc, self.stderr = _spawn_child(["follow", str(log_path), str(final_path)])
+        self.building = _building_path(final_path, self.proc.pid)
+
+    def bytes_on_disk(self) -> int:
+        """Space its file already takes: space the finished episode will not need again."""
+        try:
+            return os.stat(self.building).st_blocks * 512
+        except OSError:
+            return 0
+
+    def finish(self, options: dict) -> str:
+        """Tell the follower the log is sealed (with the final attributes): "" once told, else why not."""
+        try:
+            self.proc.stdin.write(json.dumps(options) + "\n")
+            self.proc.stdin.close()
+            return ""
+        except (BrokenPipeError, OSError, ValueError):
+            self.abandon()
+            return f"the follower {_exit_text(self.proc.returncode)} before the episode ended"
+
+    def abandon(self) -> None:
+        """Stop the follower and delete its file (discard, or a build from the log instead)."""
+        try:
+            self.proc.stdin.close()
+        except (BrokenPipeError, OSError):
+            pass
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc.stdout.close()
+        self.stderr.close()
+        self.building.unlink(missing_ok=True)
 
 
 class EpisodeBuild:
     """Building ``final_path`` from a step log, started at once; ``wait()`` for the result. With ``isolate``
     (default) the HDF5 file is written by a child process, so that even a crash of the HDF5 library cannot end
-    the caller, and the caller may go on meanwhile (the recorder starts the next episode). Errors keep their
-    type (DiskFullError, EmptyEpisodeError, ...); a crashed child is an EpisodeBuildError. The log is left in
-    place unless ``remove_log`` (then it is deleted once the episode is in place)."""
+    the caller, and the caller may go on meanwhile (the recorder starts the next episode). Given the
+    episode's ``live`` follower, that child only finishes the file it kept up to date; should it fail, the
+    file is built from the log instead (``live_failure`` says why). Errors keep their type (DiskFullError,
+    EmptyEpisodeError, ...); a crashed child is an EpisodeBuildError. The log is left in place unless
+    ``remove_log``: then it is deleted once the episode is in place, by ``wait()`` or, with
+    ``wait(cleanup=False)``, by a later ``cleanup()`` (deleting a large file takes a fifth of a second or
+    more, which need not delay reporting the episode)."""
 
     def __init__(self, source_path: str | Path, final_path: str | Path, *, meta: EpisodeMeta | None = None,
-                 recovered: bool = False, isolate: bool = True, remove_log: bool = False):
+                 recovered: bool = False, isolate: bool = True, remove_log: bool = False,
+                 live: _LiveBuild | None = None):
         self.source_path, self.final_path = Path(source_path), Path(final_path)
         self._override = dataclasses.asdict(meta) if meta is not None else None
-        self._recovered, self._remove_log = recovered, remove_log
+        self._recovered, self._remove_log, self._isolate = recovered, remove_log, isolate
         self._result: Path | BaseException | None = None
         self._proc = None
-        if not isolate:
-            return
-        env = dict(os.environ)
-        here = str(Path(__file__).resolve().parents[1])        # the child imports this very rdt_core
-        env["PYTHONPATH"] = here + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-        self._stderr = tempfile.TemporaryFile(mode="w+")        # HDF5's error stack may be long: not a pipe
-        self._proc = subprocess.Popen(
-            [sys.executable, "-m", "rdt_core.episode", "build", str(self.source_path), str(self.final_path)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr, text=True, env=env)
-        self._proc.stdin.write(json.dumps({"meta": self._override, "recovered": recovered}))
-        self._proc.stdin.close()
+        self.live_failure = live.finish({"meta": self._override}) if live is not None else ""
+        self._following = live is not None and not self.live_failure
+        if self._following:
+            self._proc, self._stderr = live.proc, live.stderr
+        else:
+            self._start()
+
+    def _start(self) -> None:
+        if self._isolate:
+            self._proc, self._stderr = _spawn_child(["build", str(self.source_path), str(self.final_path)])
+            self._proc.stdin.write(json.dumps({"meta": self._override, "recovered": self._recovered}))
+            self._proc.stdin.close()
 
     def done(self) -> bool:
         return self._proc is None or self._proc.poll() is not None
 
-    def wait(self) -> Path:
+    def wait(self, cleanup: bool = True) -> Path:
         """The episode's path once it is complete; raises what stopped the build."""
         if self._result is None:
             try:
-                self._result = self._run() if self._proc is None else self._collect()
-                if self._remove_log:
-                    _unlink_log(self.source_path)
+                try:
+                    self._result = self._run() if self._proc is None else self._collect()
+                except Exception as exc:  # noqa: BLE001 - the follower failed: the log has every step
+                    if not self._following:
+                        raise
+                    self._following, self._proc = False, None
+                    self.live_failure = str(exc)
+                    self._start()
+                    self._result = self._run() if self._proc is None else self._collect()
             except BaseException as exc:   # noqa: BLE001 - kept, raised again on every wait()
                 self._result = exc
         if isinstance(self._result, BaseException):
             raise self._result
+        if cleanup:
+            self.cleanup()
         return self._result
+
+    def cleanup(self) -> None:
+        """Delete the log (``remove_log``) once the episode is in place; a failed build keeps it."""
+        if self._remove_log and isinstance(self._result, Path):
+            _unlink_log(self.source_path)
 
     def _run(self) -> Path:
         return _build_hdf5(self.source_path, self.final_path, self._override, self._recovered)
@@ -710,7 +849,7 @@ class EpisodeBuild:
             if cls is DiskFullError:
                 raise DiskFullError(errno.ENOSPC, err["message"])
             raise cls(err["message"])
-        how = f"was killed by {signal.Signals(-code).name}" if code < 0 else f"failed (exit status {code})"
+        how = _exit_text(code)
         tail = stderr.strip().splitlines()[-3:]
         raise EpisodeBuildError(
             f"writing {self.final_path.name} {how} (HDF5 does this after a write error, most often a full disk); its "
@@ -725,15 +864,84 @@ def build_episode(source_path: str | Path, final_path: str | Path, *, meta: Epis
     return EpisodeBuild(source_path, final_path, meta=meta, recovered=recovered, isolate=isolate).wait()
 
 
-def _child_main(argv: list[str]) -> int:
-    """``python -m rdt_core.episode build SOURCE FINAL`` (options as JSON on stdin): the isolated builder."""
-    if len(argv) != 3 or argv[0] != "build":
-        print("usage: python -m rdt_core.episode build STEP_LOG FINAL.hdf5  (JSON options on stdin)", file=sys.stderr)
-        return 2
-    opts = json.loads(sys.stdin.read() or "{}")
+_FOLLOW_POLL_S = 0.2         # how often the follower looks for new commits
+_FOLLOW_SYNC_S = 1.0         # how often it hands its file to the disk, so that sealing it is quick
+_FOLLOW_BLOCK = 64           # steps per read: the log's lock is held for one read at a time
+
+
+def _follow(log_path: Path, final: Path, wake: threading.Event, command: dict) -> Path | None:
+    """Copy the log's committed steps into the HDF5 file while the episode is recorded. Once ``command``
+    says "seal" (the log is sealed: every step committed), copy the rest, write the final attributes
+    (``command["meta"]``) and move the file into place; on "abandon" delete it and return None."""
+    source = _StepLog.open(log_path, busy_timeout_s=60.0)
+    out = None
     try:
-        path = _build_hdf5(Path(argv[1]), Path(argv[2]), opts.get("meta"), bool(opts.get("recovered")))
-    except (DiskFullError, EmptyEpisodeError, FileExistsError, ValueError, OSError) as exc:
+        out = _Hdf5Episode(_building_path(final), source.meta)
+        out.open()
+        last_sync = time.monotonic()
+        while True:
+            verdict = command.get("verdict")     # read once: steps committed before it are all in the log
+            if verdict == "abandon":
+                out.abandon()
+                return None
+            while (block := source.block(out.num_steps, _FOLLOW_BLOCK)) is not None:
+                out.append(*block)
+            if verdict == "seal":
+                break
+            if time.monotonic() - last_sync >= _FOLLOW_SYNC_S:
+                out.flush()
+                last_sync = time.monotonic()
+            wake.wait(_FOLLOW_POLL_S)
+        n = source.num_steps
+        if n == 0:
+            raise EmptyEpisodeError(f"{log_path} holds no complete step; nothing was written")
+        if out.num_steps != n:
+            raise EpisodeBuildError(f"the follower copied {out.num_steps} of the log's {n} steps")
+        meta = EpisodeMeta(**command["meta"]) if command.get("meta") else source.meta
+        meta.validate()
+        out.seal(meta)
+        return _finalize(out.path, final)
+    except BaseException:
+        if out is not None:
+            out.abandon()
+        raise
+    finally:
+        source.close()
+
+
+def _follow_main(log_path: Path, final: Path) -> Path | None:
+    """The follower's process: one JSON line on stdin (the final options) seals the episode; stdin closing
+    without it (the recorder discarded the episode, or died) abandons it."""
+    wake, command = threading.Event(), {}
+
+    def listen() -> None:
+        line = sys.stdin.readline()
+        if line.strip():
+            command.update(json.loads(line))
+        command["verdict"] = "seal" if line.strip() else "abandon"
+        wake.set()
+
+    threading.Thread(target=listen, daemon=True).start()
+    return _follow(log_path, final, wake, command)
+
+
+def _child_main(argv: list[str]) -> int:
+    """``python -m rdt_core.episode build|follow STEP_LOG FINAL`` (options as JSON on stdin): the isolated
+    builder, or an episode's live follower."""
+    if len(argv) != 3 or argv[0] not in ("build", "follow"):
+        print("usage: python -m rdt_core.episode build|follow STEP_LOG FINAL.hdf5  (JSON options on stdin)",
+              file=sys.stderr)
+        return 2
+    try:
+        if argv[0] == "follow":
+            path = _follow_main(Path(argv[1]), Path(argv[2]))
+            if path is None:
+                print(json.dumps({"error": "abandoned", "message": "the episode was abandoned"}), flush=True)
+                return 1
+        else:
+            opts = json.loads(sys.stdin.read() or "{}")
+            path = _build_hdf5(Path(argv[1]), Path(argv[2]), opts.get("meta"), bool(opts.get("recovered")))
+    except (DiskFullError, EmptyEpisodeError, EpisodeBuildError, FileExistsError, ValueError, OSError) as exc:
         name = type(exc).__name__ if type(exc).__name__ in _CHILD_ERRORS else (
             "DiskFullError" if _is_disk_full(exc) else type(exc).__name__)
         message = exc.strerror if isinstance(exc, DiskFullError) and exc.strerror else str(exc)
@@ -754,12 +962,16 @@ class EpisodeWriter:
     ``flushed_steps`` those a crash would keep. The recording stops with DiskFullError when the free space
     would fall below ``min_free_bytes`` once the episode's HDF5 file is built; what is committed stays.
     ``close()`` builds ``episode_<n>.hdf5`` (in a child process unless ``isolate_build`` is False).
+    ``live_build`` (the recorder) keeps the HDF5 file up to date while the episode is recorded, in a
+    follower process (:class:`_LiveBuild`), so that ``close()`` takes a fraction of a second however long
+    the episode; the log stays the record either way.
     ``durable=False`` (bag2hdf5: its bag stays, a crashed conversion is run again) commits without fsync:
     a killed process still keeps every commit, a power cut may not; the built HDF5 file is fsync'd either way.
     """
 
     def __init__(self, final_path: str | Path, meta: EpisodeMeta, *, flush_interval_s: float = 1.0,
-                 min_free_bytes: int = DEFAULT_MIN_FREE_BYTES, isolate_build: bool = True, durable: bool = True):
+                 min_free_bytes: int = DEFAULT_MIN_FREE_BYTES, isolate_build: bool = True, durable: bool = True,
+                 live_build: bool = False):
         meta.validate()
         self.final_path = Path(final_path)
         self.log_path = temp_path_for(self.final_path)
@@ -793,6 +1005,7 @@ class EpisodeWriter:
                 raise DiskFullError(errno.ENOSPC, f"the disk holding {self.final_path.parent} is full ({exc}); "
                                     "the episode was not started. Free some space or choose another folder") from None
             raise OSError(f"cannot create the step log {self.log_path}: {exc}") from None
+        self._live = _LiveBuild(self.log_path, self.final_path) if live_build and isolate_build else None
         self._last_flush = time.monotonic()
 
     @property
@@ -934,8 +1147,10 @@ class EpisodeWriter:
         self.flushed_steps = self.num_steps
         self._flushed_frame_bytes = self._frame_bytes
         self._last_flush = time.monotonic()
-        # room to build the HDF5 file, and for the next interval's steps in the log and in that file
-        build = self.hdf5_bytes_needed() + 2 * self._interval_bytes
+        # room to build the HDF5 file (less what the follower wrote already), and for the next interval's
+        # steps in the log and in that file
+        written = self._live.bytes_on_disk() if self._live is not None else 0
+        build = max(0, self.hdf5_bytes_needed() - written) + 2 * self._interval_bytes
         try:
             _check_free(self.final_path.parent, self.min_free_bytes + build,
                         f"{self.min_free_bytes / _MiB:.0f} MiB to keep free plus {build / _MiB:.1f} MiB to build this "
@@ -960,12 +1175,15 @@ class EpisodeWriter:
         self.meta.extra["rejected_steps"] = self.rejected.to_dict()
         self.meta.validate()
         self._release(final_meta=True)
+        live, self._live = self._live, None
         if self.flushed_steps == 0:
+            if live is not None:
+                live.abandon()
             _unlink_log(self.log_path)
             raise EmptyEpisodeError(f"episode {self.final_path.name} has no step ({self.rejected_summary()}); "
                                     "nothing was written")
         return EpisodeBuild(self.log_path, self.final_path, meta=self.meta, isolate=self.isolate_build,
-                            remove_log=True)
+                            remove_log=True, live=live)
 
     def discard(self) -> None:
         """Drop the episode: delete its step log."""
@@ -973,10 +1191,19 @@ class EpisodeWriter:
             self._closed = True
             self._log.rollback()
             self._log.close()
+        self._abandon_live()
         _unlink_log(self.log_path)
 
+    def _abandon_live(self) -> None:
+        live, self._live = self._live, None
+        if live is not None:
+            live.abandon()
+
     def _release(self, final_meta: bool = False) -> None:
-        """Commit what was appended (unless the disk failed) and close the log."""
+        """Commit what was appended (unless the disk failed) and close the log; unless this is the end of
+        the episode (``final_meta``), the follower stops: the log is what ``recover`` takes."""
+        if not final_meta:
+            self._abandon_live()
         if self._closed:
             return
         self._closed = True

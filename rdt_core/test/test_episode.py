@@ -15,6 +15,7 @@ from rdt_core.episode import (DEFAULT_JPEG_QUALITY, BadFrame, CheckedJpeg, DiskF
                               EpisodeMeta, EpisodeReader, EpisodeWriter, decode_jpeg, encode_jpeg,
                               find_temporary_episodes, hdf5_size_bound, jpeg_problem, next_episode_path, recover,
                               temp_path_for, validate_episode, write_episode)
+from rdt_core.testing import wait_for
 
 CAMS = ["cam_high", "cam_right_wrist", "cam_left_wrist"]
 JOINTS = [f"j{i}" for i in range(4)]
@@ -399,7 +400,7 @@ KILL_SCRIPT = textwrap.dedent("""
     sys.path.insert(0, sys.argv[2])
     from test_episode import meta, step_data
     from rdt_core.episode import EpisodeWriter
-    w = EpisodeWriter(sys.argv[1], meta(), flush_interval_s=0.15)
+    w = EpisodeWriter(sys.argv[1], meta(), flush_interval_s=0.15, live_build=sys.argv[3] == "live")
     i = 0
     while True:
         start = time.monotonic()
@@ -410,11 +411,13 @@ KILL_SCRIPT = textwrap.dedent("""
 """)
 
 
-def test_sigkill_loses_at_most_the_last_flush_interval(tmp_path):
+@pytest.mark.parametrize("build", ["live", "at close"])
+def test_sigkill_loses_at_most_the_last_flush_interval(tmp_path, build):
     """A writer killed at 100 Hz: every step that started more than flush_interval_s before the last
-    completed append comes back from recover, with its values; nothing is invented."""
+    completed append comes back from recover, with its values; nothing is invented. A live follower
+    sees its recorder gone, deletes its half-written file and exits: the log is the one record."""
     final = tmp_path / "episode_0.hdf5"
-    child = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, str(final), os.path.dirname(__file__)],
+    child = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, str(final), os.path.dirname(__file__), build],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     lines = []
     try:
@@ -429,6 +432,8 @@ def test_sigkill_loses_at_most_the_last_flush_interval(tmp_path):
     done = [tuple(float(x) for x in ln.split()) for ln in lines if ln.endswith("\n")]
     last_start = done[-1][1]
     must_keep = sum(1 for _, start in done if start < last_start - 0.15)
+    assert wait_for(lambda: not list(tmp_path.glob(".episode_0.hdf5.building-*"))), list(tmp_path.iterdir())
+    assert not final.exists()
     assert recover(temp_path_for(final)) == final
     with EpisodeReader(final) as r:
         n = r.num_steps
@@ -437,6 +442,84 @@ def test_sigkill_loses_at_most_the_last_flush_interval(tmp_path):
         np.testing.assert_array_equal(r.timestamps, [s[0] for s in truth])
         np.testing.assert_array_equal(r.action, np.stack([s[2] for s in truth]))
         assert r.jpeg("cam_right_wrist", n - 1) == truth[-1][3]["cam_right_wrist"]
+
+
+# ----------------------------------------------------------------------------- live build (the recorder)
+def _episode_content(path):
+    with EpisodeReader(path) as r:
+        return (r.timestamps.copy(), r.qpos.copy(), r.action.copy(),
+                {c: [r.jpeg(c, i) for i in range(r.num_steps)] for c in CAMS}, dict(r.meta.extra))
+
+
+def _building_files(folder):
+    return list(folder.glob(".episode_*.hdf5.building-*"))
+
+
+def test_live_build_writes_the_file_while_recording_and_equals_a_build_from_the_log(tmp_path):
+    """The follower copies committed steps into the HDF5 file during the episode; closing finishes that
+    file, with the same content and attributes as building it from the log at the end."""
+    live = EpisodeWriter(tmp_path / "live" / "episode_0.hdf5", meta(), flush_interval_s=0.0, live_build=True)
+    ref = EpisodeWriter(tmp_path / "ref" / "episode_0.hdf5", meta(), flush_interval_s=0.0)
+    for i in range(30):
+        live.append(*step_data(i))
+        ref.append(*step_data(i))
+    # before close: the follower's file already holds steps (it grows while the episode is recorded)
+    assert wait_for(lambda: live._live.bytes_on_disk() > 30 * 3 * len(step_data(0)[3]["cam_high"]))
+    (building,) = _building_files(tmp_path / "live")
+    for i in range(30, 45):
+        live.append(*step_data(i))
+        ref.append(*step_data(i))
+    build = live.close_async(extra={"alignment": {"note": "summary known at the end"}})
+    path = build.wait()
+    assert build.live_failure == ""
+    assert not building.exists() and not temp_path_for(path).exists()
+    assert validate_episode(path).ok
+    got, want = _episode_content(path), _episode_content(ref.close(extra={"alignment": {"note": "summary known at the end"}}))
+    for g, w in zip(got[:3], want[:3]):
+        np.testing.assert_array_equal(g, w)
+    assert got[3] == want[3]
+    assert got[4] == want[4] and got[4]["alignment"] == {"note": "summary known at the end"}
+    with h5py.File(path) as f:
+        assert f.attrs["num_steps"] == 45
+
+
+def test_a_dead_follower_falls_back_to_building_from_the_log(tmp_path):
+    """The follower is an optimisation: killed mid-episode, the file is built from the log at close, every
+    step is there, and the build says why it did not use the follower."""
+    w = EpisodeWriter(tmp_path / "episode_0.hdf5", meta(), flush_interval_s=0.0, live_build=True)
+    for i in range(20):
+        w.append(*step_data(i))
+    w._live.proc.kill()
+    w._live.proc.wait()
+    for i in range(20, 30):
+        w.append(*step_data(i))
+    build = w.close_async()
+    path = build.wait()
+    assert build.live_failure and "SIGKILL" in build.live_failure
+    assert not _building_files(tmp_path) and not temp_path_for(path).exists()
+    with EpisodeReader(path) as r:
+        assert r.num_steps == 30
+        np.testing.assert_array_equal(r.timestamps, [step_data(i)[0] for i in range(30)])
+
+
+def test_discarding_a_live_episode_leaves_no_file(tmp_path):
+    w = EpisodeWriter(tmp_path / "episode_0.hdf5", meta(), flush_interval_s=0.0, live_build=True)
+    for i in range(10):
+        w.append(*step_data(i))
+    assert wait_for(lambda: len(_building_files(tmp_path)) == 1)
+    proc = w._live.proc
+    w.discard()
+    assert proc.poll() is not None                   # the follower is gone, not left running
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_live_episode_without_a_step_writes_nothing(tmp_path):
+    w = EpisodeWriter(tmp_path / "episode_0.hdf5", meta(), live_build=True)
+    bad = step_data(0)
+    w.append(bad[0], bad[1] * np.nan, bad[2], bad[3])          # rejected: the only step
+    with pytest.raises(EmptyEpisodeError):
+        w.close()
+    assert list(tmp_path.iterdir()) == []
 
 
 # ----------------------------------------------------------------------------- bad data, empty and old files

@@ -8,9 +8,11 @@ owns the ``rdt_core.episode.EpisodeWriter`` (its step log), appends steps in ord
 recording; on shortage, or when a write fails on a full disk, the episode stops cleanly and what is committed
 is kept (the HDF5 file is built, or the recorder says what to free and to run ``recover``). Steps with a
 non-finite joint value or a frame that does not decode are rejected and counted (rdt_core.episode's policy).
-Building the HDF5 file from the step log takes about a second per 150 MB; ``stop(wait=False)`` (the ROS node,
-the keyboard) returns once the log is sealed and the build runs on in a child process, so the next episode
-can start at once; ``on_finished`` reports the episode when its file is complete.
+A follower process keeps the episode's HDF5 file up to date with the log while recording
+(``EpisodeWriter(live_build=True)``), so finishing it takes a fraction of a second whatever the episode's
+length; ``stop(wait=False)`` (the ROS node, the keyboard) returns once the log is sealed and the file is
+finished in that child process, so the next episode can start at once; ``on_finished`` reports the episode
+when its file is complete.
 """
 from __future__ import annotations
 
@@ -63,12 +65,14 @@ class EpisodeResult:
     rejected: dict = field(default_factory=dict)   # EpisodeWriter.rejected.to_dict(): steps left out and why
     rejected_summary: str = ""
     pending: bool = False          # stop(wait=False): the steps are safe in the log, the file is being built
+    seal_s: float = 0.0            # of finalize_s: until the last step was in the log (the rest: the file)
 
     def summary(self) -> str:
         head = f"{self.message}: {self.steps} steps, {self.duration_s:.1f} s"
         drops = sum(self.dropped_frames.values())
         lines = [head, f"  dropped frames {drops} {self.dropped_frames if drops else ''}".rstrip(),
-                 f"  queue high-water {self.queue_high_water}, finalised in {self.finalize_s * 1e3:.0f} ms"]
+                 f"  queue high-water {self.queue_high_water}, finalised in {self.finalize_s * 1e3:.0f} ms "
+                 f"(steps sealed in the log after {self.seal_s * 1e3:.0f} ms)"]
         if self.rejected.get("count"):
             lines.append(f"  {self.rejected_summary}")
         return "\n".join(lines + self.stats.summary_lines())
@@ -236,7 +240,7 @@ class EpisodeRecorder:
             )
             # checks free space first: DiskFullError (naming the folder and the fix) and no file when short
             writer = EpisodeWriter(final, meta, flush_interval_s=self.flush_interval_s,
-                                   min_free_bytes=self.min_free_bytes)
+                                   min_free_bytes=self.min_free_bytes, live_build=True)
             aligner = self.plan.make_aligner(self.tolerance_s, max_duration_s=max_duration_s or None)
             ep = _Episode(writer, meta, aligner, self._step_queue_size)
             while not self._ingest.empty():       # nothing from before this episode
@@ -456,12 +460,13 @@ class EpisodeRecorder:
                 build = ep.writer.close_async(extra=recording_summary(stats, dropped, self._high_water))
             except Exception as exc:  # noqa: BLE001 - e.g. the disk took the last commit: the log stays
                 path, kept, message, error = self._built(ep, None, exc, error)
+        seal_s = time.perf_counter() - t0
         duration = ((ep.last_stamp - ep.first_stamp) / 1e9 + 1 / self.plan.profile.control_frequency
                     if ep.first_stamp is not None else 0.0)
         result = EpisodeResult(path=path, steps=0 if discard else ep.steps_written, duration_s=duration,
                                stats=stats, dropped_frames=dropped, queue_high_water=self._high_water,
                                finalize_s=0.0, message=message, kept=kept, rejected=ep.writer.rejected.to_dict(),
-                               rejected_summary=ep.writer.rejected_summary())
+                               rejected_summary=ep.writer.rejected_summary(), seal_s=seal_s)
         if build is not None and not wait:      # the operator goes on; the file follows
             result.path, result.kept, result.pending = build.final_path, True, True
             result.finalize_s = time.perf_counter() - t0
@@ -480,6 +485,8 @@ class EpisodeRecorder:
         self._settle(result, error, latest=True)
         if self.on_finished is not None:
             self.on_finished(result)
+        if build is not None:
+            build.cleanup()
         return result
 
     def _built(self, ep: _Episode, build, exc: BaseException | None, error: str):
@@ -487,7 +494,7 @@ class EpisodeRecorder:
         try:
             if exc is not None:
                 raise exc
-            path = Path(build.wait())
+            path = Path(build.wait(cleanup=False))   # the log goes once the episode is reported
         except Exception as exc:  # noqa: BLE001 - DiskFullError, EpisodeBuildError: the step log stays
             message = (f"{error}; " if error else "") + (
                 f"could not finalise the episode ({exc}); its steps are in {ep.writer.temp_path}: once there "
@@ -506,6 +513,7 @@ class EpisodeRecorder:
         self._settle(result, error, latest=False, replaces=pending)
         if self.on_finished is not None:
             self.on_finished(result)
+        build.cleanup()
 
     def _settle(self, result: EpisodeResult, error: str, *, latest: bool,
                 replaces: EpisodeResult | None = None) -> None:
