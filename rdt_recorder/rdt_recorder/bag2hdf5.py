@@ -390,8 +390,8 @@ def prepare_output(out_dir: str | Path) -> Path:
                               "created when missing)")
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
-        probe = tempfile.NamedTemporaryFile(dir=out_dir, prefix=".bag2hdf5-probe-")
-        probe.close()
+        # an unnamed file (O_TMPFILE where the filesystem has it): a run killed here leaves nothing behind
+        tempfile.TemporaryFile(dir=out_dir).close()
     except OSError as exc:
         raise ConversionError(f"--out {out_dir} cannot be written ({exc.strerror or exc}): choose a folder you can "
                               "write to") from None
