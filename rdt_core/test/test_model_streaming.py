@@ -64,10 +64,13 @@ def _common(runner, lang, seed):
                 ctrl_freqs=torch.tensor([25]), noise=noise)
 
 
-def test_a_stream_of_chunks_equals_the_uncached_official_path(runner):
+@pytest.mark.parametrize("fold", [True, False], ids=["adaptor folded", "adaptor run"])
+def test_a_stream_of_chunks_equals_the_uncached_official_path(runner, fold):
     """Changing frames, a camera that goes missing and comes back, an instruction switch: every chunk as the
-    uncached path gives it; each new frame projected once in its life, the language once per instruction."""
-    sampler = StreamingSampler(runner)
+    uncached path gives it; each new frame projected once in its life, the language once per instruction;
+    with the image adaptor's last Linear folded into the projections (the CPU default) or run."""
+    sampler = StreamingSampler(runner, fold_adaptor=fold)
+    assert StreamingSampler(runner).fold_adaptor  # the default on CPU
     stream = Stream(runner)
     lang_a = torch.randn(1, 5, runner.lang_token_dim, generator=_gen(50))
     lang_b = torch.randn(1, 7, runner.lang_token_dim, generator=_gen(51))

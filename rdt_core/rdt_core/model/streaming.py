@@ -4,7 +4,10 @@ Everything RDT computes from an image before attention is per token: the SigLIP 
 and each image cross-attention layer's ``kv`` projection. The only slot-dependent term is the positional
 embedding p added before ``kv``, and ``kv`` is linear: kv(a + p) = W a + (W p + b). So a frame's W a is
 computed once per layer when the frame is new and reused when it becomes the t-1 frame of the next chunk;
-(W p + b) per slot and layer is a constant of the weights. Each image layer's keys/values live in
+(W p + b) per slot and layer is a constant of the weights. Where the image adaptor ends in a Linear
+(a = W2 g + b2, g what comes before it), that Linear is folded into the projections on CPU (``fold_adaptor``):
+W a + (W p + b) = (W W2) g + (W (p + b2) + b), so a frame costs one matmul per layer from g, and the
+adaptor's last Linear is never run. Each image layer's keys/values live in
 preallocated buffers in the layout attention reads; a chunk rewrites only the slots whose frame changed
 (W a + (W p + b), the keys normalised in place), straight into them: no gather, no concatenation, no new
 4374-token tensors. The language keys/values are recomputed only when the instruction changes. What is
@@ -19,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Hashable, Sequence
 
 import torch
+from torch import nn
 
 __all__ = ["StreamingSampler"]
 
@@ -53,13 +57,17 @@ class StreamingSampler:
 
     ``frame_keys`` (one hashable per window slot, e.g. camera + header stamp; equal keys = equal frames)
     lets a frame seen in the previous chunk reuse its projections. ``graphs``: capture the chunk as a CUDA
-    graph (default: on CUDA). ``stats`` counts frames projected / reused, slots whose image keys/values were
+    graph (default: on CUDA). ``fold_adaptor``: fold the image adaptor's last Linear into the key/value
+    projections (default: on CPU; same result up to float rounding). ``stats`` counts frames projected / reused, slots whose image keys/values were
     written, language projections, graph replays;
     ``graph_status`` says whether the graph is used and, if not, why.
     """
 
-    def __init__(self, runner, *, graphs: bool | None = None):
+    def __init__(self, runner, *, graphs: bool | None = None, fold_adaptor: bool | None = None):
         self.runner = runner
+        # the fold saves the adaptor's last Linear per frame (compute) for a second copy of the image kv
+        # weights (memory): the default takes it on CPU, where the compute is what a chunk waits for
+        self.fold_adaptor = runner.device.type == "cpu" if fold_adaptor is None else bool(fold_adaptor)
         model = runner.model
         self.image_blocks = [i for i in range(len(model.blocks)) if model.attends_to_image(i)]
         self._image_layer = {block: layer for layer, block in enumerate(self.image_blocks)}
@@ -90,6 +98,7 @@ class StreamingSampler:
 
     def reset(self) -> None:
         """Forget frames, instruction, buffers and graphs (other weights)."""
+        self._signature = None  # the weight-derived constants are made again at the next chunk
         self._rows: dict[Hashable, int] = {}     # frame key -> its store row
         self._uid: dict[Hashable, int] = {}      # frame key -> its projection's number (rows are refilled)
         self._projections = 0
@@ -152,9 +161,19 @@ class StreamingSampler:
         if signature != self._signature:
             self.reset()
             self._signature = signature
-            model = self.runner.model
-            self._slot_bias = [model.blocks[i].cross_attn.kv(model.img_cond_pos_embed)[0].reshape(
-                self.slots, self.patches, -1) for i in self.image_blocks]
+            model, adaptor = self.runner.model, self.runner.img_adaptor
+            kv = [model.blocks[i].cross_attn.kv for i in self.image_blocks]
+            pos = model.img_cond_pos_embed[0]
+            last = adaptor[-1] if isinstance(adaptor, nn.Sequential) and len(adaptor) > 1 else None
+            if self.fold_adaptor and isinstance(last, nn.Linear):
+                self._img_head = adaptor[:-1]
+                self._kv_weights = [(layer.weight.float() @ last.weight.float()).to(model.dtype) for layer in kv]
+                if last.bias is not None:
+                    pos = pos + last.bias.to(pos.dtype)
+            else:
+                self._img_head = adaptor
+                self._kv_weights = [layer.weight for layer in kv]
+            self._slot_bias = [layer(pos).reshape(self.slots, self.patches, -1) for layer in kv]
 
     def _allocate_frame_buffers(self) -> None:
         model = self.runner.model
@@ -205,11 +224,11 @@ class StreamingSampler:
             free = sorted(set(range(self.slots)) - set(self._rows.values()))
             rows = free[:len(new)]
             features = img_tokens[0].reshape(self.slots, self.patches, -1)[list(new.values())]
-            adapted = runner.img_adaptor(features.to(device=self.device, dtype=runner.img_adaptor[0].weight.dtype))
-            adapted = adapted.to(model.dtype)
+            adaptor_dtype = next(runner.img_adaptor.parameters()).dtype
+            adapted = self._img_head(features.to(device=self.device, dtype=adaptor_dtype)).to(model.dtype)
             contiguous = rows[-1] - rows[0] + 1 == len(rows)
-            for layer, block in enumerate(self.image_blocks):
-                weight_t = model.blocks[block].cross_attn.kv.weight.t()
+            for layer, weight in enumerate(self._kv_weights):
+                weight_t = weight.t()
                 if contiguous:  # one matmul straight into the rows (the usual case: the three new frames)
                     torch.mm(adapted.reshape(-1, adapted.shape[-1]), weight_t,
                              out=self._store[layer, rows[0]:rows[-1] + 1].view(-1, self._store.shape[-1]))
