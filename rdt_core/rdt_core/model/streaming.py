@@ -7,13 +7,13 @@ computed once per layer when the frame is new and reused when it becomes the t-1
 (W p + b) per slot and layer is a constant of the weights. Where the image adaptor ends in a Linear
 (a = W2 g + b2, g what comes before it), that Linear is folded into the projections on CPU (``fold_adaptor``):
 W a + (W p + b) = (W W2) g + (W (p + b2) + b), so a frame costs one matmul per layer from g, and the
-adaptor's last Linear is never run. Each image layer's keys/values live in
-preallocated buffers in the layout attention reads; a chunk rewrites only the slots whose frame changed
-(W a + (W p + b), the keys normalised in place), straight into them: no gather, no concatenation, no new
-4374-token tensors. The language keys/values are recomputed only when the instruction changes. What is
-left per chunk (the state adaptor and the denoising steps) reads only static buffers, so on CUDA it is
-captured once as a CUDA graph and replayed; on CPU (or when capture fails, which is said) the same function
-runs eagerly. Results equal :meth:`RDTRunner.predict_action` up to float rounding.
+adaptor's last Linear is never run. Each image layer's keys/values live in preallocated buffers in the
+layout attention reads; a chunk rewrites only the slots whose frame changed (W a + (W p + b), the keys
+normalised in place), straight into them: no gather, no concatenation, no new 4374-token tensors. The
+language keys/values are recomputed only when the instruction changes. What is left per chunk (the state
+adaptor and the denoising steps) reads only static buffers, so on CUDA it is captured once as a CUDA graph
+and replayed; on CPU (or when capture fails, which is said) the same function runs eagerly. Results equal
+:meth:`RDTRunner.predict_action` up to float rounding.
 """
 from __future__ import annotations
 
@@ -58,8 +58,8 @@ class StreamingSampler:
     ``frame_keys`` (one hashable per window slot, e.g. camera + header stamp; equal keys = equal frames)
     lets a frame seen in the previous chunk reuse its projections. ``graphs``: capture the chunk as a CUDA
     graph (default: on CUDA). ``fold_adaptor``: fold the image adaptor's last Linear into the key/value
-    projections (default: on CPU; same result up to float rounding). ``stats`` counts frames projected / reused, slots whose image keys/values were
-    written, language projections, graph replays;
+    projections (default: on CPU; same result up to float rounding). ``stats`` counts frames projected /
+    reused, slots whose image keys/values were written, language projections, graph replays;
     ``graph_status`` says whether the graph is used and, if not, why.
     """
 
