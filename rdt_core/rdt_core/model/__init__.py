@@ -23,8 +23,10 @@ stream of chunks: per-frame condition cache, static buffers, CUDA graph), ``conf
 #     def forward(*args, **kwargs) -> compute_loss(...)
 # RDT.forward(x, freq, t, lang_c, img_c, lang_mask=None, img_mask=None) -> (B, H, out_channels)
 # def rdt_config(size: str = "tiny"|"170m"|"1b", **overrides) -> dict   # RDTRunner kwargs for a size
-# class StreamingSampler(runner, *, graphs=None): .predict_action(<predict_action's arguments>, frame_keys=None)
-#     # batch 1, a stream of chunks: per-frame condition cache, static buffers, CUDA graph on CUDA
+# class StreamingSampler(runner, *, graphs=None, fold_adaptor=None):
+#     .predict_action(<predict_action's arguments>, frame_keys=None)
+#     # batch 1, a stream of chunks: per-frame condition cache, static buffers, CUDA graph on CUDA,
+#     # the image adaptor's last Linear folded into the key/value projections on CPU
 from .config import rdt_config
 from .norm import NORM_FORMULAS, RmsNorm
 from .rdt import RDT
