@@ -884,7 +884,8 @@ def _follow(log_path: Path, final: Path, wake: threading.Event, command: dict) -
             if verdict == "abandon":
                 out.abandon()
                 return None
-            while (block := source.block(out.num_steps, _FOLLOW_BLOCK)) is not None:
+            while command.get("verdict") != "abandon" and (
+                    block := source.block(out.num_steps, _FOLLOW_BLOCK)) is not None:
                 out.append(*block)
             if verdict == "seal":
                 break
