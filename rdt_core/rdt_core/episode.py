@@ -477,7 +477,8 @@ class _StepLog:
         frames = {c: [np.frombuffer(r[4 + k], np.uint8) for r in rows] for k, c in enumerate(self.cams)}
         return stamps, q, a, frames
 
-    def blocks(self, size: int, start: int = 0) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, dict]]:
+    def blocks(self, size: int) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, dict]]:
+        start = 0
         while (got := self.block(start, size)) is not None:
             start += len(got[0])
             yield got
@@ -588,14 +589,18 @@ def _no_room(folder: Path, nbytes: int, context: str) -> DiskFullError:
         f"{free / _MiB:.1f} MiB are free: free at least {max(nbytes - free, 0) / _MiB + 1:.0f} MiB more")
 
 
-def _finalize(temp: Path, final: Path) -> Path:
-    if final.exists():
-        raise FileExistsError(f"{final} appeared while the episode was written; the episode stays in {temp}")
-    fd = os.open(temp, os.O_RDONLY)
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _finalize(temp: Path, final: Path) -> Path:
+    if final.exists():
+        raise FileExistsError(f"{final} appeared while the episode was written; the episode stays in {temp}")
+    _fsync_file(temp)
     os.replace(temp, final)
     _fsync_dir(final.parent)
     return final
@@ -606,7 +611,7 @@ class _Hdf5Episode:
     attributes. Both the build from a finished log and the live follower write through it."""
 
     def __init__(self, path: Path, meta: EpisodeMeta):
-        self.path, self.meta, self.num_steps = path, meta, 0
+        self.path, self.num_steps = path, 0
         D = len(meta.joint_names)
         with h5py.File(path, "w") as f:                       # the header: small, written at once
             for name in (QPOS, ACTION):
@@ -639,11 +644,7 @@ class _Hdf5Episode:
         """Hand what HDF5 holds in memory to the OS and the OS's pages to the disk, so that sealing the
         file at the end has little left to write."""
         self._file.flush()
-        fd = os.open(self.path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        _fsync_file(self.path)
 
     def seal(self, meta: EpisodeMeta) -> None:
         """Write the final attributes (the recorder's summary is known only at the end) and close."""
@@ -1176,13 +1177,12 @@ class EpisodeWriter:
         self.meta.extra["rejected_steps"] = self.rejected.to_dict()
         self.meta.validate()
         self._release(final_meta=True)
-        live, self._live = self._live, None
         if self.flushed_steps == 0:
-            if live is not None:
-                live.abandon()
+            self._abandon_live()
             _unlink_log(self.log_path)
             raise EmptyEpisodeError(f"episode {self.final_path.name} has no step ({self.rejected_summary()}); "
                                     "nothing was written")
+        live, self._live = self._live, None
         return EpisodeBuild(self.log_path, self.final_path, meta=self.meta, isolate=self.isolate_build,
                             remove_log=True, live=live)
 
