@@ -10,7 +10,8 @@ The variants see the same frames, state and noise, chunk after chunk, in a rotat
         six frames, every condition key/value re-projected at every step (predict_action(use_cache=False))
   (ii)  ours before issue 12: SigLIP only on the new frames, condition keys/values once per chunk
   (iii) ours: RDTPolicy.predict (+ the per-frame condition cache: each frame's image adaptor and key/value
-        projections once in its life, language ones once per instruction), float32, exact
+        projections once in its life, language ones once per instruction), float32, exact; on CPU its
+        float32 Linear layers run on oneDNN, not MKL (rdt_core.model.cpu_linear)
   (iv)  (iii) in bfloat16 (on CPU: oneDNN's bf16 matmuls, fast where the CPU has AVX512-BF16 or AMX)
   (v)   --device cuda only: the GPU fast path (bf16, SDPA, the chunk as a CUDA graph, preprocessing on the GPU)
 
@@ -232,7 +233,9 @@ def bench(size: str, device: torch.device, chunks: int, vision_layers: int, bf16
               f"{profile.control_frequency:g} Hz (with this vision tower)")
     graphs = [b.policy.sampler.graph_status for b in built.values() if hasattr(b, "policy")]
     preprocessing = [b.policy.vision.preprocessing for b in built.values() if hasattr(b, "policy")]
-    print(f"  ours: sampler {sorted(set(graphs))}; preprocessing {sorted(set(preprocessing))}")
+    linear = [b.policy.linear for b in built.values() if hasattr(b, "policy")]
+    print(f"  ours: sampler {sorted(set(graphs))}; preprocessing {sorted(set(preprocessing))}; "
+          f"linear layers {sorted(set(linear))}")
 
 
 def so400m_frames(device: torch.device, dtypes) -> None:

@@ -10,6 +10,7 @@ Safety (limits, rate, staleness) is not done here: the control runtime applies i
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
@@ -22,6 +23,7 @@ import torch
 
 from rdt_core.encoders.language import InstructionEmbedding, load_instruction_embedding
 from rdt_core.encoders.vision import HistoryImageEncoder, VisionEncoder
+from rdt_core.model.cpu_linear import OneDnnLinear, onednn_linear_status
 from rdt_core.model.streaming import StreamingSampler
 from rdt_core.robots import load_profile
 
@@ -73,12 +75,15 @@ class RDTPolicy:
     """Predicts an action chunk (horizon x D, robot units) from the image window and the joint positions.
 
     ``graphs`` / ``preprocess_on_device``: the chunk as a CUDA graph and the image preprocessing on the GPU
-    (default: both on CUDA; ``fast_path`` says what runs and why a piece fell back).
+    (default: both on CUDA). ``onednn_linear``: float32 Linear layers through oneDNN instead of MKL (default:
+    on CPU in float32; see :mod:`rdt_core.model.cpu_linear`). ``fast_path`` says what runs and why a piece
+    fell back.
     """
 
     def __init__(self, runner, vision: VisionEncoder, profile, instruction=None, *, device="cpu", dtype=None,
                  control_frequency: float | None = None, num_inference_steps: int | None = None,
-                 untrained: bool = False, graphs: bool | None = None, preprocess_on_device: bool | None = None):
+                 untrained: bool = False, graphs: bool | None = None, preprocess_on_device: bool | None = None,
+                 onednn_linear: bool | None = None):
         self._started_at = time.perf_counter()  # from_paths moves it back to when loading began
         self.startup: dict[str, float | None] = {"first_chunk_s": None}
         self.device = torch.device(device)
@@ -113,6 +118,7 @@ class RDTPolicy:
                              + " (RDT-1B/170M use google/siglip-so400m-patch14-384: 729 patches x 1152)")
         self.images = HistoryImageEncoder(vision, history=self.img_history_size, num_cameras=self.num_cameras)
         self.sampler = StreamingSampler(self.runner, graphs=graphs)
+        self.linear = self._choose_linear(onednn_linear)
 
         self.control_frequency = float(control_frequency or self.profile.control_frequency)
         if not self.control_frequency > 0:
@@ -132,6 +138,20 @@ class RDTPolicy:
             self.set_instruction(instruction)
         self.last_stamp = None
         self.last_info: dict[str, Any] = {}
+
+    def _choose_linear(self, wanted: bool | None) -> str:
+        """Which kernels run the Linear layers, in words (and whether predict wraps itself in OneDnnLinear)."""
+        self._linear_mode = False
+        if self.device.type != "cpu" or self.dtype != torch.float32:
+            return f"PyTorch's default for {self.device.type} {str(self.dtype).removeprefix('torch.')}"
+        if wanted is False:
+            return "PyTorch's default float32 matmul (oneDNN switched off)"
+        usable, words = onednn_linear_status()
+        if wanted and not usable:
+            warnings.warn(f"RDTPolicy: oneDNN linear asked for but unavailable: {words}", RuntimeWarning,
+                          stacklevel=3)
+        self._linear_mode = usable
+        return words
 
     # ---------------------------------------------------------------- construction
     @classmethod
@@ -314,7 +334,8 @@ class RDTPolicy:
         state = self._state_tokens(qpos)
         noise_t = self._noise(noise)
         inpaint = self._inpaint(inpaint_actions)
-        with self._lock:
+        kernels = OneDnnLinear() if self._linear_mode else contextlib.nullcontext()
+        with self._lock, kernels:
             with self._instruction_lock:
                 lang, lang_mask = self._lang, self._lang_mask
             if lang is None:
@@ -350,7 +371,7 @@ class RDTPolicy:
         """What runs the chunk, piece by piece, and for a piece that is not the fast one, why."""
         return {"device": str(self.device), "dtype": str(self.dtype).removeprefix("torch."),
                 "attention": attention_kernels(self.device), "sampler": self.sampler.graph_status,
-                "preprocessing": self.vision.preprocessing}
+                "preprocessing": self.vision.preprocessing, "linear": self.linear}
 
     def __repr__(self) -> str:
         flag = ", UNTRAINED" if self.untrained else ""

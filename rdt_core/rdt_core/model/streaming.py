@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Hashable, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 __all__ = ["StreamingSampler"]
@@ -102,9 +103,9 @@ class StreamingSampler:
         self._rows: dict[Hashable, int] = {}     # frame key -> its store row
         self._uid: dict[Hashable, int] = {}      # frame key -> its projection's number (rows are refilled)
         self._projections = 0
-        # W a of each frame per image layer, as the kv Linear lays it out: (layers, rows, patches, 2 * hidden)
+        # W a of each frame per image layer, in the layout attention reads: (layers, rows, 2, heads, patches, hd)
         self._store: torch.Tensor | None = None
-        self._slot_bias: list[torch.Tensor] = []  # per image layer (slots, patches, 2 * hidden): W p + b
+        self._slot_bias: list[torch.Tensor] = []  # per image layer (slots, 2, heads, patches, hd): W p + b
         # per image layer (keys, values), each (1, heads, slots * patches, head_dim): what attention reads
         self._kv: list[tuple[torch.Tensor, torch.Tensor]] = []
         self._held: list[int | None] = [None] * self.slots  # per slot: the projection its keys/values hold
@@ -173,14 +174,22 @@ class StreamingSampler:
             else:
                 self._img_head = adaptor
                 self._kv_weights = [layer.weight for layer in kv]
-            self._slot_bias = [layer(pos).reshape(self.slots, self.patches, -1) for layer in kv]
+            self._slot_bias = [self._heads_layout(layer(pos).reshape(self.slots, self.patches, -1)).contiguous()
+                               for layer in kv]
+
+    def _heads_layout(self, projected: torch.Tensor) -> torch.Tensor:
+        """(frames, patches, 2 * hidden) as ``kv`` lays it out -> (frames, 2, heads, patches, head_dim)."""
+        attn = self.runner.model.blocks[self.image_blocks[0]].cross_attn
+        frames = projected.shape[0]
+        return projected.view(frames, self.patches, 2, attn.num_heads, attn.head_dim).permute(0, 2, 3, 1, 4)
 
     def _allocate_frame_buffers(self) -> None:
         model = self.runner.model
         attn = model.blocks[self.image_blocks[0]].cross_attn
-        layers, width = len(self.image_blocks), 2 * model.hidden_size
-        self._store = torch.empty((layers, self.slots, self.patches, width), dtype=model.dtype, device=self.device)
-        shape = (1, attn.num_heads, self.slots * self.patches, attn.head_dim)
+        layers, heads, head_dim = len(self.image_blocks), attn.num_heads, attn.head_dim
+        self._store = torch.empty((layers, self.slots, 2, heads, self.patches, head_dim), dtype=model.dtype,
+                                  device=self.device)
+        shape = (1, heads, self.slots * self.patches, head_dim)
         self._kv = [(torch.empty(shape, dtype=model.dtype, device=self.device),
                      torch.empty(shape, dtype=model.dtype, device=self.device)) for _ in range(layers)]
 
@@ -226,34 +235,23 @@ class StreamingSampler:
             features = img_tokens[0].reshape(self.slots, self.patches, -1)[list(new.values())]
             adaptor_dtype = next(runner.img_adaptor.parameters()).dtype
             adapted = self._img_head(features.to(device=self.device, dtype=adaptor_dtype)).to(model.dtype)
-            contiguous = rows[-1] - rows[0] + 1 == len(rows)
-            for layer, weight in enumerate(self._kv_weights):
-                weight_t = weight.t()
-                if contiguous:  # one matmul straight into the rows (the usual case: the three new frames)
-                    torch.mm(adapted.reshape(-1, adapted.shape[-1]), weight_t,
-                             out=self._store[layer, rows[0]:rows[-1] + 1].view(-1, self._store.shape[-1]))
-                else:
-                    for frame, row in enumerate(rows):
-                        torch.mm(adapted[frame], weight_t, out=self._store[layer, row])
+            flat, rows_t = adapted.reshape(-1, adapted.shape[-1]), torch.tensor(rows, device=self.device)
+            for layer, weight in enumerate(self._kv_weights):  # F.linear: oneDNN under OneDnnLinear on CPU
+                self._store[layer].index_copy_(0, rows_t, self._heads_layout(F.linear(flat, weight).view(
+                    len(rows), self.patches, -1)))
             for key, row in zip(new, rows):
                 self._rows[key] = row
                 self._uid[key] = self._projections
                 self._projections += 1
             self.stats["frames_projected"] += len(new)
-        attn = model.blocks[self.image_blocks[0]].cross_attn
-        heads, head_dim = attn.num_heads, attn.head_dim
-
-        def heads_layout(t: torch.Tensor) -> torch.Tensor:  # (patches, 2 * hidden) -> (2, heads, patches, hd)
-            return t.view(self.patches, 2, heads, head_dim).permute(1, 2, 0, 3)
-
         for slot, key in enumerate(keys):
             uid = self._uid[key]
             if self._held[slot] == uid:  # the same frame in the same slot: its keys/values are there
                 continue
             row = self._rows[key]
             for layer, block in enumerate(self.image_blocks):
-                raw, bias = heads_layout(self._store[layer, row]), heads_layout(self._slot_bias[layer][slot])
-                k_buf, v_buf = (t[0].view(heads, self.slots, self.patches, head_dim)[:, slot] for t in self._kv[layer])
+                raw, bias = self._store[layer, row], self._slot_bias[layer][slot]  # (2, heads, patches, hd)
+                k_buf, v_buf = (t[0].view(t.shape[1], self.slots, self.patches, -1)[:, slot] for t in self._kv[layer])
                 torch.add(raw[1], bias[1], out=v_buf)
                 torch.add(raw[0], bias[0], out=k_buf)
                 model.blocks[block].cross_attn.k_norm.normalize_(k_buf)
