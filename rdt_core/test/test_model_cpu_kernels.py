@@ -1,10 +1,11 @@
-"""OneDnnLinear: float32 CPU Linear layers through oneDNN, same numbers as F.linear, inference only."""
+"""CPU kernel choices: float32 Linear layers through oneDNN, bfloat16 cross-attention as matmuls; same numbers."""
 import numpy as np
 import pytest
 import torch
 from torch import nn
 from torch.profiler import ProfilerActivity, profile
 
+from rdt_core.model.blocks import cross_attention
 from rdt_core.model.cpu_linear import OneDnnLinear, onednn_linear_status
 from rdt_core.policy import RDTPolicy
 
@@ -60,3 +61,22 @@ def test_policy_uses_onednn_on_cpu_float32_and_gives_the_same_chunk():
                                rtol=1e-4, atol=1e-5)
     bf16 = RDTPolicy.tiny("kinova_gen3", seed=0, dtype="bfloat16")
     assert "default" in bf16.fast_path["linear"]
+
+
+@pytest.mark.parametrize("keys", [4374, 32])
+def test_bfloat16_cpu_cross_attention_is_attention(keys):
+    """The bf16 CPU path (two matmuls around a softmax) computes the same attention as float32 SDPA, within
+    bfloat16 rounding; with a mask, or with autograd on, it is SDPA itself."""
+    gen = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(1, 4, n, 32, generator=gen) for n in (67, keys, keys))
+    want = torch.nn.functional.scaled_dot_product_attention(q, k, v)
+    with torch.inference_mode():
+        got = cross_attention(q.bfloat16(), k.bfloat16(), v.bfloat16(), None)
+        ops = _ops_run(lambda: cross_attention(q.bfloat16(), k.bfloat16(), v.bfloat16(), None))
+    assert got.dtype == torch.bfloat16 and got.shape == want.shape
+    assert (got.float() - want).abs().max() < 0.02 * want.abs().max() + 2e-3
+    assert not any("scaled_dot_product" in op for op in ops)
+    mask = torch.ones(1, 1, 1, keys, dtype=torch.bool)
+    with torch.inference_mode():
+        ops = _ops_run(lambda: cross_attention(q.bfloat16(), k.bfloat16(), v.bfloat16(), mask))
+    assert any("scaled_dot_product" in op for op in ops)
