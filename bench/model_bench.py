@@ -29,6 +29,7 @@ The vision tower is SigLIP with the so400m geometry (384 px, patch 14: 729 token
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import multiprocessing
 import resource
@@ -44,6 +45,7 @@ from transformers import SiglipVisionConfig, SiglipVisionModel
 from rdt_core.encoders.language import InstructionEmbedding, save_instruction_embedding
 from rdt_core.encoders.vision import HistoryImageEncoder, VisionEncoder, _SiglipProcessorClass
 from rdt_core.model import RDTRunner, rdt_config
+from rdt_core.model.cpu_linear import OneDnnLinear, onednn_linear_status
 from rdt_core.policy import RDTPolicy
 from rdt_core.robots import load_profile
 
@@ -246,13 +248,16 @@ def so400m_frames(device: torch.device, dtypes) -> None:
     for dtype in dtypes:
         enc = VisionEncoder(copy.deepcopy(vision.model), vision.processor, device=device, dtype=dtype,
                             preprocess_on_device=device.type == "cuda")
-        enc.encode(frames[:1])  # warm-up
-        sync(device)
-        start = time.perf_counter()
-        enc.encode(frames)
-        sync(device)
-        print(f"SigLIP so400m (27 layers), 3 new frames, {str(dtype).removeprefix('torch.')}: "
-              f"{time.perf_counter() - start:.2f} s", flush=True)
+        # the Linear kernels RDTPolicy picks (oneDNN for float32 on CPU)
+        onednn = device.type == "cpu" and dtype == torch.float32 and onednn_linear_status()[0]
+        with OneDnnLinear() if onednn else contextlib.nullcontext():
+            enc.encode(frames[:1])  # warm-up
+            sync(device)
+            start = time.perf_counter()
+            enc.encode(frames)
+            sync(device)
+        print(f"SigLIP so400m (27 layers), 3 new frames, {str(dtype).removeprefix('torch.')}"
+              f"{' (oneDNN Linear layers)' if onednn else ''}: {time.perf_counter() - start:.2f} s", flush=True)
         del enc
 
 
