@@ -283,6 +283,21 @@ def bench_profile(workdir: Path) -> Path:
     return path
 
 
+def host_cpu_times() -> tuple[int, int] | None:
+    """(all CPU ticks, steal ticks) since boot from /proc/stat, or None where there is none."""
+    try:
+        fields = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    except (OSError, ValueError, IndexError):
+        return None
+    return sum(fields[:8]), fields[7] if len(fields) > 7 else 0
+
+
+def shares_a_stall(start_ns: int, end_ns: int, other_stamps: np.ndarray, gap_s: float) -> bool:
+    """Whether another process's stream (sorted stamps) has a gap over ``gap_s`` overlapping [start, end]."""
+    gaps = np.flatnonzero(np.diff(other_stamps) / 1e9 > gap_s)
+    return any(other_stamps[i] < end_ns and other_stamps[i + 1] > start_ns for i in gaps)
+
+
 def percentile(x, q) -> float:
     return float(np.percentile(np.asarray(x), q)) if len(x) else float("nan")
 
@@ -329,13 +344,14 @@ def bench_policy(args, workdir: Path) -> None:
                              f"the cameras published from here may come late: try --max-age 1.0")
         n_status = len(statuses)
         time.sleep(2.0)
-        t0, mono0, cpu0 = time.time_ns(), time.monotonic(), cpu_seconds(policy.pid)
+        t0, mono0, cpu0, steal0 = time.time_ns(), time.monotonic(), cpu_seconds(policy.pid), host_cpu_times()
         n_cmd, n_chunk, n_joint = len(commands), len(chunks), len(joint_states)
         time.sleep(args.seconds)
-        t1, mono1, cpu1 = time.time_ns(), time.monotonic(), cpu_seconds(policy.pid)
+        t1, mono1, cpu1, steal1 = time.time_ns(), time.monotonic(), cpu_seconds(policy.pid), host_cpu_times()
         window_cmds = np.array(commands[n_cmd:], dtype=np.int64)
         window_chunks = list(chunks[n_chunk:])
-        joint_gaps = np.diff(np.sort(np.array(joint_states[n_joint:], dtype=np.int64))) / 1e9
+        joint_stamps = np.sort(np.array(joint_states[n_joint:], dtype=np.int64))
+        joint_gaps = np.diff(joint_stamps) / 1e9
         states = collections.Counter(statuses[n_status:])
         holds = collections.Counter(re.sub(r"[\d.]+ s", "N s", r) for r in reasons[n_status:] if r)
     finally:
@@ -392,6 +408,13 @@ def bench_policy(args, workdir: Path) -> None:
               + " (in the window)")
     print(f"  camera sender          longest gap {sender_gap * 1e3:.0f} ms between two frames of one camera "
           f"(nominal 33 ms: this process's own lateness)")
+    long_gaps = [(a, b) for a, b in zip(np.sort(window_cmds)[:-1], np.sort(window_cmds)[1:]) if (b - a) / 1e9 > 1.5 * nominal]
+    shared = sum(shares_a_stall(a, b, joint_stamps, 1.5 * nominal) for a, b in long_gaps)
+    if steal0 and steal1:
+        steal = (steal1[1] - steal0[1]) / max(1, steal1[0] - steal0[0])
+        print(f"  machine                host steal {steal * 100:.1f} % of the CPU time in the window (a VM's "
+              f"hypervisor running something else); {shared} of the {len(long_gaps)} command gaps over 1.5 x "
+              f"overlap a gap over 1.5 x in the fake robot process (stalls of the whole machine, not the node)")
     print(f"  states seen            {dict(states)} (status messages in the window)")
     if holds:
         print(f"  hold reasons           {dict(holds.most_common(4))}")
