@@ -155,13 +155,15 @@ class Ours:
         return self.policy.predict(frames, qpos, noise=noise, image_keys=image_keys)
 
 
-def variants(size: str, device: torch.device, vision_layers: int):
+def variants(size: str, device: torch.device, vision_layers: int, gpu_path: bool | None = None):
+    """The variants to compare; ``gpu_path`` (default: on CUDA) builds the CUDA set, which also runs on the
+    CPU, each piece falling back as it does without a GPU (how the tests exercise it)."""
     runner, vision = random_runner(size), siglip(vision_layers)
     profile = load_profile(PROFILE)
     gen = torch.Generator().manual_seed(1)
     instruction = InstructionEmbedding("bench", "bench", torch.randn(1, LANG_LEN, runner.lang_token_dim, generator=gen))
     args = (Weights(runner, vision), vision.processor, profile, instruction, device)
-    if device.type == "cuda":
+    if device.type == "cuda" if gpu_path is None else gpu_path:
         bf16 = torch.bfloat16
         return {"(i) official": Official(*args, bf16),
                 "(ii) before": Official(*args, bf16, use_cache=True, history=True),
@@ -173,8 +175,10 @@ def variants(size: str, device: torch.device, vision_layers: int):
             "(iv) ours bf16": Ours(*args, torch.bfloat16)}, runner, profile
 
 
-def bench(size: str, device: torch.device, chunks: int, vision_layers: int, bf16_note: str) -> None:
-    built, runner, profile = variants(size, device, vision_layers)
+def bench(size: str, device: torch.device, chunks: int, vision_layers: int, bf16_note: str,
+          gpu_path: bool | None = None) -> dict[str, dict[str, float]]:
+    """Print the comparison; return each variant's p50 (s), ratio to (i) and max difference (robot units)."""
+    built, runner, profile = variants(size, device, vision_layers, gpu_path)
     n_params = sum(p.numel() for p in runner.parameters()) / 1e6
     print(f"\n{size}: RDT {n_params:.0f}M params, {runner.img_cond_len} image tokens, {runner.pred_horizon} actions, "
           f"{runner.num_inference_timesteps} steps; SigLIP so400m geometry, {vision_layers} layer(s); {PROFILE} "
@@ -211,6 +215,7 @@ def bench(size: str, device: torch.device, chunks: int, vision_layers: int, bf16
         if k > 1:
             print(f"  chunk {k - 1}: " + ", ".join(f"{n.split()[0]} {times[n][-1]:.2f} s" for n in names), flush=True)
     base, base_cpu = statistics.median(times[names[0]]), statistics.median(cpu[names[0]])
+    summary: dict[str, dict[str, float]] = {}
     print(f"{'variant':<20} {'p50':>9} {'p90':>9} {'x (i)':>7} {'cpu p50':>9} {'x (i)':>7} "
           f"{'max|diff| robot':>15} {'unified':>9}  notes")
     for name in names:
@@ -221,9 +226,11 @@ def bench(size: str, device: torch.device, chunks: int, vision_layers: int, bf16
         if parts[name]:
             enc = statistics.median(e for e, _ in parts[name])
             note = f"SigLIP+preprocessing {enc * 1e3:.0f} ms ({enc / p50:.0%})"
+        summary[name] = {"p50_s": p50, "ratio": base / p50, "max_diff": diffs[name],
+                         "unified_diff": unified_diffs[name]}
         print(f"{name:<20} {p50 * 1e3:>7.0f}ms {p90 * 1e3:>7.0f}ms {base / p50:>6.2f}x {c50:>8.2f}s "
               f"{base_cpu / c50:>6.2f}x {diffs[name]:>15.2e} {unified_diffs[name]:>9.2e}  {note}", flush=True)
-    if device.type == "cpu":
+    if "(iv) ours bf16" in built:
         print(f"  (iv): {bf16_note}")
     print("  cpu = process CPU seconds of the step (all threads): less sensitive than wall time to other "
           "processes on a shared machine; 'robot' = robot units, 'unified' = the model's output space")
@@ -238,6 +245,7 @@ def bench(size: str, device: torch.device, chunks: int, vision_layers: int, bf16
     linear = [b.policy.linear for b in built.values() if hasattr(b, "policy")]
     print(f"  ours: sampler {sorted(set(graphs))}; preprocessing {sorted(set(preprocessing))}; "
           f"linear layers {sorted(set(linear))}")
+    return summary
 
 
 def so400m_frames(device: torch.device, dtypes) -> None:
@@ -314,7 +322,14 @@ def startup(size: str, device: torch.device, vision_layers: int) -> None:
                                                          str(Path(tmp) / "instr.pt"), str(device), dtype,
                                                          torch.get_num_threads(), queue))
         child.start()
-        result = queue.get()
+        result = None
+        while result is None:  # a child that dies (out of memory, an exception) must not hang the bench
+            try:
+                result = queue.get(timeout=1.0)
+            except Exception:  # queue.Empty
+                if not child.is_alive():
+                    raise SystemExit(f"start-up {size}: the measuring process exited with code {child.exitcode} "
+                                     f"before reporting (its error is printed above)")
         child.join()
     gpu = f", peak GPU memory {result['gpu_gb']:.2f} GiB (goal <= 6 GB)" if result["gpu_gb"] is not None else ""
     print(f"\nstart-up {size} ({dtype} on {device}, checkpoint {file_gb:.2f} GiB safetensors, SigLIP {vision_layers} "
