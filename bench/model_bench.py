@@ -32,6 +32,7 @@ import argparse
 import contextlib
 import copy
 import multiprocessing
+import queue as queue_module
 import resource
 import statistics
 import tempfile
@@ -45,7 +46,7 @@ from transformers import SiglipVisionConfig, SiglipVisionModel
 from rdt_core.encoders.language import InstructionEmbedding, save_instruction_embedding
 from rdt_core.encoders.vision import HistoryImageEncoder, VisionEncoder, _SiglipProcessorClass
 from rdt_core.model import RDTRunner, rdt_config
-from rdt_core.model.cpu_linear import OneDnnLinear, onednn_linear_status
+from rdt_core.model.cpu_linear import OneDnnLinear, onednn_linear_applies
 from rdt_core.policy import RDTPolicy
 from rdt_core.robots import load_profile
 
@@ -257,7 +258,7 @@ def so400m_frames(device: torch.device, dtypes) -> None:
         enc = VisionEncoder(copy.deepcopy(vision.model), vision.processor, device=device, dtype=dtype,
                             preprocess_on_device=device.type == "cuda")
         # the Linear kernels RDTPolicy picks (oneDNN for float32 on CPU)
-        onednn = device.type == "cpu" and dtype == torch.float32 and onednn_linear_status()[0]
+        onednn = onednn_linear_applies(device, dtype)
         with OneDnnLinear() if onednn else contextlib.nullcontext():
             enc.encode(frames[:1])  # warm-up
             sync(device)
@@ -326,7 +327,7 @@ def startup(size: str, device: torch.device, vision_layers: int) -> None:
         while result is None:  # a child that dies (out of memory, an exception) must not hang the bench
             try:
                 result = queue.get(timeout=1.0)
-            except Exception:  # queue.Empty
+            except queue_module.Empty:
                 if not child.is_alive():
                     raise SystemExit(f"start-up {size}: the measuring process exited with code {child.exitcode} "
                                      f"before reporting (its error is printed above)")

@@ -367,7 +367,8 @@ def bench_policy(args, workdir: Path) -> None:
     ticks = np.array([t for t in report.get("ticks", []) if mono0 <= t[0] <= mono1]).reshape(-1, 2)
     gcs = [g for g in report.get("gc", []) if mono0 <= g[0] <= mono1]
     lost, total = dropped(sent, seen, t0, t1 - 500_000_000)   # the last half second may still be in flight
-    periods = np.diff(np.sort(window_cmds)) / 1e9
+    cmd_stamps = np.sort(window_cmds)
+    periods = np.diff(cmd_stamps) / 1e9
     latencies = [c.inference_latency for c in window_chunks]
     ages = [(c.ready_stamp.sec + 1e-9 * c.ready_stamp.nanosec) - (c.header.stamp.sec + 1e-9 * c.header.stamp.nanosec)
             for c in window_chunks]
@@ -408,7 +409,7 @@ def bench_policy(args, workdir: Path) -> None:
               + " (in the window)")
     print(f"  camera sender          longest gap {sender_gap * 1e3:.0f} ms between two frames of one camera "
           f"(nominal 33 ms: this process's own lateness)")
-    long_gaps = [(a, b) for a, b in zip(np.sort(window_cmds)[:-1], np.sort(window_cmds)[1:]) if (b - a) / 1e9 > 1.5 * nominal]
+    long_gaps = [(a, b) for a, b in zip(cmd_stamps[:-1], cmd_stamps[1:]) if (b - a) / 1e9 > 1.5 * nominal]
     shared = sum(shares_a_stall(a, b, joint_stamps, 1.5 * nominal) for a, b in long_gaps)
     if steal0 and steal1:
         steal = (steal1[1] - steal0[1]) / max(1, steal1[0] - steal0[0])

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
-__all__ = ["OneDnnLinear", "onednn_linear_status"]
+__all__ = ["OneDnnLinear", "onednn_linear_status", "onednn_linear_applies"]
 
 
 def _op():
@@ -39,6 +39,11 @@ def onednn_linear_status() -> tuple[bool, str]:
     if got.shape != want.shape or not torch.allclose(got, want, rtol=1e-5, atol=1e-5):
         return False, "PyTorch's default float32 matmul (oneDNN's linear op disagreed with F.linear on a probe)"
     return True, "oneDNN for float32 Linear layers (torch.ops.mkldnn._linear_pointwise)"
+
+
+def onednn_linear_applies(device, dtype: torch.dtype) -> bool:
+    """Whether :class:`OneDnnLinear` would change anything for a model on ``device`` in ``dtype``."""
+    return torch.device(device).type == "cpu" and dtype == torch.float32 and onednn_linear_status()[0]
 
 
 class OneDnnLinear(TorchFunctionMode):
